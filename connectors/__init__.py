@@ -1,0 +1,1 @@
+"""Connectors: one module per kind of system; they know systems, not flows."""

@@ -1,0 +1,37 @@
+"""Errors raised by connectors, classified once at the edge.
+
+    ConnectorError             any failure talking to a system
+     ├── RetriableError        429, 5xx, timeouts, refused connections: worth another attempt
+     └── FatalError            any other 4xx, a broken protocol: retrying cannot help
+          ├── AuthError        401 / 403: the credentials were rejected
+          ├── NotFound         404: no such resource
+          └── PaginationLoop   the source handed back a cursor it had already given
+"""
+
+
+class ConnectorError(Exception):
+    """A failure talking to a system."""
+
+
+class RetriableError(ConnectorError):
+    """A failure that may pass: `retry_after` is the server's hint in seconds, if it gave one."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class FatalError(ConnectorError):
+    """A failure that another attempt would repeat."""
+
+
+class AuthError(FatalError):
+    """The system rejected the credentials."""
+
+
+class NotFound(FatalError):
+    """The resource does not exist."""
+
+
+class PaginationLoop(FatalError):
+    """The source repeated a page cursor; following it would loop forever."""

@@ -1,0 +1,25 @@
+"""The contract a batch of `billing.customers` rows must meet before delivery."""
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+EMAIL = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
+E164 = r"^\+[1-9]\d{7,14}$"
+
+
+def billing_customers() -> gx.ExpectationSuite:
+    return gx.ExpectationSuite(
+        name="billing_customers",
+        expectations=[
+            gxe.ExpectColumnValuesToNotBeNull(column="crm_id", description="every customer has a CRM id"),
+            gxe.ExpectColumnValuesToBeUnique(column="crm_id", description="one row per CRM id"),
+            gxe.ExpectColumnValuesToNotBeNull(column="name", description="customer has a name"),
+            gxe.ExpectColumnValuesToNotBeNull(column="email", description="customer has an email"),
+            gxe.ExpectColumnValuesToMatchRegex(column="email", regex=EMAIL, description="email is well formed"),
+            gxe.ExpectColumnValuesToMatchRegex(column="phone", regex=E164, description="phone is E.164 (or absent)"),
+            gxe.ExpectColumnValuesToNotBeNull(column="country", description="customer has a country"),
+            gxe.ExpectColumnValuesToNotBeNull(column="currency", description="country is known to the finance API"),
+            gxe.ExpectColumnValuesToBeBetween(column="tax_rate", min_value=0, max_value=0.5, description="tax rate is a plausible share"),
+            gxe.ExpectColumnValuesToNotBeNull(column="crm_updated_at", description="record has a valid update time"),
+        ],
+    )

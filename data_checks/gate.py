@@ -1,0 +1,108 @@
+"""Run an expectation suite on a batch and say which rows fail and why.
+
+Great Expectations does the checking and keeps every validation result in a file
+context under `<home>/gx`; Data Docs (HTML) are built into `<home>/reports`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.core.run_identifier import RunIdentifier
+from great_expectations.data_context import FileDataContext
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+SITE = "interlink"
+
+
+class GateFailed(Exception):
+    """The batch as a whole failed its checks: nothing of it may be delivered."""
+
+
+@dataclass
+class Validation:
+    """The outcome of one suite on one batch.
+
+    `row_failures` is indexed like the batch, one row per failing row, with `reason`
+    (every failed expectation, `; `-joined) and `values` (the offending values by column).
+    `batch_failures` lists failed expectations that do not point at rows.
+    """
+
+    suite: str
+    row_failures: pd.DataFrame
+    batch_failures: list[str] = field(default_factory=list)
+    expectations: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return self.row_failures.empty and not self.batch_failures
+
+
+def context(home: Path) -> FileDataContext:
+    """The GX file context under `home`, with progress bars off and a Data Docs site in `home/reports`."""
+    ctx = gx.get_context(mode="file", project_root_dir=str(home / "gx"))
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if SITE not in (ctx.get_config().data_docs_sites or {}):
+        ctx.add_data_docs_site(
+            site_name=SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(home / "reports")},
+            },
+        )
+    return ctx
+
+
+def validate(ctx: FileDataContext, batch: pd.DataFrame, suite: gx.ExpectationSuite, run_name: str) -> Validation:
+    """Validate `batch` against `suite`; the result is stored under `run_name` for Data Docs."""
+    definition = _definition(ctx, suite)
+    result = definition.run(
+        batch_parameters={"dataframe": batch},
+        result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
+        run_id=RunIdentifier(run_name=run_name),
+    )
+    reasons: dict[Any, list[str]] = {}
+    values: dict[Any, dict[str, Any]] = {}
+    batch_failures, expectations = [], []
+    for outcome in result.results:
+        config = outcome.expectation_config
+        column = config.kwargs.get("column")
+        label = f"{config.type}({column})" + (f": {config.description}" if config.description else "")
+        rows = outcome.result.get("unexpected_index_list")
+        expectations.append({"expectation": config.type, "column": column, "success": outcome.success,
+                             "unexpected": outcome.result.get("unexpected_count", 0)})
+        if outcome.success:
+            continue
+        if rows is None:
+            batch_failures.append(label)
+            continue
+        for index in rows:
+            reasons.setdefault(index, []).append(label)
+            values.setdefault(index, {})[column] = batch.at[index, column]
+    failures = pd.DataFrame(
+        {"reason": {i: "; ".join(r) for i, r in reasons.items()}, "values": values}, columns=["reason", "values"]
+    )
+    return Validation(suite.name, failures, batch_failures, expectations)
+
+
+def build_docs(ctx: FileDataContext, run_name: str) -> Path:
+    """Render the Data Docs pages of one run's validations; returns the site's index page."""
+    keys = [k for k in ctx.validation_results_store.list_keys() if k.run_id.run_name == run_name]
+    ctx.build_data_docs(site_names=[SITE], resource_identifiers=keys)
+    return Path(ctx.get_docs_sites_urls(site_name=SITE)[0]["site_url"].removeprefix("file://"))
+
+
+def _definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.ValidationDefinition:
+    source = ctx.data_sources.add_or_update_pandas("interlink")
+    asset = next((a for a in source.assets if a.name == suite.name), None) or source.add_dataframe_asset(suite.name)
+    batch = next((b for b in asset.batch_definitions if b.name == "batch"), None) or asset.add_batch_definition_whole_dataframe("batch")
+    stored = ctx.suites.add_or_update(suite)
+    return ctx.validation_definitions.add_or_update(gx.ValidationDefinition(name=suite.name, data=batch, suite=stored))

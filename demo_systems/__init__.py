@@ -1,0 +1,1 @@
+"""Embedded demo systems: a CRM and a finance reference API served over real HTTP."""

@@ -1,0 +1,1 @@
+"""Interlink: integrations between business systems, declared once and run on Prefect."""

@@ -1,0 +1,121 @@
+"""`interlink`: the operators' command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from interlink.deadletter import DeadLetters
+from interlink.ledger import Ledger
+from interlink.settings import ConfigError, Settings
+
+RUN_COLUMNS = ("integration", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_quarantined", "watermark")
+DLQ_COLUMNS = ("integration", "record_key", "stage", "status", "reason")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.command(args, Settings()) or 0
+    except ConfigError as exc:
+        print(f"interlink: {exc}", file=sys.stderr)
+        return 2
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run an integration's sync once, against the demo systems where no system is configured."""
+    return _run_flow(settings, args.integration, "sync", full_refresh=args.full_refresh, chunk_size=args.chunk_size)
+
+
+def runs(args: argparse.Namespace, settings: Settings) -> None:
+    rows = Ledger(settings.state.url).runs(args.integration, args.limit)
+    _emit(rows, RUN_COLUMNS, args.json)
+
+
+def dlq_list(args: argparse.Namespace, settings: Settings) -> None:
+    entries = DeadLetters(settings.state.url).entries(args.integration, args.status)
+    _emit(entries, DLQ_COLUMNS, args.json)
+
+
+def dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
+    return _run_flow(settings, args.integration, "replay")
+
+
+def demo_mutate(args: argparse.Namespace, settings: Settings) -> None:
+    from demo_systems.crm_data import mutate, seed
+    from interlink.demo import crm_database
+
+    seed(crm_database(settings))
+    changed = mutate(crm_database(settings), args.count)
+    print(f"changed {len(changed)} CRM customers: {', '.join(changed[:10])}{' …' if len(changed) > 10 else ''}")
+
+
+def _run_flow(settings: Settings, name: str, which: str, **parameters: Any) -> int:
+    from flows import integration
+    from interlink.demo import demo_systems
+
+    module = integration(name)
+    with demo_systems(settings):
+        summary = getattr(module, which)(**parameters)
+    print(
+        f"\n{name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
+        f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
+        f"quarantined {summary['rows_quarantined']}\n"
+        f"watermark: {summary['watermark']}\n"
+        f"data-quality report: {summary['report']}"
+    )
+    return 0
+
+
+def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, default=str, indent=2))
+        return
+    table = [columns] + [tuple(_cell(row[c]) for c in columns) for row in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
+    for line in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="interlink", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    p = commands.add_parser("run", help="run an integration's sync now")
+    p.add_argument("integration")
+    p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
+    p.add_argument("--chunk-size", type=int, default=10_000, help="rows per batch (default 10000)")
+    p.set_defaults(command=run)
+
+    p = commands.add_parser("runs", help="the run ledger, newest first")
+    p.add_argument("--integration")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(command=runs)
+
+    dlq = commands.add_parser("dlq", help="the dead-letter store").add_subparsers(required=True, metavar="ACTION")
+    p = dlq.add_parser("list", help="dead-lettered records")
+    p.add_argument("--integration")
+    p.add_argument("--status", choices=["open", "resolved", "replayed"])
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(command=dlq_list)
+    p = dlq.add_parser("replay", help="run an integration's open dead letters through again")
+    p.add_argument("integration")
+    p.set_defaults(command=dlq_replay)
+
+    demo = commands.add_parser("demo", help="the embedded demo systems").add_subparsers(required=True, metavar="ACTION")
+    p = demo.add_parser("mutate", help="edit CRM customers, so the next sync has work")
+    p.add_argument("--count", type=int, default=25)
+    p.set_defaults(command=demo_mutate)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""The dead-letter store: records that could not be delivered, with the reason, kept for replay.
+
+One entry per integration and record key. An entry is `open` until the record is
+delivered: by a later sync (`resolved`) or by a replay (`replayed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from connectors.sql import upsert, utcnow
+from interlink.state import DEAD_LETTERS, state_engine
+
+OPEN, RESOLVED, REPLAYED = "open", "resolved", "replayed"
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A record refused at `stage`: why, the offending values, and the source record itself."""
+
+    record_key: str
+    stage: str
+    reason: str
+    values: dict[str, Any]
+    payload: dict[str, Any]
+
+
+class DeadLetters:
+    def __init__(self, url: str):
+        self._engine = state_engine(url)
+
+    def put(self, integration: str, rejects: Iterable[Reject], flow_run_id: str | None) -> None:
+        """Store rejects as open entries, replacing any earlier entry for the same record."""
+        now = utcnow()
+        rows = [
+            {**asdict(r), "integration": integration, "status": OPEN, "flow_run_id": flow_run_id, "created_at": now, "updated_at": now}
+            for r in rejects
+        ]
+        with self._engine.begin() as conn:
+            upsert(conn, DEAD_LETTERS, rows, keys=["integration", "record_key"], keep=["created_at"])
+
+    def settle(self, integration: str, record_keys: Iterable[str], status: str) -> int:
+        """Close the open entries of records now delivered; returns how many were closed."""
+        keys = list(record_keys)
+        closed = 0
+        with self._engine.begin() as conn:
+            for start in range(0, len(keys), 1000):
+                closed += conn.execute(
+                    DEAD_LETTERS.update()
+                    .where(
+                        DEAD_LETTERS.c.integration == integration,
+                        DEAD_LETTERS.c.status == OPEN,
+                        DEAD_LETTERS.c.record_key.in_(keys[start : start + 1000]),
+                    )
+                    .values(status=status, updated_at=utcnow())
+                ).rowcount
+        return closed
+
+    def entries(self, integration: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
+        """Entries, oldest first, optionally of one integration and status."""
+        query = sa.select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id)
+        if integration:
+            query = query.where(DEAD_LETTERS.c.integration == integration)
+        if status:
+            query = query.where(DEAD_LETTERS.c.status == status)
+        with self._engine.connect() as conn:
+            return [dict(row._mapping) for row in conn.execute(query)]
+

@@ -1,0 +1,57 @@
+"""Interlink's own metadata database: the run ledger and the dead-letter store live here."""
+
+from functools import cache
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from connectors.sql import Timestamp, create_engine
+
+METADATA = sa.MetaData()
+
+RUNS = sa.Table(
+    "runs",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("integration", sa.String(100), nullable=False, index=True),
+    sa.Column("kind", sa.String(20), nullable=False),
+    sa.Column("flow_run_id", sa.String(36)),
+    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("finished_at", Timestamp),
+    sa.Column("rows_read", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_inserted", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_updated", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_unchanged", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_quarantined", sa.Integer, nullable=False, default=0),
+    sa.Column("watermark_before", sa.String(64)),
+    sa.Column("watermark", sa.String(64)),
+    sa.Column("target", sa.String(500), nullable=False),
+    sa.Column("report", sa.String(1000)),
+    sa.Column("error", sa.Text),
+)
+
+DEAD_LETTERS = sa.Table(
+    "dead_letters",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("integration", sa.String(100), nullable=False),
+    sa.Column("record_key", sa.String(200), nullable=False),
+    sa.Column("stage", sa.String(20), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("values", sa.JSON, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("flow_run_id", sa.String(36)),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("integration", "record_key"),
+)
+
+
+@cache
+def state_engine(url: str) -> Engine:
+    """The engine for the metadata database at `url`, its tables created on first use."""
+    engine = create_engine(url)
+    METADATA.create_all(engine)
+    return engine

@@ -1,0 +1,39 @@
+"""Enrich: look data up in another system, once per distinct value, never per record."""
+
+from collections.abc import Iterable
+from urllib.parse import quote
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.errors import NotFound
+from connectors.rest import RestClient
+from interlink.settings import RestConnection
+from tasks import retriable
+
+CountryTerms = dict[str, dict | None]  # country code → {"currency", "tax_rate"}, None if unknown
+
+
+@task(name="lookup-countries", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retriable)
+def lookup_countries(connection: RestConnection, codes: Iterable[str]) -> CountryTerms:
+    """Billing terms of each country code from the finance API; unknown codes map to None."""
+    terms: CountryTerms = {}
+    with RestClient.connect("finance", connection) as client:
+        for code in sorted(codes):
+            try:
+                terms[code] = client.get_json(f"/countries/{quote(code, safe='')}")
+            except NotFound:
+                terms[code] = None
+    get_run_logger().info("looked up %d countries (%d unknown)", len(terms), sum(v is None for v in terms.values()))
+    return terms
+
+
+@task(name="enrich", cache_policy=NO_CACHE)
+def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
+    """Add `currency` and `tax_rate` by country; unknown countries get nulls for the checks to catch."""
+    known = {code: t for code, t in terms.items() if t}
+    return rows.assign(
+        currency=rows["country"].map({c: t["currency"] for c, t in known.items()}).astype("string"),
+        tax_rate=rows["country"].map({c: t["tax_rate"] for c, t in known.items()}).astype("float64"),
+    )

@@ -1,0 +1,46 @@
+"""Report: what a run moved and how its data checks went, as Data Docs and a Prefect artifact."""
+
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from data_checks.gate import build_docs, context
+from interlink.ledger import Counts
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def publish_report(
+    integration: str, home: Path, run_name: str, counts: Counts, watermarks: tuple[str | None, str | None], target: str
+) -> Path:
+    """Build the run's Data Docs and publish a markdown artifact with its counts; returns the docs path."""
+    ctx = context(home)
+    docs = build_docs(ctx, run_name)
+    failing: dict[str, int] = {}
+    for key in ctx.validation_results_store.list_keys():
+        if key.run_id.run_name != run_name:
+            continue
+        for outcome in ctx.validation_results_store.get(key).results:
+            if not outcome.success:
+                name = f"{outcome.expectation_config.type}({outcome.expectation_config.kwargs.get('column')})"
+                failing[name] = failing.get(name, 0) + outcome.result.get("unexpected_count", 0)
+    lines = [
+        f"# {integration}",
+        f"Target: `{target}`  ",
+        f"Watermark: `{watermarks[0]}` → `{watermarks[1]}`",
+        "",
+        "| rows | count |",
+        "|---|---|",
+        *[f"| {name.removeprefix('rows_')} | {value} |" for name, value in asdict(counts).items()],
+        "",
+        "## Data checks",
+        *([f"- {name}: {n} rows failed" for name, n in sorted(failing.items())] or ["- every expectation passed"]),
+        "",
+        f"Data Docs: `{docs}`",
+    ]
+    create_markdown_artifact(
+        key=integration.replace("_", "-"), markdown="\n".join(lines), description=f"{integration} run summary"
+    )
+    return docs

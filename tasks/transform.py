@@ -1,0 +1,71 @@
+"""Transform: map source records to the target's shape and normalise them, a batch at a time.
+
+Transforms never drop or reject a record: what cannot be normalised is left as it is
+(or null) for the data checks to name.
+"""
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+COUNTRY_ALIASES = {"UK": "GB", "USA": "US", "U.S.": "US", "GER": "DE", "DEU": "DE", "FRA": "FR"}
+CALLING_CODES = {
+    "US": "1", "CA": "1", "GB": "44", "DE": "49", "FR": "33", "NL": "31", "ES": "34", "IT": "39",
+    "SE": "46", "PL": "48", "CH": "41", "AU": "61", "JP": "81", "IN": "91", "BR": "55", "MX": "52",
+    "IE": "353", "DK": "45", "NO": "47", "BE": "32",
+}
+
+
+def blank_to_na(values: pd.Series) -> pd.Series:
+    """Strip text, collapse inner whitespace; empty becomes missing."""
+    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    return text.mask(text == "")
+
+
+def normalise_email(values: pd.Series) -> pd.Series:
+    return blank_to_na(values).str.lower()
+
+
+def normalise_country(values: pd.Series) -> pd.Series:
+    codes = blank_to_na(values).str.upper()
+    return codes.replace(COUNTRY_ALIASES)
+
+
+def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
+    """E.164 (`+4930123456`): international prefixes kept, national numbers given the country's code."""
+    text = blank_to_na(values)
+    digits = text.str.replace(r"\D", "", regex=True)
+    international = text.str.startswith("+") | text.str.startswith("00")
+    digits = digits.where(~text.str.startswith("00"), digits.str[2:])
+    national = digits.str.lstrip("0")
+    calling = countries.map(CALLING_CODES).astype("string")
+    e164 = ("+" + digits).where(international, "+" + calling + national)
+    return e164.fillna(text)  # left as it was where no country code is known
+
+
+def latest_per_key(frame: pd.DataFrame, key: str, updated: str) -> pd.DataFrame:
+    """One row per non-null key, the most recently updated; rows without a key are kept."""
+    ordered = frame.sort_values(updated, kind="stable")
+    keyed = ordered[ordered[key].notna()].drop_duplicates(subset=key, keep="last")
+    return pd.concat([keyed, ordered[ordered[key].isna()]]).sort_index()
+
+
+@task(name="transform", cache_policy=NO_CACHE)
+def to_billing_customers(raw: pd.DataFrame) -> pd.DataFrame:
+    """CRM customers → rows of `billing.customers`, one per CRM id (latest update wins).
+
+    The result keeps the raw frame's index, so each row can be traced to its source record.
+    """
+    country = normalise_country(raw["country"])
+    rows = pd.DataFrame(
+        {
+            "crm_id": blank_to_na(raw["id"]),
+            "name": blank_to_na(raw["name"]),
+            "email": normalise_email(raw["email"]),
+            "phone": normalise_phone(raw["phone"], country),
+            "country": country,
+            "crm_updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce", format="ISO8601"),
+        },
+        index=raw.index,
+    )
+    return latest_per_key(rows, "crm_id", "crm_updated_at")

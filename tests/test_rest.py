@@ -1,0 +1,125 @@
+"""The REST connector against `httpx.MockTransport`: auth, pagination, error classification, retries."""
+
+import httpx
+import pytest
+from pydantic import SecretStr
+
+from connectors.auth import ApiKeyHeader
+from connectors.errors import AuthError, FatalError, NotFound, PaginationLoop, RetriableError
+from connectors.pagination import CursorPaginator
+from connectors.rest import RestClient
+from interlink.settings import RestConnection
+
+KEY = "sk-unit-5e1d"
+
+
+def client(handler, sleeps=None, attempts=4) -> RestClient:
+    """A client whose backoff is recorded in `sleeps` instead of slept."""
+    return RestClient(
+        "crm", "https://crm.test", auth=ApiKeyHeader(SecretStr(KEY)), max_attempts=attempts,
+        transport=httpx.MockTransport(handler), secrets=(KEY,), sleep=(sleeps if sleeps is not None else []).append,
+    )
+
+
+def test_api_key_goes_in_the_header_only():
+    seen = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"ok": True})
+
+    connection = RestConnection(base_url="https://crm.test", api_key=SecretStr(KEY))
+    with RestClient.connect("crm", connection, transport=httpx.MockTransport(handler)) as rest:
+        assert rest.get_json("/ping", {"a": 1}) == {"ok": True}
+    assert seen[0].headers["X-API-Key"] == KEY
+    assert KEY not in str(seen[0].url)
+
+
+def test_cursor_pagination_follows_the_cursor_until_it_is_null():
+    pages = {None: ("c1", [1, 2]), "c1": ("c2", [3]), "c2": (None, [4])}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        assert request.url.params["limit"] == "2"
+        nxt, data = pages[cursor]
+        return httpx.Response(200, json={"data": data, "next_cursor": nxt})
+
+    with client(handler) as rest:
+        bodies = list(rest.paginate("/customers", CursorPaginator(), {"limit": 2}))
+    assert [x for body in bodies for x in body["data"]] == [1, 2, 3, 4]
+
+
+def test_pagination_resumes_from_a_given_cursor():
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.params["cursor"] == "c7"
+        return httpx.Response(200, json={"data": [8], "next_cursor": None})
+
+    with client(handler) as rest:
+        assert [b["data"] for b in rest.paginate("/x", CursorPaginator(cursor="c7"))] == [[8]]
+
+
+def test_a_repeated_cursor_fails_instead_of_looping():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(200, json={"data": [1], "next_cursor": "same"})
+
+    with client(handler) as rest, pytest.raises(PaginationLoop, match="repeated cursor 'same'"):
+        list(rest.paginate("/customers", CursorPaginator()))
+    assert len(calls) == 2
+
+
+def test_429_honours_retry_after_then_succeeds():
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json={"ok": 1})])
+    sleeps: list[float] = []
+    with client(lambda request: next(answers), sleeps) as rest:
+        assert rest.get_json("/x") == {"ok": 1}
+    assert sleeps == [7.0]
+
+
+def test_5xx_and_timeouts_back_off_exponentially_and_give_up_after_max_attempts():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) % 2:
+            raise httpx.ReadTimeout("slow", request=request)
+        return httpx.Response(503)
+
+    sleeps: list[float] = []
+    with client(handler, sleeps, attempts=4) as rest, pytest.raises(RetriableError, match="503"):
+        rest.get_json("/x")
+    assert len(calls) == 4
+    assert len(sleeps) == 3 and all(0 < s <= 31 for s in sleeps)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_rejected_credentials_fail_at_once_with_a_clear_message(status):
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        return httpx.Response(status, json={"error": f"bad key {KEY}"})  # a server that echoes the key
+
+    with client(handler, []) as rest, pytest.raises(AuthError) as info:
+        rest.get_json("/customers")
+    assert len(calls) == 1
+    message = str(info.value)
+    assert f"GET /customers answered {status}" in message and "credentials were rejected" in message
+    assert KEY not in message
+
+
+def test_other_4xx_are_fatal_and_404_is_not_found():
+    answers = {"/a": httpx.Response(400, text="limit must be a number"), "/b": httpx.Response(404)}
+    with client(lambda request: answers[request.url.path], []) as rest:
+        with pytest.raises(FatalError, match="limit must be a number") as info:
+            rest.get_json("/a")
+        assert not isinstance(info.value, RetriableError)
+        with pytest.raises(NotFound):
+            rest.get_json("/b")
+
+
+def test_connection_repr_never_shows_the_key():
+    connection = RestConnection(base_url="https://crm.test", api_key=SecretStr(KEY))
+    assert KEY not in repr(connection) and KEY not in str(connection.model_dump())
