@@ -22,6 +22,7 @@ demo: $(INSTALLED)
 	$(BIN)/interlink run crm_to_billing
 
 test: $(INSTALLED)
+	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 clean:

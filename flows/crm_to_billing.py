@@ -49,7 +49,7 @@ BILLING_CUSTOMERS = SqlTarget(
 @flow(name=INTEGRATION)
 def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> dict:
     """Sync customers changed since the last run (all of them with `full_refresh`)."""
-    settings = Settings()
+    settings = Settings.load()
     since = None if full_refresh else committed_watermark(settings.billing.url, INTEGRATION)
     with _ledgered(settings, "sync", since) as entry:
         terms: CountryTerms = {}
@@ -68,7 +68,7 @@ def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> dict:
 @flow(name=f"{INTEGRATION}_replay")
 def replay() -> dict:
     """Run the open dead letters through transform → enrich → check → deliver again."""
-    settings = Settings()
+    settings = Settings.load()
     records = [e["payload"] for e in DeadLetters(settings.state.url).entries(INTEGRATION, OPEN)]
     with _ledgered(settings, "replay", None) as entry:
         if records:

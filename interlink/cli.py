@@ -18,7 +18,7 @@ DLQ_COLUMNS = ("integration", "record_key", "stage", "status", "reason")
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return args.command(args, Settings()) or 0
+        return args.command(args, Settings.load()) or 0
     except ConfigError as exc:
         print(f"interlink: {exc}", file=sys.stderr)
         return 2

@@ -18,11 +18,11 @@ def crm_database(settings: Settings) -> Path:
 
 
 @contextmanager
-def demo_systems(settings: Settings, fault_rate: float = 0.02) -> Iterator[Settings]:
+def demo_systems(settings: Settings) -> Iterator[Settings]:
     """Serve the demo CRM and finance API and point every unset REST connection at them.
 
-    Yields the settings as the integrations will see them. The demo CRM answers a share
-    `fault_rate` of requests with 429 or 503, so retries are exercised.
+    Yields the settings as the integrations will see them. The demo answers a share
+    `demo_fault_rate` of requests with 429 or 503, so retries are exercised.
     """
     if settings.crm.base_url and settings.finance.base_url:
         yield settings
@@ -30,11 +30,11 @@ def demo_systems(settings: Settings, fault_rate: float = 0.02) -> Iterator[Setti
     database = crm_database(settings)
     seed(database)
     api_key = secrets.token_urlsafe(24)
-    with serve(create_app(database, api_key=api_key, fault_rate=fault_rate)) as url:
+    with serve(create_app(database, api_key=api_key, fault_rate=settings.demo_fault_rate)) as url:
         env = {}
         if not settings.crm.base_url:
             env |= {"INTERLINK_CRM__BASE_URL": url, "INTERLINK_CRM__API_KEY": api_key}
         if not settings.finance.base_url:
             env |= {"INTERLINK_FINANCE__BASE_URL": url}
         with mock.patch.dict(os.environ, env):
-            yield Settings()
+            yield Settings.load()

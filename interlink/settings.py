@@ -1,15 +1,15 @@
 """Settings and connections, read from `INTERLINK_*` environment variables.
 
-Nested fields use `__`: `INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__API_KEY`,
-`INTERLINK_BILLING__URL`. A REST connection without a base URL means "the embedded
-demo system", which the `interlink` CLI starts for the duration of a command.
+Nested fields use `__`: `INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__API_KEY`. A REST
+connection without a base URL means "the embedded demo system", which the `interlink`
+CLI starts for the duration of a command.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -50,6 +50,19 @@ class Settings(BaseSettings):
     crm: RestConnection = RestConnection()
     finance: RestConnection = RestConnection()
     billing_url: str | None = None
+    demo_fault_rate: float = 0.02
+
+    @classmethod
+    def load(cls) -> Settings:
+        """The settings from the environment; a bad value raises `ConfigError` naming its variable."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = [
+                f"INTERLINK_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+                for error in exc.errors()
+            ]
+            raise ConfigError("invalid settings: " + "; ".join(problems)) from None
 
     def model_post_init(self, _context: object) -> None:
         self.home = self.home.resolve()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import Timestamp, create_engine, ensure_tables, select_in, upsert, utcnow, write_watermark, WATERMARKS
+from connectors.sql import WATERMARKS, Timestamp, create_engine, ensure_tables, select_in, upsert, utcnow, write_watermark
 from interlink.ledger import Counts
 
 WRITE_BATCH = 1000
@@ -28,8 +28,9 @@ def tracked_table(name: str, *columns: sa.Column) -> sa.Table:
 class SqlTarget:
     """Where a batch goes: a table, its key, and the source update-time column.
 
-    A row counts as changed when the hash of its declared columns changes, and an
-    older version of a record never overwrites a newer one.
+    A row counts as changed when the hash of its declared columns changes; an older
+    version of a record never overwrites a newer one. A newer version with the same
+    data is still written (its update time moves) but counts as unchanged.
     """
 
     table: sa.Table
@@ -62,7 +63,7 @@ def deliver(
     counts = Counts(
         rows_inserted=int((plan == "insert").sum()),
         rows_updated=int((plan == "update").sum()),
-        rows_unchanged=int((plan == "unchanged").sum()),
+        rows_unchanged=int(plan.isin(["touch", "unchanged"]).sum()),
     )
     get_run_logger().info("delivered to %s: %s; watermark %s", target.table.name, counts, watermark)
     return counts
@@ -81,7 +82,7 @@ def _prepared(rows: pd.DataFrame, target: SqlTarget) -> pd.DataFrame:
 
 
 def _plan(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.Series:
-    """'insert', 'update' or 'unchanged' for each row, from what the target holds now."""
+    """'insert', 'update', 'touch' (same data, newer time) or 'unchanged' for each row."""
     table = target.table
     key, updated = table.c[target.key], table.c[target.updated]
     existing = pd.DataFrame(
@@ -90,8 +91,10 @@ def _plan(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.Seri
     ).set_index(target.key)
     old = existing.reindex(rows[target.key])
     old.index = rows.index
-    newer = rows[target.updated].astype("datetime64[us]") >= old["old_updated"].astype("datetime64[us]")
+    incoming, held = rows[target.updated].astype("datetime64[us]"), old["old_updated"].astype("datetime64[us]")
+    same = old["old_hash"] == rows["row_hash"]
     plan = pd.Series("unchanged", index=rows.index)
     plan[old["old_hash"].isna()] = "insert"
-    plan[old["old_hash"].notna() & (old["old_hash"] != rows["row_hash"]) & newer] = "update"
+    plan[old["old_hash"].notna() & ~same & (incoming >= held)] = "update"
+    plan[same & (incoming > held)] = "touch"
     return plan

@@ -37,15 +37,17 @@ def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
     digits = text.str.replace(r"\D", "", regex=True)
     international = text.str.startswith("+") | text.str.startswith("00")
     digits = digits.where(~text.str.startswith("00"), digits.str[2:])
-    national = digits.str.lstrip("0")
     calling = countries.map(CALLING_CODES).astype("string")
+    national = digits.str.lstrip("0")  # the trunk prefix: 0, or 1 in the North American plan
+    nanp_trunk = (calling == "1") & (national.str.len() == 11) & national.str.startswith("1")
+    national = national.where(~nanp_trunk.fillna(False), national.str[1:])
     e164 = ("+" + digits).where(international, "+" + calling + national)
     return e164.fillna(text)  # left as it was where no country code is known
 
 
 def latest_per_key(frame: pd.DataFrame, key: str, updated: str) -> pd.DataFrame:
     """One row per non-null key, the most recently updated; rows without a key are kept."""
-    ordered = frame.sort_values(updated, kind="stable")
+    ordered = frame.sort_values(updated, kind="stable", na_position="first")  # no valid time loses
     keyed = ordered[ordered[key].notna()].drop_duplicates(subset=key, keep="last")
     return pd.concat([keyed, ordered[ordered[key].isna()]]).sort_index()
 

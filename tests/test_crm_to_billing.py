@@ -1,0 +1,177 @@
+"""The whole crm_to_billing flow against the real demo HTTP server, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from connectors.errors import AuthError
+from connectors.sql import create_engine, read_watermark
+from demo_systems.crm_data import add_country, mutate
+from flows import crm_to_billing
+from interlink.deadletter import DeadLetters
+from interlink.ledger import Ledger
+from interlink.settings import Settings
+
+
+def crm_rows(crm_db) -> pd.DataFrame:
+    with closing(sqlite3.connect(crm_db)) as conn:
+        return pd.read_sql("SELECT * FROM customers", conn)
+
+
+def target(url: str) -> pd.DataFrame:
+    """The delivered rows, without the sync time, in key order."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text("SELECT * FROM customers ORDER BY crm_id"), conn)
+    watermark = read_watermark(engine, "crm_to_billing")
+    engine.dispose()
+    rows.attrs["watermark"] = watermark
+    return rows.drop(columns="synced_at")
+
+
+def assert_every_customer_delivered_or_dead_lettered(source: pd.DataFrame, delivered: pd.DataFrame) -> None:
+    open_keys = {e["record_key"] for e in DeadLetters(Settings().state.url).entries("crm_to_billing", "open")}
+    assert set(delivered["crm_id"]).isdisjoint(open_keys)
+    assert set(delivered["crm_id"]) | open_keys == set(source["id"])
+
+
+def last_run() -> dict:
+    return Ledger(Settings().state.url).runs("crm_to_billing", limit=1)[0]
+
+
+def test_first_sync_delivers_every_valid_customer_and_dead_letters_the_rest(systems, crm_db, billing_url):
+    with systems():
+        summary = crm_to_billing.sync()
+
+    source = crm_rows(crm_db)
+    delivered = target(billing_url)
+    run = last_run()
+    assert run["state"] == "COMPLETED"
+    assert run["rows_read"] == summary["rows_read"] == len(source)
+    assert run["rows_inserted"] == len(delivered) > 4000
+    assert run["watermark"] == delivered.attrs["watermark"] == source["updated_at"].max()
+    open_letters = DeadLetters(Settings().state.url).entries("crm_to_billing", "open")
+    assert len(open_letters) == run["rows_quarantined"] > 0
+    assert_every_customer_delivered_or_dead_lettered(source, delivered)
+    # normalised: lower-case trimmed emails, E.164 phones, ISO country codes with billing terms
+    assert (delivered["email"] == delivered["email"].str.strip().str.lower()).all()
+    assert delivered["phone"].dropna().str.fullmatch(r"\+\d{8,15}").all()
+    assert delivered["currency"].notna().all() and delivered["tax_rate"].between(0, 0.5).all()
+    # de-duplicated by CRM id: the latest version of a duplicated customer wins
+    latest = source.sort_values("updated_at").drop_duplicates("id", keep="last").set_index("id")
+    duplicated = source["id"][source["id"].duplicated()]
+    delivered_by_id = delivered.set_index("crm_id")
+    checked = [i for i in duplicated if i in delivered_by_id.index]
+    assert checked
+    for crm_id in checked:
+        assert delivered_by_id.at[crm_id, "name"] == " ".join(latest.at[crm_id, "name"].split())
+
+
+def test_rerun_delivers_nothing_and_a_crm_change_delivers_exactly_the_changed_rows(systems, crm_db, billing_url):
+    with systems():
+        crm_to_billing.sync()
+        before = target(billing_url)
+        again = crm_to_billing.sync()
+        assert again["rows_inserted"] == again["rows_updated"] == again["rows_quarantined"] == 0
+        pd.testing.assert_frame_equal(target(billing_url), before)
+
+        changed = mutate(crm_db, 25, seed=1)
+        third = crm_to_billing.sync()
+
+    after = target(billing_url)
+    assert third["rows_inserted"] == 0 and third["rows_updated"] == 25
+    differs = before.set_index("crm_id").compare(after.set_index("crm_id")).index
+    assert sorted(differs) == changed
+    assert after.attrs["watermark"] == crm_rows(crm_db)["updated_at"].max()
+
+
+@contextmanager
+def crash_on_insert(number: int) -> Iterator[list[int]]:
+    """Raise inside the `number`-th INSERT into customers, after the earlier ones ran."""
+    inserts: list[int] = []
+
+    def before_execute(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO CUSTOMERS"):
+            inserts.append(1)
+            if len(inserts) == number:
+                raise RuntimeError("injected crash in the middle of delivery")
+
+    event.listen(Engine, "before_cursor_execute", before_execute)
+    try:
+        yield inserts
+    finally:
+        event.remove(Engine, "before_cursor_execute", before_execute)
+
+
+def test_a_crash_mid_delivery_leaves_target_and_watermark_unchanged_and_the_next_run_completes(systems, crm_db, billing_url):
+    with systems():
+        with crash_on_insert(3) as inserts:
+            state = crm_to_billing.sync(return_state=True)
+        assert state.is_failed() and len(inserts) == 3  # two write batches ran before the crash
+        crashed = target(billing_url)
+        assert crashed.empty and crashed.attrs["watermark"] is None
+        assert last_run()["state"] == "FAILED" and "injected crash" in last_run()["error"]
+
+        recovered = crm_to_billing.sync()
+
+    delivered = target(billing_url)
+    assert recovered["rows_inserted"] == len(delivered) == delivered["crm_id"].nunique() > 4000
+    assert delivered.attrs["watermark"] == crm_rows(crm_db)["updated_at"].max()
+
+
+def test_a_wrong_api_key_fails_fast_with_a_clear_message_and_no_retries(systems, home):
+    with systems(api_key="not-the-key") as app:
+        state = crm_to_billing.sync(return_state=True)
+    assert state.is_failed()
+    with pytest.raises(AuthError, match="GET /customers answered 401: the credentials were rejected"):
+        state.result()
+    assert app.state.hits["/customers"] == 1
+    assert last_run()["state"] == "FAILED"
+
+
+def test_429_and_503_are_retried_and_lose_no_record(systems, crm_db, home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    with systems(fault_rate=0.3, retry_after=0, fault_seed=3) as app:
+        summary = crm_to_billing.sync(chunk_size=2000)
+    pages = -(-len(crm_rows(crm_db)) // 500)
+    assert app.state.hits["/customers"] > pages  # faults were answered and retried
+    assert summary["rows_read"] == len(crm_rows(crm_db))
+    assert_every_customer_delivered_or_dead_lettered(crm_rows(crm_db), target(f"sqlite:///{home / 'billing.db'}"))
+
+
+def test_replay_delivers_fixed_records_and_keeps_still_bad_ones_open(systems, crm_db, home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    store = DeadLetters(f"sqlite:///{home / 'interlink.db'}")
+    with systems():
+        crm_to_billing.sync()
+        unknown_country = [
+            e for e in store.entries("crm_to_billing", "open") if "currency" in e["values"] and "country" not in e["values"]
+        ]
+        codes = {e["payload"]["country"].strip().upper() for e in unknown_country}
+        for code in codes:
+            add_country(crm_db, code, "EUR", 0.2)  # the finance team adds the missing countries
+
+        replayed = crm_to_billing.replay()
+        after = {e["record_key"]: e for e in store.entries("crm_to_billing")}
+        again = crm_to_billing.replay()
+
+    fixed = [e for e in unknown_country if e["reason"].count("expect_") == 1]
+    still_bad = [e for e in unknown_country if e["reason"].count("expect_") > 1]
+    assert fixed and still_bad
+    assert replayed["rows_inserted"] == len(fixed)
+    assert all(after[e["record_key"]]["status"] == "replayed" for e in fixed)
+    for entry in still_bad:
+        now = after[entry["record_key"]]
+        assert now["status"] == "open" and "currency" not in now["values"] and now["reason"] != entry["reason"]
+    delivered = set(target(f"sqlite:///{home / 'billing.db'}")["crm_id"])
+    assert {e["record_key"] for e in fixed} <= delivered
+    assert again["rows_inserted"] == again["rows_updated"] == 0
+    assert {k: e["status"] for k, e in after.items()} == {e["record_key"]: e["status"] for e in store.entries("crm_to_billing")}

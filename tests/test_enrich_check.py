@@ -1,0 +1,186 @@
+"""Enrich (billing terms by country) and the data-check gate (which rows fail, and why)."""
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+import pandas as pd
+import pytest
+
+from data_checks.customers import billing_customers
+from data_checks.gate import GateFailed, build_docs, context, validate
+from tasks.check import check
+from tasks.enrich import add_billing_terms
+
+TERMS = {"DE": {"currency": "EUR", "tax_rate": 0.19}, "GB": {"currency": "GBP", "tax_rate": 0.2}, "ZZ": None}
+TEXT = ["crm_id", "name", "email", "phone", "country", "currency"]
+
+
+def terms_input() -> pd.DataFrame:
+    return pd.DataFrame(
+        {"crm_id": ["C1", "C2", "C3", "C4"], "country": pd.array(["DE", "ZZ", None, "GB"], dtype="string")},
+        index=[40, 41, 42, 43],
+    )
+
+
+def test_known_country_gets_currency_and_tax_rate():
+    rows = add_billing_terms.fn(terms_input(), TERMS)
+    assert (rows.loc[40, "currency"], rows.loc[40, "tax_rate"]) == ("EUR", 0.19)
+    assert (rows.loc[43, "currency"], rows.loc[43, "tax_rate"]) == ("GBP", 0.2)
+
+
+def test_unknown_and_missing_country_get_nulls():
+    rows = add_billing_terms.fn(terms_input(), TERMS)
+    assert rows.loc[[41, 42], "currency"].isna().all()
+    assert rows.loc[[41, 42], "tax_rate"].isna().all()
+
+
+def test_country_never_looked_up_gets_nulls():
+    rows = add_billing_terms.fn(terms_input(), {"DE": TERMS["DE"]})
+    assert pd.isna(rows.loc[43, "currency"]) and pd.isna(rows.loc[43, "tax_rate"])
+
+
+def test_enrich_keeps_rows_index_and_columns():
+    before = terms_input()
+    rows = add_billing_terms.fn(before, TERMS)
+    assert list(rows.index) == [40, 41, 42, 43]
+    assert list(rows.columns) == ["crm_id", "country", "currency", "tax_rate"]
+    assert rows["tax_rate"].dtype == "float64"
+    pd.testing.assert_frame_equal(rows[["crm_id", "country"]], before)
+
+
+# the gate
+
+
+def row(crm_id: str, **changes) -> dict:
+    clean = {
+        "crm_id": crm_id, "name": "Anna Smith", "email": "anna@example.com", "phone": "+49301234567",
+        "country": "DE", "currency": "EUR", "tax_rate": 0.19, "crm_updated_at": pd.Timestamp("2026-09-01", tz="UTC"),
+    }
+    return {**clean, **changes}
+
+
+def batch(*rows: dict, start: int = 200) -> pd.DataFrame:
+    """Rows shaped like the transform + enrich output, indexed from `start` like a raw frame."""
+    frame = pd.DataFrame(list(rows), index=range(start, start + len(rows)))
+    return frame.astype({c: "string" for c in TEXT} | {"tax_rate": "float64"})
+
+
+@pytest.fixture
+def ctx(tmp_path):
+    return context(tmp_path)
+
+
+def test_clean_rows_pass(ctx):
+    result = validate(ctx, batch(row("C1"), row("C2", phone=None)), billing_customers(), "clean")
+    assert result.success
+    assert result.row_failures.empty and result.batch_failures == []
+    assert all(e["success"] for e in result.expectations)
+
+
+@pytest.mark.parametrize(
+    ("change", "expectation", "column", "value"),
+    [
+        ({"email": "anna.example.com"}, "expect_column_values_to_match_regex(email)", "email", "anna.example.com"),
+        ({"email": "anna@@example.com"}, "expect_column_values_to_match_regex(email)", "email", "anna@@example.com"),
+        ({"currency": None}, "expect_column_values_to_not_be_null(currency)", "currency", None),
+        ({"tax_rate": 0.9}, "expect_column_values_to_be_between(tax_rate)", "tax_rate", 0.9),
+        ({"phone": "(555) 123-4567"}, "expect_column_values_to_match_regex(phone)", "phone", "(555) 123-4567"),
+        ({"phone": "+12"}, "expect_column_values_to_match_regex(phone)", "phone", "+12"),
+        ({"name": None}, "expect_column_values_to_not_be_null(name)", "name", None),
+        ({"crm_updated_at": pd.NaT}, "expect_column_values_to_not_be_null(crm_updated_at)", "crm_updated_at", None),
+    ],
+)
+def test_a_bad_row_is_named_with_its_reason_and_value(ctx, change, expectation, column, value):
+    frame = batch(row("C1"), row("C2", **change), row("C3"))
+    result = validate(ctx, frame, billing_customers(), "bad-row")
+    failures = result.row_failures
+    assert list(failures.index) == [201]
+    assert expectation in failures.at[201, "reason"]
+    assert ";" not in failures.at[201, "reason"]
+    offending = failures.at[201, "values"]
+    assert list(offending) == [column]
+    assert (pd.isna(offending[column]) if value is None else offending[column] == value)
+    assert not result.success and result.batch_failures == []
+
+
+def test_reason_carries_the_expectation_description(ctx):
+    result = validate(ctx, batch(row("C1", currency=None)), billing_customers(), "described")
+    assert result.row_failures.at[200, "reason"] == (
+        "expect_column_values_to_not_be_null(currency): country is known to the finance API"
+    )
+
+
+def test_duplicate_crm_id_fails_uniqueness_for_both_rows(ctx):
+    frame = batch(row("C1"), row("C2"), row("C1", name="Anna B. Smith"))
+    result = validate(ctx, frame, billing_customers(), "duplicates")
+    failures = result.row_failures
+    assert sorted(failures.index) == [200, 202]
+    for index in (200, 202):
+        assert "expect_column_values_to_be_unique(crm_id)" in failures.at[index, "reason"]
+        assert failures.at[index, "values"] == {"crm_id": "C1"}
+
+
+def test_a_row_with_two_problems_has_both_reasons(ctx):
+    frame = batch(row("C1"), row("C2", email="not-an-email", tax_rate=0.9))
+    result = validate(ctx, frame, billing_customers(), "two-problems")
+    reasons = result.row_failures.at[201, "reason"].split("; ")
+    assert len(reasons) == 2
+    assert any(r.startswith("expect_column_values_to_match_regex(email)") for r in reasons)
+    assert any(r.startswith("expect_column_values_to_be_between(tax_rate)") for r in reasons)
+    assert result.row_failures.at[201, "values"] == {"email": "not-an-email", "tax_rate": 0.9}
+    assert list(result.row_failures.index) == [201]
+
+
+def test_failure_counts_are_listed_per_expectation(ctx):
+    frame = batch(row("C1", email="bad"), row("C2", email="worse"), row("C3"))
+    result = validate(ctx, frame, billing_customers(), "counts")
+    email = [e for e in result.expectations if e["expectation"] == "expect_column_values_to_match_regex" and e["column"] == "email"]
+    assert email == [{"expectation": "expect_column_values_to_match_regex", "column": "email", "success": False, "unexpected": 2}]
+    assert len(result.expectations) == len(billing_customers().expectations)
+
+
+def row_count_suite() -> gx.ExpectationSuite:
+    return gx.ExpectationSuite(
+        name="at_least_ten_rows",
+        expectations=[
+            gxe.ExpectTableRowCountToBeBetween(min_value=10, description="a full batch"),
+            gxe.ExpectColumnValuesToNotBeNull(column="currency"),
+        ],
+    )
+
+
+def test_batch_level_expectation_is_a_batch_failure(ctx):
+    result = validate(ctx, batch(row("C1"), row("C2", currency=None)), row_count_suite(), "small")
+    assert len(result.batch_failures) == 1
+    assert result.batch_failures[0].startswith("expect_table_row_count_to_be_between")
+    assert "a full batch" in result.batch_failures[0]
+    assert list(result.row_failures.index) == [201]
+    assert not result.success
+
+
+def test_check_raises_gate_failed_for_a_batch_failure(tmp_path):
+    with pytest.raises(GateFailed, match="at_least_ten_rows: batch failed expect_table_row_count_to_be_between"):
+        check(batch(row("C1")), row_count_suite(), tmp_path, "check-small")
+
+
+def test_check_returns_row_failures_without_raising(tmp_path):
+    validation = check(batch(row("C1"), row("C2", tax_rate=0.9)), billing_customers(), tmp_path, "check-rows")
+    assert list(validation.row_failures.index) == [201]
+    assert validation.batch_failures == []
+
+
+def test_build_docs_renders_the_run_validation(ctx, tmp_path):
+    validate(ctx, batch(row("C1"), row("C2", email="bad")), billing_customers(), "docs-run")
+    index = build_docs(ctx, "docs-run")
+    assert index.name == "index.html" and index.is_file()
+    assert index.parent == tmp_path / "reports"
+    pages = list((tmp_path / "reports" / "validations").rglob("*.html"))
+    assert pages and all("docs-run" in p.parts for p in pages)
+    assert "docs-run" in index.read_text()
+
+
+def test_build_docs_renders_only_the_named_run(ctx, tmp_path):
+    validate(ctx, batch(row("C1")), billing_customers(), "first-run")
+    validate(ctx, batch(row("C1")), billing_customers(), "second-run")
+    build_docs(ctx, "second-run")
+    runs = {p.parent.parent.name for p in (tmp_path / "reports" / "validations").rglob("*.html")}
+    assert runs == {"second-run"}

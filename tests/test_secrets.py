@@ -1,0 +1,55 @@
+"""The CRM API key never appears in a log line, artifact, report, ledger row or dead letter."""
+
+import json
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
+from prefect.logging.handlers import APILogWorker
+
+from flows import crm_to_billing
+from interlink.deadletter import DeadLetters
+from interlink.ledger import Ledger
+from interlink.settings import Settings
+from tests.conftest import API_KEY
+
+WRONG_KEY = "sk-wrong-77aa01f3e9"
+
+
+def everything_prefect_kept(flow_run_ids: list) -> str:
+    APILogWorker.drain_all(timeout=10)
+    with get_client(sync_client=True) as client:
+        logs = client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=flow_run_ids)))
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+        tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
+    assert artifacts and len(runs) == len(flow_run_ids)
+    assert any("retrying in" in log.message for log in logs)  # connector logs reach the run's logs
+    kept = [log.message for log in logs]
+    kept += [json.dumps(run.parameters) + str(run.state.message) for run in runs]
+    kept += [str(task.state.message) for task in tasks]
+    kept += [f"{a.key} {a.description} {a.data}" for a in artifacts]
+    return "\n".join(kept)
+
+
+def test_the_api_key_never_leaks(systems, home: Path, monkeypatch, capfd):
+    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    with systems(fault_rate=0.2, retry_after=0, fault_seed=11):  # retries log too
+        ok = crm_to_billing.sync(return_state=True)
+    with systems(api_key=WRONG_KEY):
+        refused = crm_to_billing.sync(return_state=True)
+    assert ok.is_completed() and refused.is_failed()
+
+    settings = Settings()
+    places = {
+        "prefect": everything_prefect_kept([ok.state_details.flow_run_id, refused.state_details.flow_run_id]),
+        "ledger": json.dumps(Ledger(settings.state.url).runs(), default=str),
+        "dead letters": json.dumps(DeadLetters(settings.state.url).entries(), default=str),
+        "console": "".join(capfd.readouterr()),
+    }
+    files = [p for p in home.rglob("*") if p.is_file() and p.suffix in (".html", ".json", ".yml", ".md", ".txt")]
+    assert any(p.suffix == ".html" for p in files)
+    places |= {str(p): p.read_text(errors="replace") for p in files}
+    assert "credentials were rejected" in places["ledger"]  # the failure itself is recorded
+    for secret in (API_KEY, WRONG_KEY):
+        assert not [where for where, text in places.items() if secret in text]
