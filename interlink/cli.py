@@ -71,12 +71,16 @@ def _run_flow(settings: Settings, name: str, which: str, **parameters: Any) -> i
 
 def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
     if as_json:
-        print(json.dumps(rows, default=str, indent=2))
+        print(json.dumps(rows, default=_json_value, indent=2))
         return
     table = [columns] + [tuple(_cell(row[c]) for c in columns) for row in rows]
     widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
     for line in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+
+
+def _json_value(value: Any) -> str:
+    return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
 def _cell(value: Any) -> str:

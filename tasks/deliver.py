@@ -65,7 +65,10 @@ def deliver(
         rows_updated=int((plan == "update").sum()),
         rows_unchanged=int(plan.isin(["touch", "unchanged"]).sum()),
     )
-    get_run_logger().info("delivered to %s: %s; watermark %s", target.table.name, counts, watermark)
+    get_run_logger().info(
+        "%s: inserted %d, updated %d, unchanged %d; watermark %s",
+        target.table.name, counts.rows_inserted, counts.rows_updated, counts.rows_unchanged, watermark,
+    )
     return counts
 
 

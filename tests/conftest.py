@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from prefect.testing.utilities import prefect_test_harness
+from sqlalchemy.engine import make_url
 
 from demo_systems.app import create_app
 from demo_systems.crm_data import seed
@@ -71,18 +73,43 @@ def systems(crm_db: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
     return start
 
 
+_namespaces: dict[str, tuple[str, str]] = {}  # kind -> (private schema/database, its URL)
+
+
 def service_url(kind: str) -> str:
-    """The URL of a real database service; skips (or fails under REQUIRE_SERVICES=1) if it is down."""
-    url = SERVICES[kind]
-    try:
-        with sa.create_engine(url).connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        message = f"{kind} is not reachable at {url}: {exc.orig}"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return url
+    """A private schema (PostgreSQL) or database (MariaDB) on a real service, made once per session,
+    so concurrent test runs never share tables. Skips, or fails under REQUIRE_SERVICES=1, if the
+    service is down."""
+    if kind not in _namespaces:
+        admin = SERVICES[kind]
+        name = f"interlink_test_{uuid.uuid4().hex[:12]}"
+        try:
+            engine = sa.create_engine(admin)
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"CREATE {'SCHEMA' if kind == 'postgresql' else 'DATABASE'} {name}"))
+            engine.dispose()
+        except sa.exc.OperationalError as exc:
+            message = f"{kind} is not reachable at {admin}: {exc.orig}"
+            if os.environ.get("REQUIRE_SERVICES") == "1":
+                pytest.fail(message)
+            pytest.skip(message)
+        url = make_url(admin)
+        if kind == "postgresql":
+            url = url.update_query_dict({"options": f"-csearch_path={name}"})
+        else:
+            url = url.set(database=name)
+        _namespaces[kind] = (name, url.render_as_string(hide_password=False))
+    return _namespaces[kind][1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def drop_private_namespaces() -> Iterator[None]:
+    yield
+    for kind, (name, _) in _namespaces.items():
+        engine = sa.create_engine(SERVICES[kind])
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {name} CASCADE" if kind == "postgresql" else f"DROP DATABASE {name}"))
+        engine.dispose()
 
 
 def reset_tables(url: str, *names: str) -> None:

@@ -175,3 +175,24 @@ def test_replay_delivers_fixed_records_and_keeps_still_bad_ones_open(systems, cr
     assert {e["record_key"] for e in fixed} <= delivered
     assert again["rows_inserted"] == again["rows_updated"] == 0
     assert {k: e["status"] for k, e in after.items()} == {e["record_key"]: e["status"] for e in store.entries("crm_to_billing")}
+
+
+def test_each_run_publishes_its_counts_and_data_docs_as_an_artifact(systems, home, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    with systems():
+        state = crm_to_billing.sync(return_state=True)
+    summary = state.result()
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    assert artifact.key == "crm-to-billing"
+    assert f"| inserted | {summary['rows_inserted']} |" in artifact.data
+    assert f"| quarantined | {summary['rows_quarantined']} |" in artifact.data
+    assert "expect_column_values_to_match_regex(email):" in artifact.data
+    assert f"Data Docs: `{summary['report']}`" in artifact.data
+    pages = list((home / "reports" / "validations" / "billing_customers").glob(f"{state.state_details.flow_run_id}/*/*.html"))
+    assert len(pages) == 1

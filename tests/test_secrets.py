@@ -6,12 +6,13 @@ from pathlib import Path
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogWorker
+from sqlalchemy.engine import make_url
 
 from flows import crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, reset_tables, service_url
 
 WRONG_KEY = "sk-wrong-77aa01f3e9"
 
@@ -24,7 +25,6 @@ def everything_prefect_kept(flow_run_ids: list) -> str:
         tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=flow_run_ids)))
     assert artifacts and len(runs) == len(flow_run_ids)
-    assert any("retrying in" in log.message for log in logs)  # connector logs reach the run's logs
     kept = [log.message for log in logs]
     kept += [json.dumps(run.parameters) + str(run.state.message) for run in runs]
     kept += [str(task.state.message) for task in tasks]
@@ -51,5 +51,21 @@ def test_the_api_key_never_leaks(systems, home: Path, monkeypatch, capfd):
     assert any(p.suffix == ".html" for p in files)
     places |= {str(p): p.read_text(errors="replace") for p in files}
     assert "credentials were rejected" in places["ledger"]  # the failure itself is recorded
+    assert "retrying in" in places["prefect"]  # connector logs reach the run's logs
     for secret in (API_KEY, WRONG_KEY):
         assert not [where for where, text in places.items() if secret in text]
+
+
+def test_a_database_password_is_masked_in_the_ledger_and_artifact(systems, home: Path, monkeypatch):
+    url = make_url(service_url("postgresql")).set(password="db-pass-91c4").render_as_string(hide_password=False)
+    reset_tables(url, "customers", "interlink_watermarks")
+    monkeypatch.setenv("INTERLINK_BILLING_URL", url)
+    with systems():
+        state = crm_to_billing.sync(return_state=True)
+    reset_tables(url, "customers", "interlink_watermarks")
+
+    run = Ledger(Settings().state.url).runs()[0]
+    assert run["state"] == "COMPLETED" and run["target"] == make_url(url).render_as_string(hide_password=True)
+    assert "postgres:***@127.0.0.1" in run["target"]
+    kept = everything_prefect_kept([state.state_details.flow_run_id])
+    assert "postgres:***@127.0.0.1" in kept and "db-pass-91c4" not in kept
