@@ -1,20 +1,28 @@
-"""SQL databases through SQLAlchemy 2: engines, dialect-native upserts, watermarks.
+"""SQL databases through SQLAlchemy 2: streaming reads, write modes, watermarks.
 
-Works on SQLite, PostgreSQL and MariaDB/MySQL. Each upsert uses the dialect's own
-statement (`ON CONFLICT … DO UPDATE`, `ON DUPLICATE KEY UPDATE`), so a retried write
-converges on the same rows.
+Works on SQLite, PostgreSQL and MariaDB/MySQL. Upserts use each dialect's own statement
+(`ON CONFLICT … DO UPDATE`, `ON DUPLICATE KEY UPDATE`), so a retried write converges on
+the same rows; on PostgreSQL large upserts COPY into a temporary staging table first.
+Table and column names from configuration pass `identifier()` and are quoted by
+SQLAlchemy: no SQL is built from unchecked strings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import sqlalchemy as sa
+from psycopg import sql as pgsql
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
+
+from interlink.settings import ConfigError
 
 # Microsecond timestamps everywhere (MySQL/MariaDB's DATETIME drops them by default).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -27,6 +35,24 @@ WATERMARKS = sa.Table(
     sa.Column("flow_run_id", sa.String(36)),
     sa.Column("committed_at", Timestamp, nullable=False),
 )
+
+COPY_THRESHOLD = 5000  # rows from which a PostgreSQL upsert goes through COPY
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
+class WriteMode(StrEnum):
+    APPEND = "append"    # insert every row
+    REPLACE = "replace"  # the table holds exactly these rows afterwards
+    UPSERT = "upsert"    # insert, or update the rows whose keys exist
+
+
+def identifier(name: str, what: str = "name") -> str:
+    """`name` if it is a plain SQL identifier, else a `ConfigError` saying what is allowed."""
+    if not isinstance(name, str) or not _IDENTIFIER.fullmatch(name):
+        raise ConfigError(
+            f"{what} {name!r} is not allowed: use 1-63 letters, digits or underscores, not starting with a digit"
+        )
+    return name
 
 
 def utcnow() -> datetime:
@@ -48,6 +74,56 @@ def ensure_tables(engine: Engine, *tables: sa.Table) -> None:
         table.create(engine, checkfirst=True)
 
 
+def reflect(engine: Engine, name: str) -> sa.Table:
+    """The existing table `name`, its columns read from the database."""
+    return sa.Table(identifier(name, "table"), sa.MetaData(), autoload_with=engine)
+
+
+def read_chunks(
+    engine: Engine,
+    table: sa.Table,
+    *,
+    chunk_rows: int = 10_000,
+    columns: Sequence[str] | None = None,
+    watermark_column: str | None = None,
+    since: Any = None,
+    lag: timedelta = timedelta(0),
+) -> Iterator[pd.DataFrame]:
+    """Stream `table` in DataFrames of at most `chunk_rows`, without holding the whole result.
+
+    With `watermark_column`, reads only rows at or after `since - lag` in watermark order:
+    the lag window re-reads rows that committed late with an earlier timestamp.
+    """
+    selected = [table.c[identifier(c, "column")] for c in columns] if columns else list(table.c)
+    query = sa.select(*selected)
+    if watermark_column:
+        mark = table.c[identifier(watermark_column, "watermark column")]
+        query = query.order_by(mark)
+        if since is not None:
+            query = query.where(mark >= since - lag)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
+        for part in result.partitions(chunk_rows):
+            yield pd.DataFrame(part, columns=list(result.keys()))
+
+
+def write(
+    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], mode: WriteMode, keys: Sequence[str] = ()
+) -> None:
+    """Write `rows` to `table` in `mode`, inside the caller's transaction."""
+    if mode is WriteMode.REPLACE:
+        conn.execute(table.delete())
+        mode = WriteMode.APPEND
+    if not rows:
+        return
+    if mode is WriteMode.APPEND:
+        conn.execute(table.insert(), list(rows))
+    elif conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
+        _copy_upsert(conn, table, rows, keys)
+    else:
+        upsert(conn, table, rows, keys)
+
+
 def upsert(
     conn: Connection,
     table: sa.Table,
@@ -59,16 +135,43 @@ def upsert(
     if not rows:
         return
     update = [c for c in rows[0] if c not in keys and c not in keep]
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        stmt = mysql.insert(table)
-        stmt = stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update})
-    elif dialect in ("postgresql", "sqlite"):
-        stmt = (postgresql if dialect == "postgresql" else sqlite).insert(table)
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
-    else:
-        raise NotImplementedError(f"upsert is not supported on {dialect!r}; use SQLite, PostgreSQL or MariaDB/MySQL")
-    conn.execute(stmt, list(rows))
+    conn.execute(_insert_or_update(conn, table, keys, update), list(rows))
+
+
+def _insert_or_update(
+    conn: Connection, table: sa.Table, keys: Sequence[str], update: Sequence[str], source: sa.Select | None = None
+) -> sa.Insert:
+    """The dialect's INSERT … ON CONFLICT / ON DUPLICATE KEY statement, from VALUES or from `source`."""
+    if not keys:
+        raise ConfigError(f"upsert into {table.name!r} needs key columns: declare the table's keys")
+    module = {"mysql": mysql, "mariadb": mysql, "postgresql": postgresql, "sqlite": sqlite}.get(conn.dialect.name)
+    if module is None:
+        raise NotImplementedError(f"upsert is not supported on {conn.dialect.name!r}; use SQLite, PostgreSQL or MariaDB/MySQL")
+    stmt = module.insert(table)
+    if source is not None:
+        stmt = stmt.from_select(list(source.selected_columns.keys()), source)
+    if module is mysql:
+        return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in update or keys[:1]})
+    if not update:
+        return stmt.on_conflict_do_nothing(index_elements=list(keys))
+    return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
+
+
+def _copy_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
+    """PostgreSQL bulk path: COPY into a temporary staging table, then one INSERT … ON CONFLICT."""
+    names = list(rows[0])
+    staging = sa.Table(
+        f"_stage_{table.name}"[:63], sa.MetaData(), *(sa.Column(c, table.c[c].type) for c in names), prefixes=["TEMPORARY"]
+    )
+    staging.create(conn)
+    copy = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
+        pgsql.Identifier(staging.name), pgsql.SQL(", ").join(map(pgsql.Identifier, names))
+    )
+    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy) as stream:
+        for row in rows:
+            stream.write_row([row[c] for c in names])
+    conn.execute(_insert_or_update(conn, table, keys, [c for c in names if c not in keys], sa.select(*staging.c)))
+    staging.drop(conn)
 
 
 def select_in(conn: Connection, columns: Sequence[sa.Column], key: sa.Column, values: Iterable[Any], batch: int = 1000) -> list[sa.Row]:

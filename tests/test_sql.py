@@ -1,0 +1,113 @@
+"""The SQL connector on SQLite, PostgreSQL and MariaDB: streaming reads, write modes, safe names."""
+
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from connectors import sql
+from connectors.sql import WriteMode
+from interlink.settings import ConfigError
+from tests.conftest import service_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def engine(request, tmp_path):
+    url = f"sqlite:///{tmp_path / 'db.sqlite'}" if request.param == "sqlite" else service_url(request.param)
+    engine = sql.create_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def table(engine):
+    table = sa.Table(
+        f"things_{uuid.uuid4().hex[:8]}",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("name", sa.String(50)),
+        sa.Column("changed_at", sql.Timestamp),
+    )
+    sql.ensure_tables(engine, table)
+    yield table
+    table.drop(engine)
+
+
+def rows(n: int, name: str = "a", start: int = 0) -> list[dict]:
+    base = datetime(2026, 1, 1)
+    return [{"id": i, "name": f"{name}{i}", "changed_at": base + timedelta(seconds=i)} for i in range(start, start + n)]
+
+
+def content(engine, table) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+
+
+@pytest.mark.parametrize("count", [3, sql.COPY_THRESHOLD + 10])  # the second takes PostgreSQL's COPY path
+def test_upsert_twice_gives_the_same_rows_and_updates_changed_ones(engine, table, count):
+    for _ in range(2):
+        with engine.begin() as conn:
+            sql.write(conn, table, rows(count), WriteMode.UPSERT, keys=["id"])
+    assert content(engine, table) == [tuple(r.values()) for r in rows(count)]
+
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(2, name="b") + rows(1, start=count), WriteMode.UPSERT, keys=["id"])
+    after = content(engine, table)
+    assert len(after) == count + 1 and [r[1] for r in after[:3]] == ["b0", "b1", "a2"]
+
+
+def test_append_adds_and_replace_leaves_exactly_the_new_rows(engine, table):
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(3), WriteMode.APPEND)
+        sql.write(conn, table, rows(2, start=3), WriteMode.APPEND)
+    assert len(content(engine, table)) == 5
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(2, name="z", start=10), WriteMode.REPLACE)
+    assert [r[:2] for r in content(engine, table)] == [(10, "z10"), (11, "z11")]
+
+
+def test_a_failed_write_leaves_the_table_as_it_was(engine, table):
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(3), WriteMode.APPEND)
+    with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
+        sql.write(conn, table, rows(2, name="new"), WriteMode.REPLACE)
+        sql.write(conn, table, rows(1, start=1), WriteMode.APPEND)  # duplicate key: the whole transaction rolls back
+    assert content(engine, table) == [tuple(r.values()) for r in rows(3)]
+
+
+def test_read_chunks_streams_in_bounded_frames(engine, table):
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(2500), WriteMode.APPEND)
+    chunks = list(sql.read_chunks(engine, sql.reflect(engine, table.name), chunk_rows=1000))
+    assert [len(c) for c in chunks] == [1000, 1000, 500]
+    assert sorted(i for c in chunks for i in c["id"]) == list(range(2500))
+
+
+def test_incremental_read_rereads_the_lag_window(engine, table):
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(100), WriteMode.APPEND)
+    since = datetime(2026, 1, 1) + timedelta(seconds=90)
+    read = lambda lag: [  # noqa: E731
+        i for c in sql.read_chunks(engine, table, watermark_column="changed_at", since=since, lag=lag) for i in c["id"]
+    ]
+    assert read(timedelta(0)) == list(range(90, 100))
+    assert read(timedelta(seconds=5)) == list(range(85, 100))
+
+
+@pytest.mark.parametrize("name", ['customers"; DROP TABLE x; --', "it's", "a b", "1abc", "", "x" * 64])
+def test_names_from_configuration_are_validated(engine, name):
+    with pytest.raises(ConfigError, match="is not allowed: use 1-63 letters, digits or underscores"):
+        sql.reflect(engine, name)
+
+
+def test_column_names_are_validated_too(engine, table):
+    with pytest.raises(ConfigError, match="column 'name;'"):
+        next(sql.read_chunks(engine, table, columns=["name;"]))
+    with pytest.raises(ConfigError, match="watermark column"):
+        next(sql.read_chunks(engine, table, watermark_column="x'--"))
+
+
+def test_upsert_without_keys_is_refused_with_the_fix(engine, table):
+    with pytest.raises(ConfigError, match="needs key columns"), engine.begin() as conn:
+        sql.write(conn, table, rows(1), WriteMode.UPSERT)
