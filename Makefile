@@ -4,8 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-# Demo state (metadata, demo systems, reports, the local Prefect) stays under .interlink/.
-export PREFECT_HOME ?= $(CURDIR)/.interlink/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 .PHONY: demo test install clean
@@ -18,7 +16,10 @@ $(INSTALLED): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --constraint constraints.txt --editable '.[test]'
 	touch $@
 
+# The demo's local Prefect keeps its database under .interlink/ with the rest of the demo state.
+demo: export PREFECT_HOME ?= $(CURDIR)/.interlink/prefect
 demo: $(INSTALLED)
+	mkdir -p $(PREFECT_HOME)
 	$(BIN)/interlink run crm_to_billing
 
 test: $(INSTALLED)
