@@ -2,6 +2,7 @@
 
     ConnectorError             any failure talking to a system
      ├── RetriableError        429, 5xx, timeouts, refused connections: worth another attempt
+     ├── CircuitOpen           the system's circuit is open: failing fast; neither retriable nor fatal, callers decide later
      └── FatalError            any other 4xx, a broken protocol: retrying cannot help
           ├── AuthError        401 / 403: the credentials were rejected
           ├── NotFound         404: no such resource
@@ -19,6 +20,10 @@ class RetriableError(ConnectorError):
     def __init__(self, message: str, retry_after: float | None = None):
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class CircuitOpen(ConnectorError):
+    """Calls to a system fail fast while its circuit is open."""
 
 
 class FatalError(ConnectorError):

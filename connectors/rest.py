@@ -1,18 +1,29 @@
-"""REST APIs over one pooled `httpx.Client`: timeouts, classified errors, retries, pagination."""
+"""REST APIs over one pooled `httpx.Client`: auth, timeouts, pacing, circuit breaking, retries.
+
+Every request is classified once, here: 429, 5xx, timeouts and connection errors are
+retried with exponential backoff and jitter (honouring `Retry-After`) up to
+`max_attempts`; 401/403 raise `AuthError`, 404 `NotFound` and other 4xx `FatalError`
+at once. Requests are paced by the connection's rate budget, and a run of retriable
+failures opens its circuit breaker, after which calls fail fast until a probe succeeds.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
-from connectors.auth import ApiKeyHeader
+from connectors.breaker import CircuitBreaker
 from connectors.errors import AuthError, FatalError, NotFound, RetriableError
-from connectors.pagination import Paginator
+from connectors.pagination import PageRequest, Paginator
+from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
 from interlink.settings import RestConnection
 
 log = logging.getLogger(__name__)
@@ -21,12 +32,7 @@ MAX_RETRY_AFTER_S = 60.0
 
 
 class RestClient:
-    """A client for one HTTP API. Use it as a context manager; it closes its pool on exit.
-
-    Every request is classified once: 429, 5xx, timeouts and connection errors are retried
-    with exponential backoff and jitter (honouring `Retry-After`) up to `max_attempts`;
-    401/403 raise `AuthError` and other 4xx `FatalError` at once.
-    """
+    """A client for one HTTP API. Use it as a context manager; it closes its pool on exit."""
 
     def __init__(
         self,
@@ -36,12 +42,16 @@ class RestClient:
         auth: httpx.Auth | None = None,
         timeout_s: float = 10.0,
         max_attempts: int = 5,
+        limiter: Limiter | None = None,
+        breaker: CircuitBreaker | None = None,
         transport: httpx.BaseTransport | None = None,
         secrets: tuple[str, ...] = (),
         sleep: Callable[[float], None] = time.sleep,
     ):
         self.name = name
         self._secrets = secrets
+        self._limiter = limiter
+        self._breaker = breaker
         self._client = httpx.Client(
             base_url=base_url,
             auth=auth,
@@ -59,17 +69,17 @@ class RestClient:
 
     @classmethod
     def connect(cls, name: str, connection: RestConnection, transport: httpx.BaseTransport | None = None) -> RestClient:
-        """A client for a configured connection."""
-        auth = ApiKeyHeader(connection.api_key) if connection.api_key else None
-        secrets = (connection.api_key.get_secret_value(),) if connection.api_key else ()
+        """A client for a configured connection, with the budget and breaker its process shares."""
         return cls(
             name,
             connection.base_url or "",
-            auth=auth,
+            auth=connection.auth.build() if connection.auth else None,
             timeout_s=connection.timeout_s,
             max_attempts=connection.max_attempts,
+            limiter=limiter_for(name, connection.rate_per_s, connection.max_concurrency, connection.shared_rate_limit),
+            breaker=breaker_for(name, connection.breaker_threshold, connection.breaker_cooldown_s),
             transport=transport,
-            secrets=secrets,
+            secrets=tuple(v.get_secret_value() for _, v in connection.auth or () if isinstance(v, SecretStr)),
         )
 
     def __enter__(self) -> RestClient:
@@ -79,30 +89,90 @@ class RestClient:
         self._client.close()
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET `path` and decode its JSON body, retrying what is retriable."""
-        return self._retrying(self._get_once, path, params)
+        """GET `path` and decode its JSON body."""
+        return self.request("GET", path, params=params).json()
 
-    def paginate(self, path: str, paginator: Paginator, params: dict[str, Any] | None = None) -> Iterator[Any]:
-        """Yield the body of each page of `path`, as long as the paginator finds another."""
-        params = dict(params or {})
-        while paginator.has_next_page:
-            body = self.get_json(path, paginator.update_params(params))
-            paginator.update_state(body)
-            yield body
+    def send(self, method: str, path: str, body: Any, idempotency_key: str | None = None) -> httpx.Response:
+        """Deliver `body` as JSON; with `idempotency_key`, a receiver that honours it applies a retry once."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self.request(method, path, json=body, headers=headers)
 
-    def _get_once(self, path: str, params: dict[str, Any] | None) -> Any:
-        try:
-            response = self._client.get(path, params=params)
-        except (httpx.TimeoutException, httpx.NetworkError) as exc:
-            raise RetriableError(f"{self.name}: GET {path}: {type(exc).__name__}") from None
-        _raise_for_status(self.name, response, self._secrets)
-        return response.json()
+    def paginate(
+        self, path: str, paginator: Paginator, params: dict[str, Any] | None = None, records_path: str | None = None
+    ) -> Iterator[list[Any]]:
+        """Yield the records of each page of `path` (found at the dotted `records_path`) until the last page."""
+        request = PageRequest(path, dict(params or {}))
+        paginator.init_request(request)
+        while True:
+            response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
+            records = _at(response.json(), records_path)
+            paginator.update_state(response, records)
+            yield records
+            if not paginator.has_next_page:
+                return
+            paginator.update_request(request)
+
+    def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request, paced, guarded by the breaker, retried while retriable."""
+        return self._retrying(self._attempt, method, url, **kwargs)
+
+    def _attempt(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        # The breaker goes first: an open circuit must not spend the rate budget.
+        with self._breaker.guard() if self._breaker else nullcontext(), self._limiter.slot() if self._limiter else nullcontext():
+            try:
+                response = self._client.request(method, url, **kwargs)
+            except (httpx.TimeoutException, httpx.NetworkError) as exc:
+                raise RetriableError(f"{self.name}: {method} {httpx.URL(url).path}: {type(exc).__name__}") from None
+            _raise_for_status(self.name, response, self._secrets)
+            return response
 
     def _log_retry(self, state: RetryCallState) -> None:
         log.warning(
             "%s: attempt %d failed (%s); retrying in %.1fs",
             self.name, state.attempt_number, state.outcome.exception(), state.upcoming_sleep,
         )
+
+
+_LIMITERS: dict[tuple, Limiter] = {}
+_BREAKERS: dict[tuple, CircuitBreaker] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def limiter_for(name: str, rate_per_s: float | None, max_concurrency: int | None, shared: str | None) -> Limiter | None:
+    """The request budget of connection `name`, one per process so every thread of a run shares it."""
+    if not (shared or rate_per_s):
+        return None
+    key = (name, rate_per_s, max_concurrency, shared)
+    with _REGISTRY_LOCK:
+        if key not in _LIMITERS:
+            _LIMITERS[key] = (
+                SharedRateLimit(shared, strict=True) if shared
+                else RateLimiter(rate_per_s, burst=max(1, int(rate_per_s)), max_concurrency=max_concurrency)
+            )
+        return _LIMITERS[key]
+
+
+def breaker_for(name: str, threshold: int, cooldown_s: float) -> CircuitBreaker:
+    """The circuit breaker of connection `name`, one per process; only retriable failures count."""
+    key = (name, threshold, cooldown_s)
+    with _REGISTRY_LOCK:
+        if key not in _BREAKERS:
+            _BREAKERS[key] = CircuitBreaker(name, threshold, cooldown_s, counts=lambda exc: isinstance(exc, RetriableError))
+        return _BREAKERS[key]
+
+
+def breaker_report() -> dict[str, str]:
+    """Each connection whose breaker has opened in this process: its state and how often it opened."""
+    with _REGISTRY_LOCK:
+        return {b.name: f"{b.state}, opened {b.opened_times}x" for b in _BREAKERS.values() if b.opened_times}
+
+
+def _at(body: Any, path: str | None) -> list[Any]:
+    for part in path.split(".") if path else ():
+        body = body[part]
+    if not isinstance(body, list):
+        raise FatalError(f"expected a list of records at {path or 'the top level'!r}, got {type(body).__name__}")
+    return body
 
 
 def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, ...]) -> None:
@@ -114,7 +184,7 @@ def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, .
         raise RetriableError(where, retry_after=_retry_after(response))
     excerpt = _redact(response.text[:200], secrets)
     if status in (401, 403):
-        raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's API key ({excerpt})")
+        raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})")
     raise (NotFound if status == 404 else FatalError)(f"{where}: {excerpt}")
 
 

@@ -30,12 +30,12 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def runs(args: argparse.Namespace, settings: Settings) -> None:
-    rows = Ledger(settings.state.url).runs(args.integration, args.limit)
+    rows = Ledger(settings.state_db).runs(args.integration, args.limit)
     _emit(rows, RUN_COLUMNS, args.json)
 
 
 def dlq_list(args: argparse.Namespace, settings: Settings) -> None:
-    entries = DeadLetters(settings.state.url).entries(args.integration, args.status)
+    entries = DeadLetters(settings.state_db).entries(args.integration, args.status)
     _emit(entries, DLQ_COLUMNS, args.json)
 
 

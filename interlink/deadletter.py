@@ -20,13 +20,13 @@ OPEN, RESOLVED, REPLAYED = "open", "resolved", "replayed"
 
 @dataclass(frozen=True)
 class Reject:
-    """A record refused at `stage`: why, the offending values, and the source record itself."""
+    """A record refused at `stage`: why, the offending values, and its source records."""
 
     record_key: str
     stage: str
     reason: str
     values: dict[str, Any]
-    payload: dict[str, Any]
+    payload: list[dict[str, Any]]
 
 
 class DeadLetters:

@@ -33,7 +33,7 @@ def demo_systems(settings: Settings) -> Iterator[Settings]:
     with serve(create_app(database, api_key=api_key, fault_rate=settings.demo_fault_rate)) as url:
         env = {}
         if not settings.crm.base_url:
-            env |= {"INTERLINK_CRM__BASE_URL": url, "INTERLINK_CRM__API_KEY": api_key}
+            env |= {"INTERLINK_CRM__BASE_URL": url, "INTERLINK_CRM__AUTH__KIND": "api_key", "INTERLINK_CRM__AUTH__KEY": api_key}
         if not settings.finance.base_url:
             env |= {"INTERLINK_FINANCE__BASE_URL": url}
         with mock.patch.dict(os.environ, env):

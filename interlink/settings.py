@@ -1,17 +1,31 @@
 """Settings and connections, read from `INTERLINK_*` environment variables.
 
-Nested fields use `__`: `INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__API_KEY`. A REST
-connection without a base URL means "the embedded demo system", which the `interlink`
-CLI starts for the duration of a command.
+Every system Interlink talks to is a named connection, typed: `rest`, `sql` or `folder`.
+Nested fields use `__`: `INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__AUTH__KIND=api_key`,
+`INTERLINK_CRM__AUTH__KEY`, `INTERLINK_BILLING__URL`. A secret may name a Prefect Secret
+block instead of holding the value (`prefect-secret:crm-api-key`): the one place to
+rotate it. A REST connection without a base URL means "the embedded demo system",
+which the `interlink` CLI starts for the duration of a command.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
+
+from connectors.auth import AuthConfig
+
+SECRET_BLOCK = "prefect-secret:"
+HEALTH_PATHS = {  # what the health check asks each known API: cheap, and refused without valid credentials
+    "crm": "/customers?limit=1",
+    "finance": "/countries/DE",
+    "storefront": "/orders?per_page=1",
+    "rates": "/rates?base=EUR",
+}
 
 
 class ConfigError(ValueError):
@@ -19,22 +33,48 @@ class ConfigError(ValueError):
 
 
 class RestConnection(BaseModel):
-    """An HTTP API: where it is and how to authenticate."""
+    """An HTTP API: where it is, how to authenticate, and how hard to push it."""
 
+    kind: Literal["rest"] = "rest"
     base_url: str | None = None
-    api_key: SecretStr | None = None
+    auth: AuthConfig | None = None
     timeout_s: float = 10.0
-    max_attempts: int = 5
+    max_attempts: int = Field(5, ge=1)
+    rate_per_s: float | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    shared_rate_limit: str | None = None  # a Prefect global concurrency limit shared by every flow using this API
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(30.0, ge=0)
+    health_path: str | None = None  # a cheap GET that needs auth; defaults per connection below
+
+    @property
+    def display(self) -> str:
+        return self.base_url or "(embedded demo system)"
 
 
 class SqlConnection(BaseModel):
     """A SQL database, as a SQLAlchemy URL (any password in it is masked on display)."""
 
-    url: str
+    kind: Literal["sql"] = "sql"
+    url: str | None = None
 
     @property
-    def masked_url(self) -> str:
-        return mask_url(self.url)
+    def display(self) -> str:
+        return mask_url(self.url) if self.url else "(SQLite in the Interlink home)"
+
+
+class FolderConnection(BaseModel):
+    """A folder where files are dropped or written."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path | None = None
+
+    @property
+    def display(self) -> str:
+        return str(self.path) if self.path else "(a folder in the Interlink home)"
+
+
+Connection = Annotated[RestConnection | SqlConnection | FolderConnection, Field(discriminator="kind")]
 
 
 def mask_url(url: str) -> str:
@@ -43,14 +83,20 @@ def mask_url(url: str) -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INTERLINK_", env_nested_delimiter="__")
+    model_config = SettingsConfigDict(env_prefix="INTERLINK_", env_nested_delimiter="__", hide_input_in_errors=True)
 
     home: Path = Path(".interlink")
     state_url: str | None = None
+    demo_fault_rate: float = Field(0.02, ge=0, le=1)
+
+    # The connection inventory: every system any integration uses.
     crm: RestConnection = RestConnection()
     finance: RestConnection = RestConnection()
-    billing_url: str | None = None
-    demo_fault_rate: float = 0.02
+    billing: SqlConnection = SqlConnection()
+    storefront: RestConnection = RestConnection()
+    rates: RestConnection = RestConnection()
+    erp: SqlConnection = SqlConnection()
+    erp_stock: FolderConnection = FolderConnection()
 
     @classmethod
     def load(cls) -> Settings:
@@ -68,24 +114,50 @@ class Settings(BaseSettings):
         self.home = self.home.resolve()
 
     @property
-    def state(self) -> SqlConnection:
+    def state_db(self) -> str:
         """Interlink's own metadata database: run ledger and dead-letter store."""
-        return SqlConnection(url=self.state_url or f"sqlite:///{self.home / 'interlink.db'}")
-
-    @property
-    def billing(self) -> SqlConnection:
-        return SqlConnection(url=self.billing_url or f"sqlite:///{self.home / 'billing.db'}")
+        return self.state_url or f"sqlite:///{self.home / 'interlink.db'}"
 
     @property
     def reports_dir(self) -> Path:
         return self.home / "reports"
 
-    def rest(self, name: str) -> RestConnection:
-        """The REST connection `name`, checked to be usable."""
-        connection: RestConnection = getattr(self, name)
-        if not connection.base_url:
-            raise ConfigError(
-                f"INTERLINK_{name.upper()}__BASE_URL is not set: set it to the {name} API's URL, "
-                "or run through `interlink run` / `interlink demo run`, which start the demo systems"
-            )
+    def names(self) -> list[str]:
+        """The names of every configured connection."""
+        return [name for name, value in self if isinstance(value, RestConnection | SqlConnection | FolderConnection)]
+
+    def connection(self, name: str) -> RestConnection | SqlConnection | FolderConnection:
+        """Connection `name`, ready to use: defaults filled in, secrets from Prefect blocks resolved."""
+        if name not in self.names():
+            raise ConfigError(f"unknown connection {name!r}; known: {', '.join(self.names())}")
+        connection = getattr(self, name)
+        match connection:
+            case RestConnection(base_url=None):
+                raise ConfigError(
+                    f"INTERLINK_{name.upper()}__BASE_URL is not set: set it to the {name} API's URL, "
+                    "or run through the `interlink` CLI, which starts the demo systems"
+                )
+            case RestConnection():
+                return connection.model_copy(
+                    update={
+                        "auth": connection.auth and _resolved(connection.auth),
+                        "health_path": connection.health_path or HEALTH_PATHS.get(name, "/"),
+                    }
+                )
+            case SqlConnection(url=None):
+                return connection.model_copy(update={"url": f"sqlite:///{self.home / f'{name}.db'}"})
+            case FolderConnection(path=None):
+                return connection.model_copy(update={"path": self.home / "drops" / name})
         return connection
+
+
+def _resolved(model: BaseModel) -> BaseModel:
+    """`model` with every `prefect-secret:NAME` secret replaced by that Prefect Secret block's value."""
+    updates = {}
+    for field, value in model:
+        if isinstance(value, SecretStr) and value.get_secret_value().startswith(SECRET_BLOCK):
+            from prefect.blocks.system import Secret
+
+            block = value.get_secret_value().removeprefix(SECRET_BLOCK)
+            updates[field] = SecretStr(str(Secret.load(block).get()))
+    return model.model_copy(update=updates)

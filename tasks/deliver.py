@@ -8,9 +8,22 @@ import pandas as pd
 import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
-from connectors.sql import WATERMARKS, Timestamp, create_engine, ensure_tables, select_in, upsert, utcnow, write_watermark
+from connectors.sql import (
+    WATERMARKS,
+    Timestamp,
+    WriteMode,
+    create_engine,
+    ensure_tables,
+    select_in,
+    utcnow,
+    write,
+    write_watermark,
+)
 from interlink.ledger import Counts
+from interlink.settings import Settings
+from tasks.watermark import committed_watermark
 
 WRITE_BATCH = 1000
 
@@ -25,37 +38,61 @@ def tracked_table(name: str, *columns: sa.Column) -> sa.Table:
 
 
 @dataclass(frozen=True)
-class SqlTarget:
-    """Where a batch goes: a table, its key, and the source update-time column.
+class ChildTable:
+    """Rows owned by a parent row, held as a list of dicts in the parent's `column` (e.g. order lines).
 
-    A row counts as changed when the hash of its declared columns changes; an older
-    version of a record never overwrites a newer one. A newer version with the same
-    data is still written (its update time moves) but counts as unchanged.
+    When a parent changes, its children are replaced: a line removed at the source disappears.
     """
 
     table: sa.Table
+    column: str
+    parent_key: str
+
+
+@dataclass(frozen=True)
+class SqlTarget:
+    """Where a batch goes: a table on a SQL connection, its key, and the source update-time column.
+
+    A row counts as changed when the hash of its declared columns (and children) changes;
+    an older version of a record never overwrites a newer one. A newer version with the
+    same data is still written (its update time moves) but counts as unchanged.
+    """
+
+    connection: str
+    table: sa.Table
     key: str
     updated: str
+    children: tuple[ChildTable, ...] = ()
 
     @property
     def compared(self) -> list[str]:
-        return [c.name for c in self.table.columns if c.name not in (self.updated, "row_hash", "synced_at")]
+        own = [c.name for c in self.table.columns if c.name not in (self.updated, "row_hash", "synced_at")]
+        return own + [child.column for child in self.children]
+
+    def watermark(self, settings: Settings, integration: str) -> str | None:
+        return committed_watermark(settings.connection(self.connection).url, integration)
+
+    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Counts:
+        return deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id)
 
 
 @task(name="deliver", cache_policy=NO_CACHE)
 def deliver(
     url: str, target: SqlTarget, rows: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None
 ) -> Counts:
-    """Upsert the new and changed rows and move the watermark, all in one transaction."""
+    """Upsert the new and changed rows (and replace their children) and move the watermark, in one transaction."""
     engine = create_engine(url)
     try:
-        ensure_tables(engine, target.table, WATERMARKS)
-        rows = _prepared(rows, target)
+        ensure_tables(engine, target.table, *(child.table for child in target.children), WATERMARKS)
+        prepared = _prepared(rows, target)
         with engine.begin() as conn:
-            plan = _plan(conn, target, rows)
-            changed = rows[plan != "unchanged"].to_dict("records")
-            for start in range(0, len(changed), WRITE_BATCH):
-                upsert(conn, target.table, changed[start : start + WRITE_BATCH], [target.key])
+            plan = _plan(conn, target, prepared)
+            changed = prepared[plan != "unchanged"]
+            parents = changed[[c for c in changed.columns if c in target.table.columns]].to_dict("records")
+            for start in range(0, len(parents), WRITE_BATCH):
+                write(conn, target.table, parents[start : start + WRITE_BATCH], WriteMode.UPSERT, [target.key])
+            for child in target.children:
+                _replace_children(conn, child, changed, target.key)
             if watermark is not None:
                 write_watermark(conn, integration, watermark, flow_run_id)
     finally:
@@ -72,9 +109,22 @@ def deliver(
     return counts
 
 
+def _replace_children(conn: sa.Connection, child: ChildTable, parents: pd.DataFrame, key: str) -> None:
+    keys = parents[key].tolist()
+    for start in range(0, len(keys), WRITE_BATCH):
+        conn.execute(child.table.delete().where(child.table.c[child.parent_key].in_(keys[start : start + WRITE_BATCH])))
+    rows = [
+        {**line, child.parent_key: parent}
+        for parent, lines in zip(parents[key], parents[child.column], strict=True)
+        for line in lines or []
+    ]
+    for start in range(0, len(rows), WRITE_BATCH):
+        write(conn, child.table, rows[start : start + WRITE_BATCH], WriteMode.APPEND)
+
+
 def _prepared(rows: pd.DataFrame, target: SqlTarget) -> pd.DataFrame:
-    """Only the table's columns, naive-UTC times, None for missing, a hash of the compared columns."""
-    declared = [c for c in rows.columns if c in target.table.columns]
+    """The table's columns and children, naive-UTC times, None for missing, a hash of the compared columns."""
+    declared = [c for c in rows.columns if c in target.table.columns or c in {ch.column for ch in target.children}]
     out = rows[declared].copy()
     for column in out.select_dtypes(include=["datetimetz"]).columns:
         out[column] = out[column].dt.tz_convert("UTC").dt.tz_localize(None)

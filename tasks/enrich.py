@@ -1,16 +1,37 @@
 """Enrich: look data up in another system, once per distinct value, never per record."""
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from urllib.parse import quote
 
 import pandas as pd
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.errors import NotFound
 from connectors.rest import RestClient
-from interlink.settings import RestConnection
+from interlink.settings import RestConnection, Settings
 from tasks import retriable
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Enrich rows from another system, looking up each distinct value of `column` once per run.
+
+    `fetch(connection, values)` returns what it found for each value (None if unknown);
+    `apply(rows, found)` adds it to the rows. `cache` carries the finds across batches.
+    """
+
+    connection: str
+    column: str
+    fetch: Task
+    apply: Task
+
+    def enrich(self, settings: Settings, rows: pd.DataFrame, cache: dict) -> pd.DataFrame:
+        missing = set(rows[self.column].dropna()) - cache.keys()
+        if missing:
+            cache.update(self.fetch(settings.connection(self.connection), missing))
+        return self.apply(rows, cache)
 
 CountryTerms = dict[str, dict | None]  # country code → {"currency", "tax_rate"}, None if unknown
 

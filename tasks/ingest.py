@@ -1,67 +1,121 @@
-"""Ingest: pull records from a source system incrementally, a chunk of pages at a time."""
+"""Ingest: pull records from a source system incrementally, one chunk per task run."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.pagination import CursorPaginator
+from connectors import pagination
+from connectors.files import DropFolder
 from connectors.rest import RestClient
-from interlink.settings import RestConnection
+from interlink.settings import RestConnection, Settings
 from tasks import retriable
 
 
 @dataclass(frozen=True)
-class IncrementalEndpoint:
+class Chunk:
+    """Raw records of one batch, the newest source watermark in them, and the file they came from."""
+
+    records: pd.DataFrame
+    watermark: str | None = None
+    file: Path | None = None
+
+
+@dataclass(frozen=True)
+class RestSource:
     """A REST collection read incrementally.
 
-    Records sit under `records_field`; `since_param` asks for those whose `cursor_field`
-    is at or after a watermark (inclusive, so rows sharing the watermark's timestamp are
-    never skipped; delivery recognises the ones it already has).
+    `since_param` asks for records whose `cursor_field` is at or after the watermark
+    (inclusive, so records sharing the watermark's time are never skipped; delivery
+    recognises the ones it already has). `paginator` configures the strategy by name
+    (see `connectors.pagination.PAGINATORS`); records sit at the dotted `records_path`.
     """
 
     connection: str
     path: str
     cursor_field: str
     since_param: str
-    records_field: str = "data"
-    page_size: int = 500
+    paginator: dict[str, Any] = field(default_factory=lambda: {"type": "cursor"})
+    records_path: str | None = "data"
+    params: dict[str, Any] = field(default_factory=dict)
 
+    def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
+        position = None
+        while True:
+            chunk, position = fetch_chunk(self, settings.connection(self.connection), since, position, chunk_rows)
+            yield chunk
+            if position is None:
+                return
 
-@dataclass(frozen=True)
-class Chunk:
-    """Raw records of one chunk, where to resume, and the newest cursor value seen."""
-
-    records: pd.DataFrame
-    next_page: str | None
-    watermark: str | None
+    def done(self, settings: Settings, chunk: Chunk) -> None:
+        """Nothing to do: the watermark commits with the delivered data."""
 
 
 @task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retriable)
 def fetch_chunk(
-    endpoint: IncrementalEndpoint,
-    connection: RestConnection,
-    since: str | None,
-    page: str | None,
-    max_rows: int,
-) -> Chunk:
-    """Read pages from `page` (None: the first) until `max_rows` records or the end."""
-    paginator = CursorPaginator(cursor=page)
-    params: dict[str, object] = {"limit": endpoint.page_size}
+    source: RestSource, connection: RestConnection, since: str | None, position: Any, max_rows: int
+) -> tuple[Chunk, Any]:
+    """Read pages from `position` (None: the first) until `max_rows` records or the end.
+
+    Returns the chunk and the position of the next page (None when the source is exhausted).
+    """
+    paginator = pagination.from_config(source.paginator)
+    if position is not None:
+        paginator.resume(position)
+    params = dict(source.params)
     if since:
-        params[endpoint.since_param] = since
+        params[source.since_param] = since
     records: list[dict] = []
-    with RestClient.connect(endpoint.connection, connection) as client:
-        for body in client.paginate(endpoint.path, paginator, params):
-            records.extend(body[endpoint.records_field])
+    with RestClient.connect(source.connection, connection) as client:
+        for page in client.paginate(source.path, paginator, params, source.records_path):
+            records.extend(page)
             if len(records) >= max_rows:
                 break
     frame = pd.DataFrame.from_records(records)
-    get_run_logger().info("read %d records from %s%s (since %s)", len(frame), endpoint.connection, endpoint.path, since)
-    return Chunk(frame, paginator.cursor if paginator.has_next_page else None, newest(frame, endpoint.cursor_field))
+    get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
+    return Chunk(frame, newest(frame, source.cursor_field)), paginator.checkpoint()
+
+
+@dataclass(frozen=True)
+class FolderSource:
+    """Files dropped in a folder, each read whole as one chunk and archived once delivered."""
+
+    connection: str
+    suffix: str = ".csv"
+
+    def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
+        folder = settings.connection(self.connection).path
+        for file in pending_files(folder, self.suffix):
+            yield read_file(folder, self.suffix, file)
+
+    def done(self, settings: Settings, chunk: Chunk) -> None:
+        if chunk.file is not None:
+            archive_file(settings.connection(self.connection).path, self.suffix, chunk.file)
+
+
+@task(name="list-files", cache_policy=NO_CACHE)
+def pending_files(folder: Path, suffix: str) -> list[Path]:
+    files = DropFolder(folder, suffix).pending()
+    get_run_logger().info("%d new %s files in %s", len(files), suffix, folder)
+    return files
+
+
+@task(name="ingest-file", cache_policy=NO_CACHE)
+def read_file(folder: Path, suffix: str, file: Path) -> Chunk:
+    frame = pd.concat(DropFolder(folder, suffix).read(file), ignore_index=True)
+    get_run_logger().info("read %d records from %s", len(frame), file.name)
+    return Chunk(frame, file=file)
+
+
+@task(name="archive-file", cache_policy=NO_CACHE)
+def archive_file(folder: Path, suffix: str, file: Path) -> Path:
+    return DropFolder(folder, suffix).archive(file)
 
 
 def newest(frame: pd.DataFrame, column: str) -> str | None:

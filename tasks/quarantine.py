@@ -1,4 +1,4 @@
-"""Quarantine: failing rows go to the dead-letter store with their reason and source record."""
+"""Quarantine: failing rows go to the dead-letter store with their reason and source records."""
 
 import hashlib
 import json
@@ -17,27 +17,32 @@ def quarantine(
     raw: pd.DataFrame,
     rows: pd.DataFrame,
     failures: pd.DataFrame,
-    key: str,
+    keys: tuple[str, str],
     settled: str,
     flow_run_id: str | None,
 ) -> int:
     """Dead-letter the failing rows; entries of records that now pass are closed as `settled`.
 
-    `rows` and `failures` share the index of `raw`, so each failure is stored with the
-    source record it came from, ready to be replayed.
+    Each row's index points at a raw record it came from; its dead letter keeps every raw
+    record with the same source key (`keys[0]`), so a replay sees all of them again.
     """
+    source_key, key = keys
     store = DeadLetters(state_url)
-    payloads = json.loads(raw.loc[failures.index].to_json(orient="records", date_format="iso"))
-    rejects = [
-        Reject(
-            record_key=_record_key(rows.at[index, key], payload),
-            stage="check",
-            reason=failure["reason"],
-            values=json.loads(pd.Series(failure["values"], dtype=object).to_json(date_format="iso")),
-            payload=payload,
+    failing = raw.loc[failures.index, source_key]
+    by_key = dict(list(raw[raw[source_key].isin(failing.dropna())].groupby(source_key)))
+    rejects = []
+    for index, failure in failures.iterrows():
+        origin = by_key.get(failing[index], raw.loc[[index]])
+        payload = json.loads(origin.to_json(orient="records", date_format="iso"))
+        rejects.append(
+            Reject(
+                record_key=_record_key(rows.at[index, key], payload),
+                stage="check",
+                reason=failure["reason"],
+                values=json.loads(pd.Series(failure["values"], dtype=object).to_json(date_format="iso")),
+                payload=payload,
+            )
         )
-        for (index, failure), payload in zip(failures.iterrows(), payloads)
-    ]
     store.put(integration, rejects, flow_run_id)
     passing = rows.loc[rows.index.difference(failures.index), key].dropna()
     closed = store.settle(integration, passing.astype(str), settled)
@@ -45,7 +50,7 @@ def quarantine(
     return len(rejects)
 
 
-def _record_key(key: object, payload: dict) -> str:
+def _record_key(key: object, payload: list[dict]) -> str:
     """The record's key, or for a record without one a stable digest of its content."""
     if pd.notna(key):
         return str(key)

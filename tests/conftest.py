@@ -66,7 +66,8 @@ def systems(crm_db: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
         app = create_app(crm_db, api_key=API_KEY, **options)
         with serve(app) as url:
             monkeypatch.setenv("INTERLINK_CRM__BASE_URL", url)
-            monkeypatch.setenv("INTERLINK_CRM__API_KEY", api_key)
+            monkeypatch.setenv("INTERLINK_CRM__AUTH__KIND", "api_key")
+            monkeypatch.setenv("INTERLINK_CRM__AUTH__KEY", api_key)
             monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", url)
             yield app
 
@@ -129,5 +130,5 @@ def billing_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.
         url = service_url(request.param)
         reset_tables(url, "customers", "interlink_watermarks")
         request.addfinalizer(lambda: reset_tables(url, "customers", "interlink_watermarks"))
-    monkeypatch.setenv("INTERLINK_BILLING_URL", url)
+    monkeypatch.setenv("INTERLINK_BILLING__URL", url)
     return url

@@ -38,7 +38,7 @@ def test_run_starts_the_demo_systems_when_none_is_configured(home: Path, monkeyp
 
     assert main(["dlq", "replay", "crm_to_billing"]) == 0
     replay = json_out(capsys, "runs", "--json")[0]
-    assert replay["state"] == "COMPLETED" and replay["rows_read"] == len(letters)
+    assert replay["state"] == "COMPLETED" and replay["rows_read"] == sum(len(e["payload"]) for e in letters)
 
 
 def test_plain_listings_are_tables(home: Path, capsys):

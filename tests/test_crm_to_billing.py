@@ -38,13 +38,13 @@ def target(url: str) -> pd.DataFrame:
 
 
 def assert_every_customer_delivered_or_dead_lettered(source: pd.DataFrame, delivered: pd.DataFrame) -> None:
-    open_keys = {e["record_key"] for e in DeadLetters(Settings().state.url).entries("crm_to_billing", "open")}
+    open_keys = {e["record_key"] for e in DeadLetters(Settings().state_db).entries("crm_to_billing", "open")}
     assert set(delivered["crm_id"]).isdisjoint(open_keys)
     assert set(delivered["crm_id"]) | open_keys == set(source["id"])
 
 
 def last_run() -> dict:
-    return Ledger(Settings().state.url).runs("crm_to_billing", limit=1)[0]
+    return Ledger(Settings().state_db).runs("crm_to_billing", limit=1)[0]
 
 
 def test_first_sync_delivers_every_valid_customer_and_dead_letters_the_rest(systems, crm_db, billing_url):
@@ -58,7 +58,7 @@ def test_first_sync_delivers_every_valid_customer_and_dead_letters_the_rest(syst
     assert run["rows_read"] == summary["rows_read"] == len(source)
     assert run["rows_inserted"] == len(delivered) > 4000
     assert run["watermark"] == delivered.attrs["watermark"] == source["updated_at"].max()
-    open_letters = DeadLetters(Settings().state.url).entries("crm_to_billing", "open")
+    open_letters = DeadLetters(Settings().state_db).entries("crm_to_billing", "open")
     assert len(open_letters) == run["rows_quarantined"] > 0
     assert_every_customer_delivered_or_dead_lettered(source, delivered)
     # normalised: lower-case trimmed emails, E.164 phones, ISO country codes with billing terms
@@ -138,7 +138,7 @@ def test_a_wrong_api_key_fails_fast_with_a_clear_message_and_no_retries(systems,
 
 
 def test_429_and_503_are_retried_and_lose_no_record(systems, crm_db, home, monkeypatch):
-    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
     with systems(fault_rate=0.3, retry_after=0, fault_seed=3) as app:
         summary = crm_to_billing.sync(chunk_size=2000)
     pages = -(-len(crm_rows(crm_db)) // 500)
@@ -148,14 +148,14 @@ def test_429_and_503_are_retried_and_lose_no_record(systems, crm_db, home, monke
 
 
 def test_replay_delivers_fixed_records_and_keeps_still_bad_ones_open(systems, crm_db, home, monkeypatch):
-    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
     store = DeadLetters(f"sqlite:///{home / 'interlink.db'}")
     with systems():
         crm_to_billing.sync()
         unknown_country = [
             e for e in store.entries("crm_to_billing", "open") if "currency" in e["values"] and "country" not in e["values"]
         ]
-        codes = {e["payload"]["country"].strip().upper() for e in unknown_country}
+        codes = {record["country"].strip().upper() for e in unknown_country for record in e["payload"]}
         for code in codes:
             add_country(crm_db, code, "EUR", 0.2)  # the finance team adds the missing countries
 
@@ -181,7 +181,7 @@ def test_each_run_publishes_its_counts_and_data_docs_as_an_artifact(systems, hom
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
     with systems():
         state = crm_to_billing.sync(return_state=True)
     summary = state.result()

@@ -5,7 +5,9 @@ import pytest
 import sqlalchemy as sa
 
 from connectors.sql import create_engine, read_watermark, upsert
-from flows.crm_to_billing import BILLING_CUSTOMERS
+from flows.crm_to_billing import PIPELINE
+
+BILLING_CUSTOMERS = PIPELINE.target
 from interlink.ledger import Counts
 from tasks.deliver import WRITE_BATCH, deliver
 

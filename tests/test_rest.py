@@ -28,7 +28,7 @@ def test_api_key_goes_in_the_header_only():
         seen.append(request)
         return httpx.Response(200, json={"ok": True})
 
-    connection = RestConnection(base_url="https://crm.test", api_key=SecretStr(KEY))
+    connection = RestConnection(base_url="https://crm.test", auth={"kind": "api_key", "key": KEY})
     with RestClient.connect("crm", connection, transport=httpx.MockTransport(handler)) as rest:
         assert rest.get_json("/ping", {"a": 1}) == {"ok": True}
     assert seen[0].headers["X-API-Key"] == KEY
@@ -45,8 +45,8 @@ def test_cursor_pagination_follows_the_cursor_until_it_is_null():
         return httpx.Response(200, json={"data": data, "next_cursor": nxt})
 
     with client(handler) as rest:
-        bodies = list(rest.paginate("/customers", CursorPaginator(), {"limit": 2}))
-    assert [x for body in bodies for x in body["data"]] == [1, 2, 3, 4]
+        pages = list(rest.paginate("/customers", CursorPaginator(), {"limit": 2}, records_path="data"))
+    assert pages == [[1, 2], [3], [4]]
 
 
 def test_pagination_resumes_from_a_given_cursor():
@@ -54,8 +54,10 @@ def test_pagination_resumes_from_a_given_cursor():
         assert request.url.params["cursor"] == "c7"
         return httpx.Response(200, json={"data": [8], "next_cursor": None})
 
+    paginator = CursorPaginator()
+    paginator.resume("c7")
     with client(handler) as rest:
-        assert [b["data"] for b in rest.paginate("/x", CursorPaginator(cursor="c7"))] == [[8]]
+        assert list(rest.paginate("/x", paginator, records_path="data")) == [[8]]
 
 
 def test_a_repeated_cursor_fails_instead_of_looping():
@@ -66,7 +68,7 @@ def test_a_repeated_cursor_fails_instead_of_looping():
         return httpx.Response(200, json={"data": [1], "next_cursor": "same"})
 
     with client(handler) as rest, pytest.raises(PaginationLoop, match="repeated cursor 'same'"):
-        list(rest.paginate("/customers", CursorPaginator()))
+        list(rest.paginate("/customers", CursorPaginator(), records_path="data"))
     assert len(calls) == 2
 
 
@@ -121,5 +123,5 @@ def test_other_4xx_are_fatal_and_404_is_not_found():
 
 
 def test_connection_repr_never_shows_the_key():
-    connection = RestConnection(base_url="https://crm.test", api_key=SecretStr(KEY))
+    connection = RestConnection(base_url="https://crm.test", auth={"kind": "api_key", "key": KEY})
     assert KEY not in repr(connection) and KEY not in str(connection.model_dump())

@@ -33,7 +33,7 @@ def everything_prefect_kept(flow_run_ids: list) -> str:
 
 
 def test_the_api_key_never_leaks(systems, home: Path, monkeypatch, capfd):
-    monkeypatch.setenv("INTERLINK_BILLING_URL", f"sqlite:///{home / 'billing.db'}")
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
     with systems(fault_rate=0.2, retry_after=0, fault_seed=11):  # retries log too
         ok = crm_to_billing.sync(return_state=True)
     with systems(api_key=WRONG_KEY):
@@ -43,8 +43,8 @@ def test_the_api_key_never_leaks(systems, home: Path, monkeypatch, capfd):
     settings = Settings()
     places = {
         "prefect": everything_prefect_kept([ok.state_details.flow_run_id, refused.state_details.flow_run_id]),
-        "ledger": json.dumps(Ledger(settings.state.url).runs(), default=str),
-        "dead letters": json.dumps(DeadLetters(settings.state.url).entries(), default=str),
+        "ledger": json.dumps(Ledger(settings.state_db).runs(), default=str),
+        "dead letters": json.dumps(DeadLetters(settings.state_db).entries(), default=str),
         "console": "".join(capfd.readouterr()),
     }
     files = [p for p in home.rglob("*") if p.is_file() and p.suffix in (".html", ".json", ".yml", ".md", ".txt")]
@@ -59,12 +59,12 @@ def test_the_api_key_never_leaks(systems, home: Path, monkeypatch, capfd):
 def test_a_database_password_is_masked_in_the_ledger_and_artifact(systems, home: Path, monkeypatch):
     url = make_url(service_url("postgresql")).set(password="db-pass-91c4").render_as_string(hide_password=False)
     reset_tables(url, "customers", "interlink_watermarks")
-    monkeypatch.setenv("INTERLINK_BILLING_URL", url)
+    monkeypatch.setenv("INTERLINK_BILLING__URL", url)
     with systems():
         state = crm_to_billing.sync(return_state=True)
     reset_tables(url, "customers", "interlink_watermarks")
 
-    run = Ledger(Settings().state.url).runs()[0]
+    run = Ledger(Settings().state_db).runs()[0]
     assert run["state"] == "COMPLETED" and run["target"] == make_url(url).render_as_string(hide_password=True)
     assert "postgres:***@127.0.0.1" in run["target"]
     kept = everything_prefect_kept([state.state_details.flow_run_id])

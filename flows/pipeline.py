@@ -1,0 +1,148 @@
+"""The shape every integration shares, written once.
+
+A `Pipeline` declares where records come from, how they are mapped and looked up,
+the contract they must meet, and where they go. `sync_flow` and `replay_flow` turn it
+into Prefect flows: batch by batch, ingest → transform → enrich → check → deliver,
+with failing rows dead-lettered, every run ledgered and reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+import great_expectations as gx
+import pandas as pd
+from prefect import Flow, Task, flow
+from prefect.runtime import flow_run
+
+from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
+from interlink.ledger import Counts, Entry, Ledger
+from interlink.settings import Settings
+from tasks.check import check
+from tasks.ingest import Chunk
+from tasks.quarantine import quarantine
+from tasks.report import publish_report
+
+
+class Source(Protocol):
+    connection: str
+
+    def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]: ...
+
+    def done(self, settings: Settings, chunk: Chunk) -> None: ...
+
+
+class Enricher(Protocol):
+    connection: str
+
+    def enrich(self, settings: Settings, rows: pd.DataFrame, cache: dict) -> pd.DataFrame: ...
+
+
+class Target(Protocol):
+    connection: str
+
+    def watermark(self, settings: Settings, integration: str) -> str | None: ...
+
+    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Counts: ...
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An integration, declared.
+
+    `transform` maps raw records to target rows, keeping for each row the index of a raw
+    record it came from; `source_key` names the raw field that identifies a record, so
+    a dead letter keeps every raw record of it, ready to replay.
+    """
+
+    name: str
+    source: Source
+    transform: Task
+    suite: Callable[[], gx.ExpectationSuite]
+    target: Target
+    key: str
+    source_key: str
+    enrichers: tuple[Enricher, ...] = ()
+
+    @property
+    def connections(self) -> list[str]:
+        return [self.source.connection, *(e.connection for e in self.enrichers), self.target.connection]
+
+
+def sync_flow(pipeline: Pipeline) -> Flow:
+    """The integration's sync: everything changed since the committed watermark."""
+
+    @flow(name=pipeline.name, description=f"Sync {pipeline.source.connection} → {pipeline.target.connection}")
+    def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> dict:
+        settings = Settings.load()
+        since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
+        with _ledgered(pipeline, settings, "sync", since) as entry:
+            caches: list[dict] = [{} for _ in pipeline.enrichers]
+            for chunk in pipeline.source.chunks(settings, since, chunk_size):
+                entry.counts += _process(pipeline, settings, chunk.records, caches, chunk.watermark, RESOLVED)
+                pipeline.source.done(settings, chunk)
+                entry.watermark = chunk.watermark or entry.watermark
+            entry.report = _report(pipeline, settings, entry, since)
+        return _summary(pipeline, entry)
+
+    return sync
+
+
+def replay_flow(pipeline: Pipeline) -> Flow:
+    """The integration's replay: its open dead letters through transform → deliver again."""
+
+    @flow(name=f"{pipeline.name}_replay", description=f"Replay the dead letters of {pipeline.name}")
+    def replay() -> dict:
+        settings = Settings.load()
+        letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)
+        records = pd.DataFrame.from_records([record for letter in letters for record in letter["payload"]])
+        with _ledgered(pipeline, settings, "replay", None) as entry:
+            entry.counts = _process(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED)
+            entry.report = _report(pipeline, settings, entry, None)
+        return _summary(pipeline, entry)
+
+    return replay
+
+
+def _process(
+    pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: list[dict], watermark: str | None, settled: str
+) -> Counts:
+    """One batch through the steps; `caches` keep each enricher's lookups for the whole run."""
+    if raw.empty:
+        return Counts()
+    rows = pipeline.transform(raw)
+    for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
+        rows = enricher.enrich(settings, rows, cache)
+    failures = check(rows, pipeline.suite(), settings.home, _run_name()).row_failures
+    quarantined = quarantine(
+        settings.state_db, pipeline.name, raw, rows, failures, (pipeline.source_key, pipeline.key), settled, flow_run.id
+    )
+    delivered = pipeline.target.deliver(settings, rows.drop(failures.index), pipeline.name, watermark)
+    return delivered + Counts(rows_read=len(raw), rows_quarantined=quarantined)
+
+
+def _ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> AbstractContextManager[Entry]:
+    return Ledger(settings.state_db).record(
+        pipeline.name, kind=kind, flow_run_id=flow_run.id, target=_target(pipeline, settings), watermark=since
+    )
+
+
+def _report(pipeline: Pipeline, settings: Settings, entry: Entry, since: str | None) -> str:
+    return str(
+        publish_report(pipeline.name, settings.home, _run_name(), entry.counts, (since, entry.watermark), _target(pipeline, settings))
+    )
+
+
+def _target(pipeline: Pipeline, settings: Settings) -> str:
+    return settings.connection(pipeline.target.connection).display
+
+
+def _run_name() -> str:
+    return flow_run.id or "local"
+
+
+def _summary(pipeline: Pipeline, entry: Entry) -> dict:
+    return {"integration": pipeline.name, **vars(entry.counts), "watermark": entry.watermark, "report": entry.report}

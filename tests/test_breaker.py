@@ -1,0 +1,189 @@
+"""The circuit breaker: opening, failing fast, one probe after the cool-down, what counts, and its log."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from connectors.breaker import BreakerState, CircuitBreaker
+from connectors.errors import CircuitOpen, ConnectorError, FatalError, RetriableError
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def breaker(clock: FakeClock, **options) -> CircuitBreaker:
+    return CircuitBreaker("crm", failure_threshold=3, cooldown_s=30.0, clock=clock, **options)
+
+
+def fail(cb: CircuitBreaker, exc: BaseException | None = None) -> None:
+    with pytest.raises(type(exc) if exc else RetriableError):
+        with cb.guard():
+            raise exc or RetriableError("crm: GET /customers answered 503")
+
+
+def succeed(cb: CircuitBreaker) -> None:
+    with cb.guard():
+        pass
+
+
+def open_breaker(clock: FakeClock, **options) -> CircuitBreaker:
+    cb = breaker(clock, **options)
+    for _ in range(3):
+        fail(cb)
+    assert cb.state == "open"
+    return cb
+
+
+def test_opens_after_the_threshold_of_consecutive_failures_only():
+    cb = breaker(FakeClock())
+    fail(cb)
+    fail(cb)
+    assert (cb.state, cb.opened_times) == ("closed", 0)
+    fail(cb)
+    assert (cb.state, cb.opened_times) == (BreakerState.OPEN, 1)
+
+
+def test_a_success_resets_the_count_of_consecutive_failures():
+    cb = breaker(FakeClock())
+    fail(cb)
+    fail(cb)
+    succeed(cb)
+    fail(cb)
+    fail(cb)
+    assert cb.state == "closed"
+
+
+def test_fails_fast_while_open_without_calling_the_system():
+    clock = FakeClock()
+    cb = open_breaker(clock)
+    clock.now = 29.9
+    called = []
+    with pytest.raises(CircuitOpen, match=r"crm: circuit open; failing fast for another 0\.1s") as raised:
+        with cb.guard():
+            called.append(True)
+    assert called == []
+    assert isinstance(raised.value, ConnectorError) and not isinstance(raised.value, (RetriableError, FatalError))
+    assert cb.state == "open"
+
+
+def test_after_the_cool_down_exactly_one_probe_goes_through_while_the_others_fail_fast():
+    clock = FakeClock()
+    cb = open_breaker(clock)
+    clock.now = 30.0
+    assert cb.state == "half_open"
+    probing, release = threading.Event(), threading.Event()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        try:
+            with cb.guard():
+                with lock:
+                    outcomes.append("probe")
+                probing.set()
+                assert release.wait(timeout=10)
+        except CircuitOpen:
+            with lock:
+                outcomes.append("failed fast")
+
+    probe = threading.Thread(target=call)
+    probe.start()
+    assert probing.wait(timeout=10)
+    others = [threading.Thread(target=call) for _ in range(5)]
+    for thread in others:
+        thread.start()
+    for thread in others:
+        thread.join(timeout=10)
+    assert outcomes == ["probe"] + ["failed fast"] * 5
+    release.set()
+    probe.join(timeout=10)
+
+    assert (cb.state, cb.opened_times) == ("closed", 1)
+    succeed(cb)
+
+
+def test_a_failed_probe_opens_the_circuit_for_another_cool_down():
+    clock = FakeClock()
+    cb = open_breaker(clock)
+    clock.now = 30.0
+    fail(cb)
+    assert (cb.state, cb.opened_times) == ("open", 2)
+    clock.now = 59.0
+    with pytest.raises(CircuitOpen):
+        cb.before_call()
+    clock.now = 60.0
+    succeed(cb)
+    assert (cb.state, cb.opened_times) == ("closed", 2)
+
+
+def test_errors_that_do_not_count_never_open_the_circuit():
+    cb = breaker(FakeClock(), counts=lambda exc: isinstance(exc, RetriableError))
+    for _ in range(10):
+        fail(cb, FatalError("crm: GET /customers answered 400"))
+    assert (cb.state, cb.opened_times) == ("closed", 0)
+
+
+def test_a_probe_that_raises_an_error_that_does_not_count_leaves_the_next_call_to_probe():
+    clock = FakeClock()
+    cb = open_breaker(clock, counts=lambda exc: isinstance(exc, RetriableError))
+    clock.now = 30.0
+    fail(cb, FatalError("crm: GET /customers/x answered 404"))
+    assert cb.state == "half_open"
+    succeed(cb)
+    assert cb.state == "closed"
+
+
+def test_the_explicit_api_matches_guard():
+    clock = FakeClock()
+    cb = breaker(clock)
+    for _ in range(3):
+        cb.before_call()
+        cb.record_failure()
+    with pytest.raises(CircuitOpen):
+        cb.before_call()
+    clock.now = 30.0
+    cb.before_call()
+    with pytest.raises(CircuitOpen, match="probe call is in flight"):
+        cb.before_call()
+    cb.record_success()
+    assert cb.state == "closed"
+
+
+def test_every_state_change_is_logged(caplog: pytest.LogCaptureFixture):
+    caplog.set_level(logging.INFO, logger="connectors.breaker")
+    clock = FakeClock()
+    cb = CircuitBreaker("crm", failure_threshold=5, cooldown_s=30.0, clock=clock)
+    for _ in range(5):
+        fail(cb)
+    clock.now = 30.0
+    fail(cb)
+    clock.now = 60.0
+    succeed(cb)
+
+    assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("connectors.breaker", "WARNING", "crm: circuit open after 5 consecutive failures; failing fast for 30s"),
+        ("connectors.breaker", "INFO", "crm: circuit half-open after 30s; letting one probe call through"),
+        ("connectors.breaker", "WARNING", "crm: probe call failed; circuit open again, failing fast for 30s"),
+        ("connectors.breaker", "INFO", "crm: circuit half-open after 30s; letting one probe call through"),
+        ("connectors.breaker", "INFO", "crm: probe call succeeded; circuit closed"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"failure_threshold": 0}, "failure_threshold must be at least 1, got 0"),
+        ({"cooldown_s": -1}, "cooldown_s must not be negative, got -1"),
+    ],
+)
+def test_invalid_arguments_are_rejected_clearly(kwargs: dict, message: str):
+    with pytest.raises(ValueError, match=message):
+        CircuitBreaker("crm", **kwargs)
