@@ -20,7 +20,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 demo: export PREFECT_HOME ?= $(CURDIR)/.interlink/prefect
 demo: $(INSTALLED)
 	mkdir -p $(PREFECT_HOME)
-	$(BIN)/interlink run crm_to_billing
+	$(BIN)/interlink run
 
 test: $(INSTALLED)
 	$(BIN)/ruff check .

@@ -20,6 +20,7 @@ import httpx
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
+from connectors.auth import AuthConfig
 from connectors.breaker import CircuitBreaker
 from connectors.errors import AuthError, FatalError, NotFound, RetriableError
 from connectors.pagination import PageRequest, Paginator
@@ -73,7 +74,7 @@ class RestClient:
         return cls(
             name,
             connection.base_url or "",
-            auth=connection.auth.build() if connection.auth else None,
+            auth=auth_for(name, connection.auth) if connection.auth else None,
             timeout_s=connection.timeout_s,
             max_attempts=connection.max_attempts,
             limiter=limiter_for(name, connection.rate_per_s, connection.max_concurrency, connection.shared_rate_limit),
@@ -133,9 +134,19 @@ class RestClient:
         )
 
 
+_AUTHS: dict[tuple, httpx.Auth] = {}
 _LIMITERS: dict[tuple, Limiter] = {}
 _BREAKERS: dict[tuple, CircuitBreaker] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+def auth_for(name: str, config: AuthConfig) -> httpx.Auth:
+    """The auth of connection `name`, one per process, so a token fetched once serves every task of a run."""
+    key = (name, *(value for _, value in config))
+    with _REGISTRY_LOCK:
+        if key not in _AUTHS:
+            _AUTHS[key] = config.build()
+        return _AUTHS[key]
 
 
 def limiter_for(name: str, rate_per_s: float | None, max_concurrency: int | None, shared: str | None) -> Limiter | None:
@@ -195,11 +206,12 @@ def _redact(text: str, secrets: tuple[str, ...]) -> str:
 
 
 def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
+    """The server's `Retry-After` in seconds, capped; None when absent or not a usable number of seconds."""
     try:
-        return min(float(value), MAX_RETRY_AFTER_S) if value is not None else None
-    except ValueError:
-        return None  # an HTTP-date: fall back to our own backoff
+        seconds = float(response.headers["Retry-After"])
+    except (KeyError, ValueError):
+        return None  # absent, or an HTTP-date: fall back to our own backoff
+    return min(seconds, MAX_RETRY_AFTER_S) if 0 <= seconds else None  # NaN fails the comparison too
 
 
 _backoff = wait_exponential_jitter(initial=0.5, max=30.0)

@@ -174,12 +174,20 @@ def _copy_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any
     staging.drop(conn)
 
 
-def select_in(conn: Connection, columns: Sequence[sa.Column], key: sa.Column, values: Iterable[Any], batch: int = 1000) -> list[sa.Row]:
-    """Rows whose `key` is among `values`, queried in batches that every dialect accepts."""
+def select_in(
+    conn: Connection,
+    columns: Sequence[sa.Column],
+    key: sa.Column,
+    values: Iterable[Any],
+    where: sa.ColumnElement[bool] | None = None,
+    batch: int = 1000,
+) -> list[sa.Row]:
+    """Rows whose `key` is among `values` (and that meet `where`), queried in batches every dialect accepts."""
     values = list(values)
+    query = sa.select(*columns) if where is None else sa.select(*columns).where(where)
     rows: list[sa.Row] = []
     for start in range(0, len(values), batch):
-        rows.extend(conn.execute(sa.select(*columns).where(key.in_(values[start : start + batch]))))
+        rows.extend(conn.execute(query.where(key.in_(values[start : start + batch]))))
     return rows
 
 

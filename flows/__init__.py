@@ -5,7 +5,7 @@ from types import ModuleType
 
 from interlink.settings import ConfigError
 
-INTEGRATIONS = ("crm_to_billing",)
+INTEGRATIONS = ("crm_to_billing", "orders_to_erp", "inventory_to_storefront")
 
 
 def integration(name: str) -> ModuleType:

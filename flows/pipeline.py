@@ -22,6 +22,7 @@ from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
 from interlink.settings import Settings
 from tasks.check import check
+from tasks.deliver import Delivery
 from tasks.ingest import Chunk
 from tasks.quarantine import quarantine
 from tasks.report import publish_report
@@ -46,7 +47,7 @@ class Target(Protocol):
 
     def watermark(self, settings: Settings, integration: str) -> str | None: ...
 
-    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Counts: ...
+    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery: ...
 
 
 @dataclass(frozen=True)
@@ -116,12 +117,14 @@ def _process(
     rows = pipeline.transform(raw)
     for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
         rows = enricher.enrich(settings, rows, cache)
+    keys = (pipeline.source_key, pipeline.key)
     failures = check(rows, pipeline.suite(), settings.home, _run_name()).row_failures
-    quarantined = quarantine(
-        settings.state_db, pipeline.name, raw, rows, failures, (pipeline.source_key, pipeline.key), settled, flow_run.id
-    )
-    delivered = pipeline.target.deliver(settings, rows.drop(failures.index), pipeline.name, watermark)
-    return delivered + Counts(rows_read=len(raw), rows_quarantined=quarantined)
+    quarantined = quarantine(settings.state_db, pipeline.name, raw, rows, failures, keys, "check", settled, flow_run.id)
+    passed = rows.drop(failures.index)
+    delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark)
+    if not delivery.failures.empty:
+        quarantined += quarantine(settings.state_db, pipeline.name, raw, passed, delivery.failures, keys, "deliver", settled, flow_run.id)
+    return delivery.counts + Counts(rows_read=len(raw), rows_quarantined=quarantined)
 
 
 def _ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> AbstractContextManager[Entry]:

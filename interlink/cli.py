@@ -7,12 +7,14 @@ import json
 import sys
 from typing import Any
 
+from flows import INTEGRATIONS
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import ConfigError, Settings
 
 RUN_COLUMNS = ("integration", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_quarantined", "watermark")
 DLQ_COLUMNS = ("integration", "record_key", "stage", "status", "reason")
+INVENTORY_COLUMNS = ("name", "kind", "target", "used_by", "healthy", "latency_ms", "reason")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,8 +27,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run an integration's sync once, against the demo systems where no system is configured."""
-    return _run_flow(settings, args.integration, "sync", full_refresh=args.full_refresh, chunk_size=args.chunk_size)
+    """Run integrations' syncs once, against the demo systems where no system is configured."""
+    names = args.integrations or list(INTEGRATIONS)
+    return _run_flows(settings, names, "sync", full_refresh=args.full_refresh, chunk_size=args.chunk_size)
 
 
 def runs(args: argparse.Namespace, settings: Settings) -> None:
@@ -40,32 +43,43 @@ def dlq_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    return _run_flow(settings, args.integration, "replay")
+    return _run_flows(settings, [args.integration], "replay")
+
+
+def connectors(args: argparse.Namespace, settings: Settings) -> int:
+    """Every connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
+    from interlink.demo import demo_systems
+    from interlink.inventory import inventory
+
+    with demo_systems(settings.model_copy(update={"demo_fault_rate": 0.0})) as live:
+        rows = inventory(live)
+    shown = rows if args.json else [r | {"used_by": ", ".join(r["used_by"])} for r in rows]
+    _emit(shown, INVENTORY_COLUMNS, args.json)
+    return 0 if all(r["healthy"] for r in rows) else 1
 
 
 def demo_mutate(args: argparse.Namespace, settings: Settings) -> None:
-    from demo_systems.crm_data import mutate, seed
-    from interlink.demo import crm_database
+    from interlink.demo import mutate
 
-    seed(crm_database(settings))
-    changed = mutate(crm_database(settings), args.count)
-    print(f"changed {len(changed)} CRM customers: {', '.join(changed[:10])}{' …' if len(changed) > 10 else ''}")
+    for system, changed in mutate(settings, args.count).items():
+        print(f"changed {len(changed)} {system}: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}")
 
 
-def _run_flow(settings: Settings, name: str, which: str, **parameters: Any) -> int:
+def _run_flows(settings: Settings, names: list[str], which: str, **parameters: Any) -> int:
     from flows import integration
     from interlink.demo import demo_systems
 
-    module = integration(name)
+    modules = [integration(name) for name in names]
     with demo_systems(settings):
-        summary = getattr(module, which)(**parameters)
-    print(
-        f"\n{name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
-        f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
-        f"quarantined {summary['rows_quarantined']}\n"
-        f"watermark: {summary['watermark']}\n"
-        f"data-quality report: {summary['report']}"
-    )
+        summaries = [getattr(module, which)(**parameters) for module in modules]
+    for name, summary in zip(names, summaries, strict=True):
+        print(
+            f"\n{name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
+            f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
+            f"quarantined {summary['rows_quarantined']}\n"
+            f"watermark: {summary['watermark']}\n"
+            f"data-quality report: {summary['report']}"
+        )
     return 0
 
 
@@ -92,8 +106,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="interlink", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    p = commands.add_parser("run", help="run an integration's sync now")
-    p.add_argument("integration")
+    p = commands.add_parser("run", help="run integrations' syncs now (all of them by default)")
+    p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
     p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
     p.add_argument("--chunk-size", type=int, default=10_000, help="rows per batch (default 10000)")
     p.set_defaults(command=run)
@@ -103,6 +117,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(command=runs)
+
+    p = commands.add_parser("connectors", help="the connection inventory, with a live health check")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(command=connectors)
 
     dlq = commands.add_parser("dlq", help="the dead-letter store").add_subparsers(required=True, metavar="ACTION")
     p = dlq.add_parser("list", help="dead-lettered records")
@@ -115,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(command=dlq_replay)
 
     demo = commands.add_parser("demo", help="the embedded demo systems").add_subparsers(required=True, metavar="ACTION")
-    p = demo.add_parser("mutate", help="edit CRM customers, so the next sync has work")
+    p = demo.add_parser("mutate", help="change records in every demo system, so the next syncs have work")
     p.add_argument("--count", type=int, default=25)
     p.set_defaults(command=demo_mutate)
     return parser

@@ -48,6 +48,15 @@ DEAD_LETTERS = sa.Table(
     sa.UniqueConstraint("integration", "record_key"),
 )
 
+DELIVERED = sa.Table(
+    "delivered",
+    METADATA,
+    sa.Column("integration", sa.String(100), primary_key=True),
+    sa.Column("record_key", sa.String(200), primary_key=True),
+    sa.Column("row_hash", sa.String(16), nullable=False),
+    sa.Column("delivered_at", Timestamp, nullable=False),
+)
+
 
 @cache
 def state_engine(url: str) -> Engine:

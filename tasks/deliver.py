@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 import sqlalchemy as sa
@@ -26,6 +26,14 @@ from interlink.settings import Settings
 from tasks.watermark import committed_watermark
 
 WRITE_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What became of a delivered batch; `failures` (indexed like the batch) are rows the target refused."""
+
+    counts: Counts
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason", "values"]))
 
 
 def tracked_table(name: str, *columns: sa.Column) -> sa.Table:
@@ -72,8 +80,8 @@ class SqlTarget:
     def watermark(self, settings: Settings, integration: str) -> str | None:
         return committed_watermark(settings.connection(self.connection).url, integration)
 
-    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Counts:
-        return deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id)
+    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
+        return Delivery(deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id))
 
 
 @task(name="deliver", cache_policy=NO_CACHE)

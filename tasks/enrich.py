@@ -58,3 +58,20 @@ def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
         currency=rows["country"].map({c: t["currency"] for c, t in known.items()}).astype("string"),
         tax_rate=rows["country"].map({c: t["tax_rate"] for c, t in known.items()}).astype("float64"),
     )
+
+
+@task(name="lookup-rates", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retriable)
+def fetch_rates(connection: RestConnection, currencies: Iterable[str]) -> dict[str, float | None]:
+    """How many units of each currency one EUR buys, from one call to the rates API; None if unknown."""
+    with RestClient.connect("rates", connection) as client:
+        rates = client.get_json("/rates", {"base": "EUR"})["rates"]
+    found = {code: rates.get(code) for code in currencies}
+    get_run_logger().info("rates for %d currencies (%d unknown)", len(found), sum(v is None for v in found.values()))
+    return found
+
+
+@task(name="enrich", cache_policy=NO_CACHE)
+def convert_to_eur(rows: pd.DataFrame, rates: dict[str, float | None]) -> pd.DataFrame:
+    """Add the EUR rate and the order total in EUR (the ERP's currency); unknown currencies get nulls."""
+    rate = rows["currency"].map({c: r for c, r in rates.items() if r}).astype("float64")
+    return rows.assign(eur_rate=rate, total_eur=(rows["total"] / rate).round(2))

@@ -110,7 +110,7 @@ def pending_files(folder: Path, suffix: str) -> list[Path]:
 def read_file(folder: Path, suffix: str, file: Path) -> Chunk:
     frame = pd.concat(DropFolder(folder, suffix).read(file), ignore_index=True)
     get_run_logger().info("read %d records from %s", len(frame), file.name)
-    return Chunk(frame, file=file)
+    return Chunk(frame, watermark=file.name, file=file)
 
 
 @task(name="archive-file", cache_policy=NO_CACHE)

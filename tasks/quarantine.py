@@ -18,10 +18,11 @@ def quarantine(
     rows: pd.DataFrame,
     failures: pd.DataFrame,
     keys: tuple[str, str],
+    stage: str,
     settled: str,
     flow_run_id: str | None,
 ) -> int:
-    """Dead-letter the failing rows; entries of records that now pass are closed as `settled`.
+    """Dead-letter the rows that failed at `stage`; entries of records that now pass are closed as `settled`.
 
     Each row's index points at a raw record it came from; its dead letter keeps every raw
     record with the same source key (`keys[0]`), so a replay sees all of them again.
@@ -37,7 +38,7 @@ def quarantine(
         rejects.append(
             Reject(
                 record_key=_record_key(rows.at[index, key], payload),
-                stage="check",
+                stage=stage,
                 reason=failure["reason"],
                 values=json.loads(pd.Series(failure["values"], dtype=object).to_json(date_format="iso")),
                 payload=payload,

@@ -14,11 +14,14 @@ import sqlalchemy as sa
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy.engine import make_url
 
+from demo_systems import storefront_data
 from demo_systems.app import create_app
 from demo_systems.crm_data import seed
 from demo_systems.server import serve
+from demo_systems.storefront import create_app as create_storefront
 
 API_KEY = "sk-test-3b9f27c1d54e4a8f"  # distinctive, so a leak anywhere is found
+STOREFRONT_SECRET = "cs-test-51d0c3aa9e77b2f4"
 SERVICES = {
     "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
@@ -52,7 +55,7 @@ def crm_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def crm_db(crm_template: Path, home: Path) -> Path:
     """A private copy of the seeded demo CRM database."""
     db = home / "demo" / "crm.db"
-    db.parent.mkdir(parents=True)
+    db.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(crm_template, db)
     return db
 
@@ -75,6 +78,44 @@ def systems(crm_db: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
 
 
 _namespaces: dict[str, tuple[str, str]] = {}  # kind -> (private schema/database, its URL)
+
+
+@pytest.fixture(scope="session")
+def storefront_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    db = tmp_path_factory.mktemp("storefront") / "storefront.db"
+    storefront_data.seed(db)
+    return db
+
+
+@pytest.fixture
+def storefront_db(storefront_template: Path, home: Path) -> Path:
+    """A private copy of the seeded demo storefront database."""
+    db = home / "demo" / "storefront.db"
+    db.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(storefront_template, db)
+    return db
+
+
+@pytest.fixture
+def storefront(storefront_db: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
+    """Start the demo storefront + rates API over real HTTP and point the connections at them (OAuth2)."""
+
+    @contextmanager
+    def start(client_secret: str = STOREFRONT_SECRET, **options) -> Iterator:
+        app = create_storefront(storefront_db, "interlink-test", STOREFRONT_SECRET, **options)
+        with serve(app) as url:
+            for name, value in {
+                "INTERLINK_STOREFRONT__BASE_URL": url,
+                "INTERLINK_STOREFRONT__AUTH__KIND": "oauth2_client_credentials",
+                "INTERLINK_STOREFRONT__AUTH__TOKEN_URL": f"{url}/oauth/token",
+                "INTERLINK_STOREFRONT__AUTH__CLIENT_ID": "interlink-test",
+                "INTERLINK_STOREFRONT__AUTH__CLIENT_SECRET": client_secret,
+                "INTERLINK_RATES__BASE_URL": url,
+            }.items():
+                monkeypatch.setenv(name, value)
+            yield app
+
+    return start
 
 
 def service_url(kind: str) -> str:
@@ -121,14 +162,25 @@ def reset_tables(url: str, *names: str) -> None:
     engine.dispose()
 
 
+def target_database(request: pytest.FixtureRequest, home: Path, monkeypatch, connection: str, *tables: str) -> str:
+    """Point `connection` at a database of the requested dialect whose `tables` start empty."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{home / f'{connection}.db'}"
+    else:
+        url = service_url(request.param)
+        reset_tables(url, *tables, "interlink_watermarks")
+        request.addfinalizer(lambda: reset_tables(url, *tables, "interlink_watermarks"))
+    monkeypatch.setenv(f"INTERLINK_{connection.upper()}__URL", url)
+    return url
+
+
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def billing_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """The billing database, on each supported dialect; its tables start empty."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{home / 'billing.db'}"
-    else:
-        url = service_url(request.param)
-        reset_tables(url, "customers", "interlink_watermarks")
-        request.addfinalizer(lambda: reset_tables(url, "customers", "interlink_watermarks"))
-    monkeypatch.setenv("INTERLINK_BILLING__URL", url)
-    return url
+    return target_database(request, home, monkeypatch, "billing", "customers")
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def erp_url(request: pytest.FixtureRequest, home: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ERP database, on each supported dialect; its tables start empty."""
+    return target_database(request, home, monkeypatch, "erp", "erp_order_lines", "erp_orders")

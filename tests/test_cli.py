@@ -66,3 +66,10 @@ def test_a_missing_system_url_names_the_setting_to_set(home: Path, monkeypatch):
 
     with pytest.raises(Exception, match="INTERLINK_CRM__BASE_URL is not set"):
         crm_to_billing.sync()
+
+
+def test_connectors_lists_every_connection_with_its_health(home: Path, capsys):
+    rows = json_out(capsys, "connectors", "--json")
+    assert {r["name"] for r in rows} == {"crm", "finance", "billing", "storefront", "rates", "erp", "erp_stock"}
+    assert all(r["healthy"] and r["latency_ms"] is not None for r in rows)
+    assert next(r for r in rows if r["name"] == "storefront")["used_by"] == ["inventory_to_storefront", "orders_to_erp"]

@@ -125,3 +125,131 @@ def test_other_4xx_are_fatal_and_404_is_not_found():
 def test_connection_repr_never_shows_the_key():
     connection = RestConnection(base_url="https://crm.test", auth={"kind": "api_key", "key": KEY})
     assert KEY not in repr(connection) and KEY not in str(connection.model_dump())
+
+
+# One budget and one breaker per connection, shared by its clients; and bugs found (strict xfails).
+
+import functools  # noqa: E402
+import uuid  # noqa: E402
+
+import connectors.rest as rest_module  # noqa: E402
+from connectors.errors import CircuitOpen  # noqa: E402
+from connectors.ratelimit import RateLimiter  # noqa: E402
+from connectors.rest import breaker_for, breaker_report, limiter_for  # noqa: E402
+
+
+def unique(prefix: str) -> str:
+    """A connection name no other test uses: limiters and breakers live in process-wide registries."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+class FakeTime:
+    """A clock that moves only when the limiter sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_clients_of_one_connection_share_one_rate_limiter(monkeypatch):
+    clock = FakeTime()
+    monkeypatch.setattr(rest_module, "RateLimiter", functools.partial(RateLimiter, clock=clock, sleep=clock.sleep))
+    name, other = unique("paced"), unique("paced")
+    connection = RestConnection(base_url="https://api.test", rate_per_s=2)  # a burst of 2, then one every 0.5 s
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, json={}))
+
+    with RestClient.connect(name, connection, transport) as first, RestClient.connect(name, connection, transport) as second:
+        first.get_json("/a")
+        first.get_json("/a")
+        assert clock.sleeps == []  # the burst
+        second.get_json("/b")
+        assert clock.sleeps == [0.5]  # the second client waits on the budget the first one spent
+    with RestClient.connect(other, connection, transport) as third:
+        third.get_json("/c")
+    assert clock.sleeps == [0.5]  # another connection has a budget of its own
+
+    limiter = limiter_for(name, 2, None, None)
+    assert isinstance(limiter, RateLimiter) and (limiter.rate_per_s, limiter.burst) == (2, 2)
+    assert limiter is limiter_for(name, 2.0, None, None)
+    assert limiter is not limiter_for(other, 2, None, None)
+    assert limiter_for(unique("unpaced"), None, None, None) is None
+
+
+def test_clients_of_one_connection_share_one_breaker_and_the_report_lists_it_once_open():
+    name = unique("breaker")
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(503)
+
+    connection = RestConnection(base_url="https://api.test", max_attempts=1, breaker_threshold=2, breaker_cooldown_s=60)
+    breaker = breaker_for(name, 2, 60)
+    assert breaker is breaker_for(name, 2, 60.0)
+    assert breaker is not breaker_for(name, 3, 60)  # other parameters, another breaker
+    transport = httpx.MockTransport(handler)
+    with RestClient.connect(name, connection, transport) as first, RestClient.connect(name, connection, transport) as second:
+        with pytest.raises(RetriableError):
+            first.get_json("/a")
+        assert breaker.state == "closed" and name not in breaker_report()
+        with pytest.raises(RetriableError):
+            second.get_json("/b")  # the second client's failure counts on the same breaker: the threshold is reached
+        assert breaker.state == "open"
+        with pytest.raises(CircuitOpen):
+            first.get_json("/c")
+    assert calls == ["/a", "/b"]
+    assert breaker_report()[name] == "open, opened 1x"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="BUG connectors/rest.py _retry_after: a negative or NaN Retry-After is passed on as the wait, so the client "
+    "sleeps a negative/NaN time, which time.sleep rejects with ValueError; an invalid value should be ignored",
+)
+@pytest.mark.parametrize("retry_after", ["-5", "nan"])
+def test_an_invalid_retry_after_is_not_used_as_the_wait(retry_after):
+    answers = iter([httpx.Response(429, headers={"Retry-After": retry_after}), httpx.Response(200, json={"ok": 1})])
+    sleeps: list[float] = []
+    with client(lambda request: next(answers), sleeps) as rest:
+        assert rest.get_json("/x") == {"ok": 1}
+    assert len(sleeps) == 1 and sleeps[0] >= 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=httpx.RemoteProtocolError,
+    reason="BUG connectors/rest.py _attempt: httpx.RemoteProtocolError (the server closed the connection without a "
+    "complete response) is neither a TimeoutException nor a NetworkError, so it escapes unclassified and is not retried",
+)
+def test_a_connection_closed_without_a_response_is_retried():
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("Server disconnected without sending a response.", request=request)
+        return httpx.Response(200, json={"ok": 1})
+
+    with client(handler, []) as rest:
+        assert rest.get_json("/x") == {"ok": 1}
+    assert len(calls) == 2
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=KeyError,
+    reason="BUG connectors/rest.py _at: a page without its records_path raises a bare KeyError instead of the "
+    "FatalError that _at raises for a records_path holding something other than a list",
+)
+def test_a_page_without_its_records_path_is_a_fatal_error():
+    answer = httpx.Response(200, json={"items": [1, 2], "next_cursor": None})
+    with client(lambda request: answer, []) as rest, pytest.raises(FatalError, match="'data'"):
+        list(rest.paginate("/customers", CursorPaginator(), records_path="data"))

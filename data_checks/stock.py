@@ -1,0 +1,18 @@
+"""The contract a batch of stock levels must meet before it reaches the storefront."""
+
+import great_expectations as gx
+import great_expectations.expectations as gxe
+
+SKU = r"^SKU-\d{5}$"
+
+
+def stock_levels() -> gx.ExpectationSuite:
+    return gx.ExpectationSuite(
+        name="stock_levels",
+        expectations=[
+            gxe.ExpectColumnValuesToNotBeNull(column="sku", description="every row names a SKU"),
+            gxe.ExpectColumnValuesToMatchRegex(column="sku", regex=SKU, description="SKU is well formed"),
+            gxe.ExpectColumnValuesToNotBeNull(column="stock", description="stock is a whole number in every warehouse"),
+            gxe.ExpectColumnValuesToBeBetween(column="stock", min_value=0, max_value=1_000_000, description="stock is plausible"),
+        ],
+    )

@@ -1,0 +1,126 @@
+"""The connection inventory: every configured connection, who uses it, and whether it answers now.
+
+Behind `interlink connectors`. Each connection gets one quick live check, run concurrently:
+a REST API one GET of its health path (a single attempt), a SQL database `SELECT 1`, a folder
+that it exists and is writable. Reasons come from our own, already redacted, error messages
+and from masked URLs, so no secret reaches the output.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from connectors.errors import ConnectorError, NotFound, RetriableError
+from connectors.rest import RestClient
+from connectors.sql import create_engine
+from flows import INTEGRATIONS, integration
+from interlink.settings import FolderConnection, RestConnection, Settings, SqlConnection
+
+
+def inventory(settings: Settings) -> list[dict]:
+    """One entry per connection, by name: `name, kind, target, used_by, healthy, latency_ms, reason`."""
+    users: dict[str, list[str]] = {}
+    for name in sorted(INTEGRATIONS):
+        for connection in dict.fromkeys(integration(name).PIPELINE.connections):
+            users.setdefault(connection, []).append(name)
+    names = sorted(settings.names())
+    with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
+        return list(pool.map(lambda name: _entry(settings, name, users.get(name, [])), names))
+
+
+def _entry(settings: Settings, name: str, used_by: list[str]) -> dict:
+    raw = getattr(settings, name)
+    entry = {"name": name, "kind": raw.kind, "target": _target(raw), "used_by": used_by}
+    try:
+        connection = settings.connection(name)
+    except ValueError as exc:  # a missing setting (`ConfigError`) or a missing Prefect Secret block
+        return entry | {"healthy": False, "latency_ms": None, "reason": str(exc)}
+    timer = _Timer()
+    reason = CHECKS[connection.kind](name, connection, timer)
+    return entry | {"target": _target(connection), "healthy": reason is None, "latency_ms": timer.ms, "reason": reason}
+
+
+class _Timer:
+    """Times the probe itself, not the setup around it (an HTTP client or an engine costs tens of ms)."""
+
+    ms: float | None = None
+
+    @contextmanager
+    def __call__(self) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.ms = round((time.perf_counter() - started) * 1000, 1)
+
+
+def _target(connection: RestConnection | SqlConnection | FolderConnection) -> str:
+    """Where the connection points, with any password masked."""
+    if isinstance(connection, RestConnection) and connection.base_url:
+        url = httpx.URL(connection.base_url)
+        return str(url.copy_with(username=url.username, password="***")) if url.password else connection.base_url
+    try:
+        return connection.display
+    except ArgumentError:  # an unparseable SQL URL: its text may hold a password
+        return "(invalid SQL URL)"
+
+
+def _check_rest(name: str, connection: RestConnection, timer: _Timer) -> str | None:
+    """One GET of the health path, without retries; None if it answers below 400."""
+    try:
+        with RestClient.connect(name, connection.model_copy(update={"max_attempts": 1})) as client, timer():
+            client.request("GET", connection.health_path)
+    except NotFound as exc:
+        return f"health path not found: {exc}"
+    except RetriableError as exc:
+        return f"unreachable: {exc}"
+    except ConnectorError as exc:  # credentials rejected, another 4xx, an open circuit
+        return str(exc)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a base URL that is not http(s)
+        return f"{name}: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _check_sql(name: str, connection: SqlConnection, timer: _Timer) -> str | None:
+    """`SELECT 1`; on failure the first line of the error, with the URL's password masked."""
+    try:
+        engine = create_engine(connection.url)
+        try:
+            with timer(), engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception as exc:  # drivers raise many kinds; any of them means unhealthy
+        message = f"{name}: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        try:
+            password = make_url(connection.url).password
+        except ArgumentError:
+            return message
+        return message.replace(password, "***") if password else message
+    return None
+
+
+def _check_folder(name: str, connection: FolderConnection, timer: _Timer) -> str | None:
+    """None if the folder exists and is writable."""
+    path = connection.path
+    with timer():
+        is_dir, exists, writable = path.is_dir(), path.exists(), os.access(path, os.W_OK | os.X_OK)
+    if not is_dir:
+        return f"{name}: folder {path} does not exist" if not exists else f"{name}: {path} is not a folder"
+    return None if writable else f"{name}: folder {path} is not writable"
+
+
+CHECKS: dict[str, Callable[[str, RestConnection | SqlConnection | FolderConnection, _Timer], str | None]] = {
+    "rest": _check_rest,
+    "sql": _check_sql,
+    "folder": _check_folder,
+}
