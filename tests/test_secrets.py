@@ -69,3 +69,27 @@ def test_a_database_password_is_masked_in_the_ledger_and_artifact(systems, home:
     assert "postgres:***@127.0.0.1" in run["target"]
     kept = everything_prefect_kept([state.state_details.flow_run_id])
     assert "postgres:***@127.0.0.1" in kept and "db-pass-91c4" not in kept
+
+
+def test_the_oauth2_client_secret_never_leaks(storefront, home: Path, capfd):
+    from flows import orders_to_erp
+    from tests.conftest import STOREFRONT_SECRET
+
+    wrong = "cs-wrong-0a9b8c7d"
+    with storefront():
+        ok = orders_to_erp.sync(return_state=True)
+    with storefront(client_secret=wrong):
+        refused = orders_to_erp.sync(return_state=True)
+    assert ok.is_completed() and refused.is_failed()
+
+    settings = Settings()
+    kept = "\n".join([
+        everything_prefect_kept([ok.state_details.flow_run_id, refused.state_details.flow_run_id]),
+        json.dumps(Ledger(settings.state_db).runs(), default=str),
+        json.dumps(DeadLetters(settings.state_db).entries(), default=str),
+        "".join(capfd.readouterr()),
+        *(p.read_text(errors="replace") for p in home.rglob("*") if p.is_file() and p.suffix in (".html", ".json", ".yml")),
+    ])
+    assert "OAuth2 token request: /oauth/token answered 401" in kept
+    for secret in (STOREFRONT_SECRET, wrong):
+        assert secret not in kept
