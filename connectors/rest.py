@@ -91,7 +91,7 @@ class RestClient:
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET `path` and decode its JSON body."""
-        return self.request("GET", path, params=params).json()
+        return _json(self.request("GET", path, params=params))
 
     def send(self, method: str, path: str, body: Any, idempotency_key: str | None = None) -> httpx.Response:
         """Deliver `body` as JSON; with `idempotency_key`, a receiver that honours it applies a retry once."""
@@ -106,7 +106,7 @@ class RestClient:
         paginator.init_request(request)
         while True:
             response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
-            records = _at(response.json(), records_path)
+            records = _at(_json(response), records_path)
             paginator.update_state(response, records)
             yield records
             if not paginator.has_next_page:
@@ -122,8 +122,10 @@ class RestClient:
         with self._breaker.guard() if self._breaker else nullcontext(), self._limiter.slot() if self._limiter else nullcontext():
             try:
                 response = self._client.request(method, url, **kwargs)
-            except (httpx.TimeoutException, httpx.NetworkError) as exc:
+            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
                 raise RetriableError(f"{self.name}: {method} {httpx.URL(url).path}: {type(exc).__name__}") from None
+            except httpx.TransportError as exc:  # e.g. a base URL without http(s)://: no retry will help
+                raise FatalError(f"{self.name}: {method} {httpx.URL(url).path}: {type(exc).__name__}: {exc}") from None
             _raise_for_status(self.name, response, self._secrets)
             return response
 
@@ -172,15 +174,22 @@ def breaker_for(name: str, threshold: int, cooldown_s: float) -> CircuitBreaker:
         return _BREAKERS[key]
 
 
-def breaker_report() -> dict[str, str]:
-    """Each connection whose breaker has opened in this process: its state and how often it opened."""
+def breakers() -> list[CircuitBreaker]:
+    """Every connection's circuit breaker in this process."""
     with _REGISTRY_LOCK:
-        return {b.name: f"{b.state}, opened {b.opened_times}x" for b in _BREAKERS.values() if b.opened_times}
+        return list(_BREAKERS.values())
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
 
 
 def _at(body: Any, path: str | None) -> list[Any]:
     for part in path.split(".") if path else ():
-        body = body[part]
+        body = body.get(part) if isinstance(body, dict) else None
     if not isinstance(body, list):
         raise FatalError(f"expected a list of records at {path or 'the top level'!r}, got {type(body).__name__}")
     return body

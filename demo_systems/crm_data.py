@@ -7,12 +7,11 @@ values, duplicate ids) so that the integration layer has something to clean.
 from __future__ import annotations
 
 import random
-import sqlite3
 import unicodedata
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+
+from demo_systems.sqlite import create_tables, newer_than, write_transaction
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 BASE_TIME = datetime(2026, 10, 1, tzinfo=UTC)
@@ -60,19 +59,6 @@ Row = tuple[str, str, str | None, str | None, str | None, str]
 def format_ts(moment: datetime) -> str:
     """Format an aware datetime as a canonical UTC timestamp, e.g. 2026-10-01T12:00:00.123456Z."""
     return moment.astimezone(UTC).strftime(TS_FORMAT)
-
-
-@contextmanager
-def _write(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """Open db_path inside one write-locked transaction, committed on success."""
-    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
 
 def _pad(rng: random.Random, text: str) -> str:
@@ -163,11 +149,9 @@ def _customers(rng: random.Random, count: int) -> list[Row]:
 def seed(db_path: Path, customers: int = 5000, seed: int = 7) -> None:
     """Create and fill the demo database, unless it already has tables."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    with _write(db_path) as conn:
-        if conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]:
+    with write_transaction(db_path) as conn:
+        if not create_tables(conn, _SCHEMA):
             return
-        for statement in _SCHEMA:
-            conn.execute(statement)
         conn.executemany(
             "INSERT INTO countries VALUES (?, ?, ?)",
             [(code, currency, rate) for code, (currency, rate) in COUNTRIES.items()],
@@ -200,7 +184,7 @@ def mutate(db_path: Path, count: int, seed: int | None = None) -> list[str]:
     Returns the sorted ids of the changed customers.
     """
     rng = random.Random(seed)
-    with _write(db_path) as conn:
+    with write_transaction(db_path) as conn:
         known = {code for (code,) in conn.execute("SELECT code FROM countries")}
         latest = conn.execute(
             "SELECT c.row_id, c.id, c.name, c.email, c.phone, c.country FROM customers AS c"
@@ -211,10 +195,7 @@ def mutate(db_path: Path, count: int, seed: int | None = None) -> list[str]:
         if count > len(candidates):
             raise ValueError(f"only {len(candidates)} clean customers to mutate, {count} requested")
         chosen = rng.sample(candidates, count)
-        start = datetime.now(UTC)
-        newest = conn.execute("SELECT max(updated_at) FROM customers").fetchone()[0]
-        if newest:
-            start = max(start, datetime.fromisoformat(newest) + timedelta(microseconds=1))
+        start = newer_than(conn.execute("SELECT max(updated_at) FROM customers").fetchone()[0])
         conn.executemany(
             "UPDATE customers SET name = ?, updated_at = ? WHERE row_id = ?",
             [
@@ -227,5 +208,5 @@ def mutate(db_path: Path, count: int, seed: int | None = None) -> list[str]:
 
 def add_country(db_path: Path, code: str, currency: str, tax_rate: float) -> None:
     """Insert or replace one finance reference row."""
-    with _write(db_path) as conn:
+    with write_transaction(db_path) as conn:
         conn.execute("INSERT OR REPLACE INTO countries VALUES (?, ?, ?)", (code, currency, tax_rate))

@@ -12,69 +12,29 @@ import base64
 import binascii
 import json
 import math
-import random
 import secrets
 import sqlite3
 import time
 from collections import Counter
-from contextlib import closing
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from demo_systems.crm_data import format_ts
+from demo_systems.http import BadRequest, Faults, counted_app, parse_positive, parse_since
+from demo_systems.sqlite import newer_than, read_only, write_transaction
 
 DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 500
 _ORDER_FIELDS = ("id", "customer_email", "currency", "status", "placed_at", "updated_at")
 _LINE_FIELDS = ("line_no", "sku", "quantity", "unit_price")
 _PRODUCT_FIELDS = ("sku", "name", "stock", "updated_at")
-
-
-class BadRequest(ValueError):
-    """A query parameter the API cannot accept; the message is returned to the client."""
-
-
-class _HitCounter:
-    """ASGI middleware counting every HTTP request by path."""
-
-    def __init__(self, app: ASGIApp, hits: Counter[str]) -> None:
-        self.app = app
-        self.hits = hits
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.hits[scope["path"]] += 1
-        await self.app(scope, receive, send)
-
-
-class _Faults:
-    """Injects 429 and 503 answers, alternating, with probability `rate` per request."""
-
-    def __init__(self, rate: float, retry_after: int, seed: int | None) -> None:
-        self.rate = rate
-        self.retry_after = retry_after
-        self.rng = random.Random(seed)
-        self.count = 0
-
-    def __call__(self) -> JSONResponse | None:
-        if self.rng.random() >= self.rate:
-            return None
-        self.count += 1
-        if self.count % 2:
-            return JSONResponse(
-                {"error": "rate limited"}, 429, headers={"Retry-After": str(self.retry_after)}
-            )
-        return JSONResponse({"error": "service unavailable"}, 503)
 
 
 class _Tokens:
@@ -94,26 +54,6 @@ class _Tokens:
     def valid(self, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").partition(" ")
         return scheme.lower() == "bearer" and self.expiry.get(token.strip(), -math.inf) > time.monotonic()
-
-
-def _parse_positive(raw: str | None, name: str, default: int, maximum: int | None = None) -> int:
-    """A positive integer query parameter, at most `maximum`."""
-    if raw is None:
-        return default
-    if raw.isdecimal() and 1 <= int(raw) <= (maximum or math.inf):
-        return int(raw)
-    raise BadRequest(f"{name} must be an integer between 1 and {maximum}" if maximum else f"{name} must be an integer >= 1")
-
-
-def _parse_since(raw: str | None) -> str | None:
-    """Normalise an ISO-8601 timestamp (naive means UTC) to the stored format."""
-    if raw is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError as exc:
-        raise BadRequest("updated_since must be an ISO-8601 timestamp") from exc
-    return format_ts(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
 
 
 def _client_credentials(authorization: str | None, form: dict[str, list[str]]) -> list[tuple[str, str]]:
@@ -146,15 +86,10 @@ def _stock_error(body: Any) -> str | None:
     return None
 
 
-def _connect(db_path: Path) -> closing[sqlite3.Connection]:
-    """A fresh read-only connection, closed on exit."""
-    return closing(sqlite3.connect(f"{db_path.resolve().as_uri()}?mode=ro", uri=True))
-
-
 def _order_page(db_path: Path, since: str | None, page: int, per_page: int) -> dict[str, Any]:
     """One numbered page of orders, with their lines, ordered by (updated_at, row_id)."""
     where, params = ("updated_at >= ?", [since]) if since is not None else ("1", [])
-    with _connect(db_path) as conn:
+    with read_only(db_path) as conn:
         conn.execute("BEGIN")  # one snapshot for the count and the page
         total = conn.execute(f"SELECT count(*) FROM orders WHERE {where}", params).fetchone()[0]
         orders = [
@@ -189,7 +124,7 @@ def _product(conn: sqlite3.Connection, sku: str) -> dict[str, Any] | None:
 
 
 def _read_product(db_path: Path, sku: str) -> dict[str, Any] | None:
-    with _connect(db_path) as conn:
+    with read_only(db_path) as conn:
         return _product(conn, sku)
 
 
@@ -198,33 +133,24 @@ def _patch_stock(db_path: Path, sku: str, stock: int, key: str | None) -> tuple[
 
     Returns the status, the JSON body and whether the change was applied (False for a replay).
     """
-    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if key is not None:
-                stored = conn.execute("SELECT status, body FROM idempotency WHERE key = ?", (key,)).fetchone()
-                if stored:
-                    conn.execute("ROLLBACK")
-                    return stored[0], stored[1], False
-            product = _product(conn, sku)
-            if product is None:
-                conn.execute("ROLLBACK")
-                return 404, json.dumps({"error": "unknown sku"}), False
-            now = datetime.now(UTC)
-            updated_at = format_ts(max(now, datetime.fromisoformat(product["updated_at"]) + timedelta(microseconds=1)))
-            conn.execute("UPDATE products SET stock = ?, updated_at = ? WHERE sku = ?", (stock, updated_at, sku))
-            body = json.dumps({**product, "stock": stock, "updated_at": updated_at})
-            if key is not None:
-                conn.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (key, 200, body))
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+    with write_transaction(db_path) as conn:
+        if key is not None:
+            stored = conn.execute("SELECT status, body FROM idempotency WHERE key = ?", (key,)).fetchone()
+            if stored:
+                return stored[0], stored[1], False
+        product = _product(conn, sku)
+        if product is None:
+            return 404, json.dumps({"error": "unknown sku"}), False
+        updated_at = format_ts(newer_than(product["updated_at"]))
+        conn.execute("UPDATE products SET stock = ?, updated_at = ? WHERE sku = ?", (stock, updated_at, sku))
+        body = json.dumps({**product, "stock": stock, "updated_at": updated_at})
+        if key is not None:
+            conn.execute("INSERT INTO idempotency VALUES (?, ?, ?)", (key, 200, body))
     return 200, body, True
 
 
 def _rates(db_path: Path) -> dict[str, float]:
-    with _connect(db_path) as conn:
+    with read_only(db_path) as conn:
         return dict(conn.execute("SELECT currency, per_eur FROM rates ORDER BY currency").fetchall())
 
 
@@ -238,7 +164,7 @@ def create_app(
     token_ttl_s: int = 3600,
 ) -> Starlette:
     """Build the storefront and exchange-rate API over the SQLite file written by storefront_data.seed."""
-    fault = _Faults(fault_rate, retry_after, fault_seed)
+    fault = Faults(fault_rate, retry_after, fault_seed)
     tokens = _Tokens(token_ttl_s)
 
     def invalid_token() -> JSONResponse:
@@ -271,9 +197,9 @@ def create_app(
             return invalid_token()
         query = request.query_params
         try:
-            page = _parse_positive(query.get("page"), "page", 1)
-            per_page = _parse_positive(query.get("per_page"), "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)
-            since = _parse_since(query.get("updated_since"))
+            page = parse_positive(query.get("page"), "page", 1)
+            per_page = parse_positive(query.get("per_page"), "per_page", DEFAULT_PER_PAGE, MAX_PER_PAGE)
+            since = parse_since(query.get("updated_since"))
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, 400)
         return JSONResponse(await run_in_threadpool(_order_page, db_path, since, page, per_page))
@@ -311,21 +237,12 @@ def create_app(
             return JSONResponse({"error": "only base=EUR is supported"}, 400)
         return JSONResponse({"base": base, "rates": await run_in_threadpool(_rates, db_path)})
 
-    async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    hits: Counter[str] = Counter()
     patches_applied: Counter[str] = Counter()
-    app = Starlette(
-        routes=[
-            Route("/oauth/token", token, methods=["POST"]),
-            Route("/orders", orders),
-            Route("/products/{sku}", product, methods=["GET", "PATCH"]),
-            Route("/rates", rates),
-            Route("/health", health),
-        ],
-        middleware=[Middleware(_HitCounter, hits=hits)],
-    )
-    app.state.hits = hits
+    app = counted_app([
+        Route("/oauth/token", token, methods=["POST"]),
+        Route("/orders", orders),
+        Route("/products/{sku}", product, methods=["GET", "PATCH"]),
+        Route("/rates", rates),
+    ])
     app.state.patches_applied = patches_applied
     return app

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import random
 import sqlite3
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
-from datetime import UTC, datetime, timedelta
+from contextlib import closing
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from demo_systems.crm_data import BASE_TIME, format_ts
+from demo_systems.sqlite import create_tables, newer_than, write_transaction
 
 HISTORY = timedelta(days=90)
 MAX_ORDER_AGE = timedelta(days=14)  # how long after it was placed an order may still be updated
@@ -56,19 +56,6 @@ _SCHEMA = [
 
 OrderRow = tuple[str, str | None, str, str, str, str]
 LineRow = tuple[str, int, str, int, str]
-
-
-@contextmanager
-def _write(db_path: Path) -> Iterator[sqlite3.Connection]:
-    """Open db_path inside one write-locked transaction, committed on success."""
-    with closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
 
 
 def _random_before(rng: random.Random, moment: datetime, span: timedelta) -> datetime:
@@ -124,11 +111,9 @@ def _orders(rng: random.Random, count: int, prices: dict[str, int]) -> tuple[lis
 def seed(db_path: Path, orders: int = 2000, products: int = 300, seed: int = 11) -> None:
     """Create and fill the demo storefront database, unless it already has tables."""
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    with _write(db_path) as conn:
-        if conn.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]:
+    with write_transaction(db_path) as conn:
+        if not create_tables(conn, _SCHEMA):
             return
-        for statement in _SCHEMA:
-            conn.execute(statement)
         rng = random.Random(seed)
         product_rows, prices = _products(rng, products)
         order_rows, line_rows = _orders(rng, orders, prices)
@@ -148,7 +133,7 @@ def mutate_orders(db_path: Path, count: int, seed: int | None = None) -> list[st
     Returns the sorted ids of the changed orders.
     """
     rng = random.Random(seed)
-    with _write(db_path) as conn:
+    with write_transaction(db_path) as conn:
         candidates = conn.execute(
             f"SELECT o.row_id, o.id, o.status FROM orders AS o"
             f" WHERE o.status IN ({', '.join('?' * len(NEXT_STATUS))})"
@@ -161,10 +146,7 @@ def mutate_orders(db_path: Path, count: int, seed: int | None = None) -> list[st
         if count > len(candidates):
             raise ValueError(f"only {len(candidates)} clean open orders to mutate, {count} requested")
         chosen = rng.sample(candidates, count)
-        start = datetime.now(UTC)
-        newest = conn.execute("SELECT max(updated_at) FROM orders").fetchone()[0]
-        if newest:
-            start = max(start, datetime.fromisoformat(newest) + timedelta(microseconds=1))
+        start = newer_than(conn.execute("SELECT max(updated_at) FROM orders").fetchone()[0])
         conn.executemany(
             "UPDATE orders SET status = ?, updated_at = ? WHERE row_id = ?",
             [

@@ -9,7 +9,7 @@ with failing rows dead-lettered, every run ledgered and reported.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -18,6 +18,7 @@ import pandas as pd
 from prefect import Flow, Task, flow
 from prefect.runtime import flow_run
 
+from connectors.rest import breakers
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
 from interlink.settings import Settings
@@ -127,10 +128,21 @@ def _process(
     return delivery.counts + Counts(rows_read=len(raw), rows_quarantined=quarantined)
 
 
-def _ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> AbstractContextManager[Entry]:
-    return Ledger(settings.state_db).record(
+@contextmanager
+def _ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> Iterator[Entry]:
+    """Ledger the run, noting every circuit breaker that opened while it ran."""
+    opened = {id(b): b.opened_times for b in breakers()}
+    with Ledger(settings.state_db).record(
         pipeline.name, kind=kind, flow_run_id=flow_run.id, target=_target(pipeline, settings), watermark=since
-    )
+    ) as entry:
+        try:
+            yield entry
+        finally:
+            entry.circuits = "; ".join(
+                f"{b.name} opened {b.opened_times - opened.get(id(b), 0)}x, now {b.state}"
+                for b in breakers()
+                if b.opened_times > opened.get(id(b), 0)
+            ) or None
 
 
 def _report(pipeline: Pipeline, settings: Settings, entry: Entry, since: str | None) -> str:

@@ -34,6 +34,7 @@ class Entry:
     counts: Counts = field(default_factory=Counts)
     watermark: str | None = None
     report: str | None = None
+    circuits: str | None = None  # circuit breakers that opened during the run
 
 
 class Ledger:
@@ -70,7 +71,7 @@ class Ledger:
         with self._engine.begin() as conn:
             conn.execute(
                 RUNS.update().where(RUNS.c.id == run_id).values(
-                    state=state, finished_at=utcnow(), watermark=entry.watermark, report=entry.report,
+                    state=state, finished_at=utcnow(), watermark=entry.watermark, report=entry.report, circuits=entry.circuits,
                     error=error, **asdict(entry.counts),
                 )
             )

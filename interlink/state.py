@@ -28,6 +28,7 @@ RUNS = sa.Table(
     sa.Column("watermark", sa.String(64)),
     sa.Column("target", sa.String(500), nullable=False),
     sa.Column("report", sa.String(1000)),
+    sa.Column("circuits", sa.String(500)),
     sa.Column("error", sa.Text),
 )
 

@@ -196,3 +196,18 @@ def test_each_run_publishes_its_counts_and_data_docs_as_an_artifact(systems, hom
     assert f"Data Docs: `{summary['report']}`" in artifact.data
     pages = list((home / "reports" / "validations" / "billing_customers").glob(f"{state.state_details.flow_run_id}/*/*.html"))
     assert len(pages) == 1
+
+
+def test_an_open_circuit_fails_the_run_fast_and_is_in_the_ledger(systems, home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    monkeypatch.setenv("INTERLINK_CRM__BREAKER_THRESHOLD", "3")
+    monkeypatch.setenv("INTERLINK_CRM__BREAKER_COOLDOWN_S", "3600")  # a breaker of its own for this test
+    monkeypatch.setenv("INTERLINK_CRM__MAX_ATTEMPTS", "10")
+    with systems(fault_rate=1.0, retry_after=0) as app:
+        state = crm_to_billing.sync(return_state=True)
+    assert state.is_failed()
+    # 3 failures open the circuit; the ingest task's 2 retries then fail fast without a request
+    assert app.state.hits["/customers"] == 3
+    run = last_run()
+    assert run["state"] == "FAILED" and "CircuitOpen" in run["error"]
+    assert run["circuits"] == "crm opened 1x, now open"

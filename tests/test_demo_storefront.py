@@ -6,10 +6,9 @@ import base64
 import csv
 import math
 import re
-import sqlite3
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote_plus
@@ -22,6 +21,7 @@ from demo_systems.erp_files import stock_changes, write_stock_export
 from demo_systems.server import serve
 from demo_systems.storefront import create_app
 from demo_systems.storefront_data import mutate_orders, product_stock, seed
+from tests.demo_helpers import db_rows, query
 
 CLIENT_ID = "storefront-test-client"
 CLIENT_SECRET = "cs-test+7f/2e:9a"  # '+', '/' and ':' need care in HTTP Basic
@@ -29,18 +29,8 @@ ORDER_FIELDS = ("id", "customer_email", "currency", "status", "placed_at", "upda
 TS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z"
 
 
-def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 def _db_orders(db: Path, since: str = "") -> list[dict[str, Any]]:
-    rows = _query(
-        db,
-        f"SELECT {', '.join(ORDER_FIELDS)} FROM orders WHERE updated_at >= ? ORDER BY updated_at, row_id",
-        (since,),
-    )
-    return [dict(zip(ORDER_FIELDS, row)) for row in rows]
+    return db_rows(db, "orders", ORDER_FIELDS, since)
 
 
 def _token(client: httpx.Client) -> str:
@@ -103,13 +93,13 @@ def fresh_db(tmp_path: Path) -> Path:
 
 def test_seed_is_idempotent_deterministic_and_dirty(seeded: Path, tmp_path: Path) -> None:
     orders = _db_orders(seeded)
-    lines = _query(seeded, "SELECT * FROM order_lines ORDER BY order_id, line_no")
+    lines = query(seeded, "SELECT * FROM order_lines ORDER BY order_id, line_no")
     seed(seeded)
     assert _db_orders(seeded) == orders
     other = tmp_path / "other.db"
     seed(other)
     assert _db_orders(other) == orders
-    assert _query(other, "SELECT * FROM order_lines ORDER BY order_id, line_no") == lines
+    assert query(other, "SELECT * FROM order_lines ORDER BY order_id, line_no") == lines
 
     assert len(orders) == 2000
     assert len(product_stock(seeded)) == 300
@@ -191,7 +181,7 @@ def test_orders_carry_their_lines(client: httpx.Client, seeded: Path) -> None:
     orders = _fetch_all(client, per_page=500)
     lines = {(order["id"], line["line_no"], line["sku"], line["quantity"], line["unit_price"])
              for order in orders for line in order["lines"]}
-    assert lines == set(_query(seeded, "SELECT * FROM order_lines"))
+    assert lines == set(query(seeded, "SELECT * FROM order_lines"))
     assert all([line["line_no"] for line in order["lines"]] == list(range(1, len(order["lines"]) + 1)) for order in orders)
 
 
@@ -249,7 +239,7 @@ def test_get_product(client: httpx.Client, seeded: Path) -> None:
 
 def test_patch_with_idempotency_key_applies_once(fresh_db: Path) -> None:
     sku = "SKU-00007"
-    old = _query(fresh_db, "SELECT stock, updated_at FROM products WHERE sku = ?", (sku,))[0]
+    old = query(fresh_db, "SELECT stock, updated_at FROM products WHERE sku = ?", (sku,))[0]
     new_stock = old[0] + 13
     app = _app(fresh_db)
     with _connect(app) as client:
@@ -281,7 +271,7 @@ def test_faulted_patch_is_not_applied_and_its_retry_applies_once(fresh_db: Path)
         faulted = client.patch("/products/SKU-00001", json={"stock": 5}, headers={"Idempotency-Key": "k"})
     assert faulted.status_code == 429
     assert faulty.state.patches_applied == {}
-    assert _query(fresh_db, "SELECT count(*) FROM idempotency") == [(0,)]
+    assert query(fresh_db, "SELECT count(*) FROM idempotency") == [(0,)]
 
     app = _app(fresh_db)
     with _connect(app) as client:
@@ -315,7 +305,7 @@ def test_patch_unknown_sku_is_404(fresh_db: Path) -> None:
         response = client.patch("/products/SKU-99999", json={"stock": 1}, headers={"Idempotency-Key": "k-404"})
     assert app.state.patches_applied == {}
     assert (response.status_code, response.json()) == (404, {"error": "unknown sku"})
-    assert _query(fresh_db, "SELECT count(*) FROM idempotency") == [(0,)]
+    assert query(fresh_db, "SELECT count(*) FROM idempotency") == [(0,)]
 
 
 def test_rates_need_no_token(seeded: Path) -> None:

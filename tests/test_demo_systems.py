@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +14,14 @@ import pytest
 from demo_systems.app import create_app
 from demo_systems.crm_data import add_country, mutate, seed
 from demo_systems.server import serve
+from tests.demo_helpers import db_rows, query
 
 API_KEY = "demo-key-9f3b2c"
 FIELDS = ("id", "name", "email", "phone", "country", "updated_at")
 
 
-def _query(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    with closing(sqlite3.connect(db)) as conn:
-        return conn.execute(sql, params).fetchall()
-
-
 def _db_rows(db: Path, since: str = "") -> list[dict[str, Any]]:
-    rows = _query(
-        db,
-        f"SELECT {', '.join(FIELDS)} FROM customers WHERE updated_at >= ? ORDER BY updated_at, row_id",
-        (since,),
-    )
-    return [dict(zip(FIELDS, row)) for row in rows]
+    return db_rows(db, "customers", FIELDS, since)
 
 
 @contextmanager
@@ -91,7 +81,7 @@ def test_seed_is_idempotent_deterministic_and_dirty(fresh_db: Path, tmp_path: Pa
     assert {"XX", "ZZ", "QQ"} & {row["country"] for row in rows}
     assert sum(row["phone"] is None for row in rows) > 400
 
-    duplicates = _query(
+    duplicates = query(
         fresh_db,
         "SELECT a.updated_at < b.updated_at FROM customers a JOIN customers b"
         " ON a.id = b.id AND a.row_id < b.row_id",

@@ -4,7 +4,6 @@ the circuit breaker, idempotent retries and OAuth2 client credentials."""
 from __future__ import annotations
 
 import bisect
-import socket
 import sqlite3
 import time
 import uuid
@@ -12,17 +11,14 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-import demo_systems.server
 from connectors.auth import OAuth2ClientCredentialsConfig
 from connectors.breaker import BreakerState, CircuitBreaker
 from connectors.errors import AuthError, CircuitOpen, NotFound, PaginationLoop, RetriableError
@@ -107,22 +103,7 @@ def flaky_cursor_source(number: int, request: Request) -> Response:
     return JSONResponse({"data": data, "next_cursor": f"p{end}" if end < RECORDS else None})
 
 
-@pytest.fixture
-def tcp_nodelay(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make `serve()` answer without Nagle's delay, so that an unpaced client could break the budget.
-
-    `serve()` binds its socket with protocol 0, and asyncio sets TCP_NODELAY only on sockets whose
-    protocol is IPPROTO_TCP: a response's body then waits for the client's delayed ACK of its
-    headers, about 40 ms, which alone would keep a sequential client below 25 requests a second.
-    """
-
-    def tcp_socket(family: int = socket.AF_INET, type: int = socket.SOCK_STREAM, proto: int = socket.IPPROTO_TCP):
-        return socket.socket(family, type, proto)
-
-    monkeypatch.setattr(demo_systems.server, "socket", SimpleNamespace(**{**vars(socket), "socket": tcp_socket}))
-
-
-def test_cursor_pages_through_429s_and_503s_lose_nothing_and_stay_within_the_rate_budget(tcp_nodelay):
+def test_cursor_pages_through_429s_and_503s_lose_nothing_and_stay_within_the_rate_budget():
     server = Server(flaky_cursor_source)
     sleeps: list[float] = []  # retry waits, recorded instead of slept: only the limiter paces the requests
     limiter = RateLimiter(rate_per_s=RATE_PER_S, burst=BURST)
@@ -296,13 +277,6 @@ def test_fatal_errors_do_not_open_the_breaker_but_retriable_ones_do():
     assert (breaker.state, breaker.opened_times) == (BreakerState.OPEN, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=httpx.RemoteProtocolError,
-    reason="BUG connectors/rest.py: _attempt classifies only httpx.TimeoutException and httpx.NetworkError; a connection "
-    "the server drops mid-response raises httpx.RemoteProtocolError (a ProtocolError, not a NetworkError), which escapes "
-    "unclassified: not retried, not a ConnectorError, and not counted by the connection's breaker",
-)
 def test_a_connection_dropped_mid_response_is_retried():
     def answer(number: int, request: Request) -> Response:
         if number > 1:
