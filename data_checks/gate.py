@@ -26,6 +26,14 @@ class GateFailed(Exception):
     """The batch as a whole failed its checks: nothing of it may be delivered."""
 
 
+class GateRejected(GateFailed):
+    """A person (or the approval timeout) rejected the batch; `decision` says who, when and why."""
+
+    def __init__(self, message: str, decision: str):
+        super().__init__(message)
+        self.decision = decision
+
+
 @dataclass
 class Validation:
     """The outcome of one suite on one batch.

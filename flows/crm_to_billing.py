@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from connectors.sql import Timestamp
 from data_checks.customers import billing_customers
+from data_checks.policy import Gate, SchemaContract
 from flows.pipeline import Pipeline, replay_flow, sync_flow
 from tasks.deliver import SqlTarget, tracked_table
 from tasks.enrich import Lookup, add_billing_terms, lookup_countries
@@ -29,6 +30,11 @@ PIPELINE = Pipeline(
     transform=to_billing_customers,
     enrichers=(Lookup(connection="finance", column="country", fetch=lookup_countries, apply=add_billing_terms),),
     suite=billing_customers,
+    contract=SchemaContract(
+        version="1",
+        fields={f: "string" for f in ("id", "name", "email", "phone", "country", "updated_at")},
+    ),
+    gate=Gate(policy="quarantine", sensitive=("email", "phone")),
     key="crm_id",
     target=SqlTarget(
         connection="billing",

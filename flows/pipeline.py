@@ -15,15 +15,20 @@ from typing import Protocol
 
 import great_expectations as gx
 import pandas as pd
-from prefect import Flow, Task, flow
+from prefect import Flow, Task, flow, get_run_logger
 from prefect.runtime import flow_run
+from prefect.states import Completed, State
 
 from connectors.rest import breakers
+from data_checks.gate import GateRejected
+from data_checks.guards import staleness
+from data_checks.policy import Gate, SchemaContract
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
 from interlink.settings import Settings
 from tasks.check import check
 from tasks.deliver import Delivery
+from tasks.gate import decide, schema_guard, volume_guard
 from tasks.ingest import Chunk
 from tasks.quarantine import quarantine
 from tasks.report import publish_report
@@ -68,6 +73,8 @@ class Pipeline:
     key: str
     source_key: str
     enrichers: tuple[Enricher, ...] = ()
+    gate: Gate = Gate()
+    contract: SchemaContract | None = None
 
     @property
     def connections(self) -> list[str]:
@@ -78,17 +85,18 @@ def sync_flow(pipeline: Pipeline) -> Flow:
     """The integration's sync: everything changed since the committed watermark."""
 
     @flow(name=pipeline.name, description=f"Sync {pipeline.source.connection} → {pipeline.target.connection}")
-    def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> dict:
+    def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> State:
         settings = Settings.load()
         since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
         with _ledgered(pipeline, settings, "sync", since) as entry:
             caches: list[dict] = [{} for _ in pipeline.enrichers]
             for chunk in pipeline.source.chunks(settings, since, chunk_size):
-                entry.counts += _process(pipeline, settings, chunk.records, caches, chunk.watermark, RESOLVED)
+                _guard(pipeline, settings, chunk, entry)
+                _process(pipeline, settings, chunk.records, caches, chunk.watermark, RESOLVED, entry)
                 pipeline.source.done(settings, chunk)
                 entry.watermark = chunk.watermark or entry.watermark
             entry.report = _report(pipeline, settings, entry, since)
-        return _summary(pipeline, entry)
+        return _final_state(pipeline, entry)
 
     return sync
 
@@ -97,35 +105,61 @@ def replay_flow(pipeline: Pipeline) -> Flow:
     """The integration's replay: its open dead letters through transform → deliver again."""
 
     @flow(name=f"{pipeline.name}_replay", description=f"Replay the dead letters of {pipeline.name}")
-    def replay() -> dict:
+    def replay() -> State:
         settings = Settings.load()
         letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)
         records = pd.DataFrame.from_records([record for letter in letters for record in letter["payload"]])
         with _ledgered(pipeline, settings, "replay", None) as entry:
-            entry.counts = _process(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED)
+            _process(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry)
             entry.report = _report(pipeline, settings, entry, None)
-        return _summary(pipeline, entry)
+        return _final_state(pipeline, entry)
 
     return replay
 
 
+def _guard(pipeline: Pipeline, settings: Settings, chunk: Chunk, entry: Entry) -> None:
+    """The guards beyond row expectations: schema contract, freshness, and (on the last batch) volume."""
+    gate, raw = pipeline.gate, chunk.records
+    if pipeline.contract and not raw.empty and (diff := schema_guard(raw, pipeline.contract)):
+        entry.notes.append(f"schema evolved from contract {pipeline.contract.version}: " + "; ".join(diff))
+    if warning := staleness(raw, gate.age_field, gate.max_age):
+        get_run_logger().warning(warning)
+        entry.notes.append(warning)
+    if chunk.last and gate.volume_drop is not None:
+        if note := volume_guard(settings.state_db, pipeline.name, entry.counts.rows_read + len(raw), gate):
+            entry.notes.append(note)
+
+
 def _process(
-    pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: list[dict], watermark: str | None, settled: str
-) -> Counts:
-    """One batch through the steps; `caches` keep each enricher's lookups for the whole run."""
+    pipeline: Pipeline,
+    settings: Settings,
+    raw: pd.DataFrame,
+    caches: list[dict],
+    watermark: str | None,
+    settled: str,
+    entry: Entry,
+) -> None:
+    """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run."""
     if raw.empty:
-        return Counts()
+        return
     rows = pipeline.transform(raw)
     for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
         rows = enricher.enrich(settings, rows, cache)
+    validation = check(rows, pipeline.suite(), settings.home, _run_name())
+    try:
+        if decision := decide(pipeline.name, rows, validation, pipeline.gate):
+            entry.decision = "; ".join(filter(None, [entry.decision, decision]))
+    except GateRejected as exc:
+        entry.decision = exc.decision
+        raise
     keys = (pipeline.source_key, pipeline.key)
-    failures = check(rows, pipeline.suite(), settings.home, _run_name()).row_failures
+    failures = validation.row_failures
     quarantined = quarantine(settings.state_db, pipeline.name, raw, rows, failures, keys, "check", settled, flow_run.id)
     passed = rows.drop(failures.index)
     delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark)
     if not delivery.failures.empty:
         quarantined += quarantine(settings.state_db, pipeline.name, raw, passed, delivery.failures, keys, "deliver", settled, flow_run.id)
-    return delivery.counts + Counts(rows_read=len(raw), rows_quarantined=quarantined)
+    entry.counts += delivery.counts + Counts(rows_read=len(raw), rows_quarantined=quarantined)
 
 
 @contextmanager
@@ -159,5 +193,9 @@ def _run_name() -> str:
     return flow_run.id or "local"
 
 
-def _summary(pipeline: Pipeline, entry: Entry) -> dict:
-    return {"integration": pipeline.name, **vars(entry.counts), "watermark": entry.watermark, "report": entry.report}
+def _final_state(pipeline: Pipeline, entry: Entry) -> State:
+    """Completed, named `Quarantined` (a warning in the Prefect UI) when any row was dead-lettered."""
+    summary = {"integration": pipeline.name, **vars(entry.counts), "watermark": entry.watermark, "report": entry.report}
+    if entry.counts.rows_quarantined:
+        return Completed(name="Quarantined", message=f"{entry.counts.rows_quarantined} rows dead-lettered", data=summary)
+    return Completed(data=summary)

@@ -35,6 +35,8 @@ class Entry:
     watermark: str | None = None
     report: str | None = None
     circuits: str | None = None  # circuit breakers that opened during the run
+    decision: str | None = None  # a person's approval or rejection, with who, when and why
+    notes: list[str] = field(default_factory=list)  # warnings the run raised (schema changes, stale data, …)
 
 
 class Ledger:
@@ -67,11 +69,23 @@ class Ledger:
         with self._engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
 
+    def volumes(self, integration: str, limit: int) -> list[int]:
+        """Rows read by the latest successful syncs of `integration`, newest first."""
+        query = (
+            sa.select(RUNS.c.rows_read)
+            .where(RUNS.c.integration == integration, RUNS.c.kind == "sync", RUNS.c.state == "COMPLETED")
+            .order_by(RUNS.c.id.desc())
+            .limit(limit)
+        )
+        with self._engine.connect() as conn:
+            return list(conn.scalars(query))
+
     def _finish(self, run_id: int, entry: Entry, state: str, error: str | None) -> None:
         with self._engine.begin() as conn:
             conn.execute(
                 RUNS.update().where(RUNS.c.id == run_id).values(
                     state=state, finished_at=utcnow(), watermark=entry.watermark, report=entry.report, circuits=entry.circuits,
+                    decision=entry.decision, notes="\n".join(entry.notes) or None,
                     error=error, **asdict(entry.counts),
                 )
             )

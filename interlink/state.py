@@ -29,6 +29,8 @@ RUNS = sa.Table(
     sa.Column("target", sa.String(500), nullable=False),
     sa.Column("report", sa.String(1000)),
     sa.Column("circuits", sa.String(500)),
+    sa.Column("decision", sa.String(1000)),
+    sa.Column("notes", sa.Text),
     sa.Column("error", sa.Text),
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ from tasks import retriable
 
 @dataclass(frozen=True)
 class Chunk:
-    """Raw records of one batch, the newest source watermark in them, and the file they came from."""
+    """Raw records of one batch, the newest source watermark in them, the file they came from,
+    and whether it is the run's last batch."""
 
     records: pd.DataFrame
     watermark: str | None = None
     file: Path | None = None
+    last: bool = True
 
 
 @dataclass(frozen=True)
@@ -79,7 +81,8 @@ def fetch_chunk(
                 break
     frame = pd.DataFrame.from_records(records)
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
-    return Chunk(frame, newest(frame, source.cursor_field)), paginator.checkpoint()
+    position = paginator.checkpoint()
+    return Chunk(frame, newest(frame, source.cursor_field), last=position is None), position
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,9 @@ class FolderSource:
 
     def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
         folder = settings.connection(self.connection).path
-        for file in pending_files(folder, self.suffix):
-            yield read_file(folder, self.suffix, file)
+        files = pending_files(folder, self.suffix)
+        for number, file in enumerate(files, 1):
+            yield replace(read_file(folder, self.suffix, file), last=number == len(files))
 
     def done(self, settings: Settings, chunk: Chunk) -> None:
         if chunk.file is not None:

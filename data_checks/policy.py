@@ -1,0 +1,47 @@
+"""What an integration declares about its data: the gate policy and the source schema contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Gate:
+    """How a batch that fails its checks is treated, and the guards beyond row expectations.
+
+    - `fail`: any failed expectation fails the run; the failing batch is not delivered and
+      the watermark stays where the last delivered batch left it.
+    - `quarantine`: failing rows are dead-lettered, the rest delivered; the run ends in a
+      `Completed` state named `Quarantined` when any row was.
+    - `approve`: when more than `approve_above` of a batch's rows fail, a person decides in
+      the Prefect UI; no answer within `approval_timeout_s` rejects the batch.
+    `volume_drop`: a run reading fewer rows than this share of the median of its last
+    `volume_history` successful runs fails (history needs `volume_min_runs` runs).
+    `max_age`: a batch whose newest `age_field` is older raises a warning. `sensitive` columns
+    are masked wherever values are shown (artifacts, approval form, reports).
+    """
+
+    policy: Literal["fail", "quarantine", "approve"] = "quarantine"
+    approve_above: float = 0.05
+    approval_timeout_s: int = 3600
+    approval_poll_s: float = 5.0
+    volume_drop: float | None = None
+    volume_history: int = 7
+    volume_min_runs: int = 3
+    max_age: timedelta | None = None
+    age_field: str = "updated_at"
+    sensitive: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SchemaContract:
+    """The source fields an integration expects, with JSON types, and what to do when they change.
+
+    `evolve` accepts a changed schema and records it; `freeze` fails the run with the diff.
+    """
+
+    version: str
+    fields: dict[str, str] = field(default_factory=dict)  # name → "string" | "integer" | "number" | "boolean" | "list" | "object"
+    on_change: Literal["evolve", "freeze"] = "evolve"

@@ -1,0 +1,155 @@
+"""Gate policies and guards on real flow runs: fail, quarantine, approve (through Prefect's API), volume, schema."""
+
+import re
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from dataclasses import replace
+
+import pytest
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowFilter,
+    FlowFilterName,
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+from prefect.input.actions import read_flow_run_input
+
+from connectors.sql import create_engine, read_watermark
+from data_checks.policy import Gate, SchemaContract
+from flows import crm_to_billing, orders_to_erp
+from flows.pipeline import sync_flow
+from interlink.deadletter import DeadLetters
+from interlink.ledger import Ledger
+from interlink.settings import Settings
+
+CRM = crm_to_billing.PIPELINE
+
+
+def billing(home):
+    """Rows delivered to billing (0 if nothing ever was) and the committed watermark."""
+    engine = create_engine(f"sqlite:///{home / 'billing.db'}")
+    with engine.connect() as conn:
+        count = conn.scalar(sa.text("SELECT count(*) FROM customers")) if sa.inspect(conn).has_table("customers") else 0
+    watermark = read_watermark(engine, "crm_to_billing")
+    engine.dispose()
+    return count, watermark
+
+
+def last_run(name="crm_to_billing") -> dict:
+    return Ledger(Settings().state_db).runs(name, limit=1)[0]
+
+
+@pytest.fixture
+def sqlite_billing(home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+
+
+def test_fail_policy_delivers_nothing_and_keeps_the_watermark(systems, sqlite_billing, home):
+    with systems():
+        state = sync_flow(replace(CRM, gate=Gate(policy="fail")))(return_state=True)
+    assert state.is_failed()
+    assert billing(home) == (0, None)
+    assert DeadLetters(Settings().state_db).entries("crm_to_billing") == []
+    assert last_run()["state"] == "FAILED" and "505 of 5000 rows fail" in last_run()["error"]
+
+
+def test_quarantine_policy_delivers_exactly_the_passing_rows_with_a_warning_state(storefront, home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_ERP__URL", f"sqlite:///{home / 'erp.db'}")
+    with storefront():
+        state = orders_to_erp.sync(return_state=True)
+    summary = state.result()
+    letters = DeadLetters(Settings().state_db).entries("orders_to_erp", "open")
+    assert state.is_completed() and state.name == "Quarantined"
+    assert summary["rows_inserted"] + summary["rows_quarantined"] == summary["rows_read"] == 2000
+    assert len(letters) == summary["rows_quarantined"] > 0
+
+
+def start_in_thread(flow_fn) -> tuple[threading.Thread, dict]:
+    outcome: dict = {}
+    thread = threading.Thread(target=lambda: outcome.update(state=flow_fn(return_state=True)))
+    thread.start()
+    return thread, outcome
+
+
+def paused_run(flow_name: str, thread: threading.Thread, timeout_s: float = 90):
+    """The flow run of `flow_name` once the API shows it paused (polled, bounded; gives up if the run ended)."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline and thread.is_alive():
+            paused = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
+            )
+            if paused:
+                return paused[0]
+            time.sleep(0.2)
+    raise AssertionError(f"no paused run of {flow_name} within {timeout_s}s (run alive: {thread.is_alive()})")
+
+
+APPROVE = Gate(policy="approve", approve_above=0.05, approval_poll_s=0.2, approval_timeout_s=120, sensitive=("email", "phone"))
+
+
+@pytest.mark.parametrize("approve", [True, False])
+def test_approve_policy_pauses_and_a_person_decides_through_the_api(systems, sqlite_billing, home, approve):
+    with systems():
+        thread, outcome = start_in_thread(sync_flow(replace(CRM, gate=APPROVE)))
+        run = paused_run("crm_to_billing", thread)
+        keyset = run.state.state_details.run_input_keyset
+        form = read_flow_run_input(keyset["description"], run.id)
+        resume_flow_run(run.id, run_input={"approve": approve, "approver": "alice", "comment": "known CRM clean-up"})
+        thread.join(120)
+
+    assert "505 of 5000 rows fail" in form and "expect_column_values_to_match_regex(email)" in form
+    sample = form.split("failing rows:")[1]
+    assert "***" in sample and not re.search(r"(?<!\*\*\*)@", sample)  # emails and phones masked
+    run_row = last_run()
+    if approve:
+        assert outcome["state"].is_completed()
+        assert billing(home)[0] == 4495 and len(DeadLetters(Settings().state_db).entries("crm_to_billing")) == 505
+        assert run_row["decision"].startswith("approved by alice at ") and run_row["decision"].endswith(": known CRM clean-up")
+    else:
+        assert outcome["state"].is_failed()
+        assert billing(home) == (0, None)
+        assert run_row["state"] == "FAILED" and run_row["decision"].startswith("rejected by alice")
+
+
+def test_an_unanswered_approval_rejects_the_batch_when_it_times_out(systems, sqlite_billing, home):
+    with systems():
+        state = sync_flow(replace(CRM, gate=replace(APPROVE, approval_timeout_s=1)))(return_state=True)
+    assert state.is_failed() and billing(home) == (0, None)
+    assert last_run()["decision"].startswith("rejected: no decision within 1s")
+
+
+def test_volume_guard_fails_a_run_that_reads_a_tenth_of_the_usual_rows(systems, sqlite_billing, crm_db, home):
+    guarded = sync_flow(replace(CRM, gate=Gate(volume_drop=0.5, volume_min_runs=3)))
+    with systems():
+        first = guarded(full_refresh=True, return_state=True)
+        assert first.is_completed() and "volume not judged: 0 earlier successful runs" in last_run()["notes"]
+        for _ in range(2):
+            guarded(full_refresh=True)
+        with closing(sqlite3.connect(crm_db)) as conn, conn:
+            conn.execute("DELETE FROM customers WHERE row_id % 10 != 0")
+        dropped = guarded(full_refresh=True, return_state=True)
+    assert dropped.is_failed()
+    assert "volume dropped: 510 rows read, expected at least 50% of the median 5100" in last_run()["error"]
+
+
+def test_schema_contract_catches_a_renamed_field_under_freeze_and_records_it_under_evolve(systems, sqlite_billing, home):
+    fields = {**CRM.contract.fields, "phone_number": "string"}
+    del fields["phone"]  # the contract knows the field by its old name
+    renamed = SchemaContract(version="2", fields=fields, on_change="freeze")
+    with systems():
+        frozen = sync_flow(replace(CRM, contract=renamed))(return_state=True)
+        assert frozen.is_failed() and billing(home) == (0, None)
+        assert "new field 'phone' (string); missing field 'phone_number'" in last_run()["error"]
+
+        evolved = sync_flow(replace(CRM, contract=replace(renamed, on_change="evolve")))(return_state=True)
+    assert evolved.is_completed() and billing(home)[0] == 4495
+    assert "schema evolved from contract 2: new field 'phone' (string); missing field 'phone_number'" in last_run()["notes"]
