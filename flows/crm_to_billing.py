@@ -11,6 +11,7 @@ from connectors.sql import Timestamp
 from data_checks.customers import billing_customers
 from data_checks.policy import Gate, SchemaContract
 from flows.pipeline import Pipeline, replay_flow, sync_flow
+from flows.reconcile import reconcile_flow
 from tasks.deliver import SqlTarget, tracked_table
 from tasks.enrich import Lookup, add_billing_terms, lookup_countries
 from tasks.ingest import RestSource
@@ -46,7 +47,7 @@ PIPELINE = Pipeline(
             sa.Column("phone", sa.String(32)),
             sa.Column("country", sa.String(8)),
             sa.Column("currency", sa.String(3)),
-            sa.Column("tax_rate", sa.Float),
+            sa.Column("tax_rate", sa.Double),
             sa.Column("crm_updated_at", Timestamp),
         ),
         key="crm_id",
@@ -56,3 +57,4 @@ PIPELINE = Pipeline(
 
 sync = sync_flow(PIPELINE)
 replay = replay_flow(PIPELINE)
+reconcile = reconcile_flow(PIPELINE)

@@ -4,7 +4,9 @@ import sqlalchemy as sa
 
 from connectors.sql import Timestamp
 from data_checks.orders import erp_orders
+from data_checks.policy import Gate, SchemaContract
 from flows.pipeline import Pipeline, replay_flow, sync_flow
+from flows.reconcile import reconcile_flow
 from tasks.deliver import ChildTable, SqlTarget, tracked_table
 from tasks.enrich import Lookup, convert_to_eur, fetch_rates
 from tasks.ingest import RestSource
@@ -25,6 +27,11 @@ PIPELINE = Pipeline(
     transform=to_erp_orders,
     enrichers=(Lookup(connection="rates", column="currency", fetch=fetch_rates, apply=convert_to_eur),),
     suite=erp_orders,
+    contract=SchemaContract(
+        version="1",
+        fields={**{f: "string" for f in ("id", "customer_email", "currency", "status", "placed_at", "updated_at")}, "lines": "list"},
+    ),
+    gate=Gate(policy="quarantine", sensitive=("customer_email",)),
     key="order_id",
     target=SqlTarget(
         connection="erp",
@@ -34,9 +41,9 @@ PIPELINE = Pipeline(
             sa.Column("customer_email", sa.String(254)),
             sa.Column("status", sa.String(20)),
             sa.Column("currency", sa.String(3)),
-            sa.Column("total", sa.Float),
-            sa.Column("eur_rate", sa.Float),
-            sa.Column("total_eur", sa.Float),
+            sa.Column("total", sa.Double),
+            sa.Column("eur_rate", sa.Double),
+            sa.Column("total_eur", sa.Double),
             sa.Column("line_count", sa.Integer),
             sa.Column("placed_at", Timestamp),
             sa.Column("updated_at", Timestamp),
@@ -52,7 +59,7 @@ PIPELINE = Pipeline(
                     sa.Column("line_no", sa.Integer, primary_key=True),
                     sa.Column("sku", sa.String(32)),
                     sa.Column("quantity", sa.Integer),
-                    sa.Column("unit_price", sa.Float),
+                    sa.Column("unit_price", sa.Double),
                 ),
                 column="lines",
                 parent_key="order_id",
@@ -63,3 +70,4 @@ PIPELINE = Pipeline(
 
 sync = sync_flow(PIPELINE)
 replay = replay_flow(PIPELINE)
+reconcile = reconcile_flow(PIPELINE)

@@ -46,6 +46,28 @@ def dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
     return _run_flows(settings, [args.integration], "replay")
 
 
+def reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    """Compare an integration's source and target; 1 when they differ (after any repair)."""
+    from flows import integration
+    from interlink.demo import demo_systems
+
+    module = integration(args.integration)
+    if not hasattr(module, "reconcile"):
+        raise ConfigError(f"{args.integration} has no reconciliation: its target is not a SQL database")
+    with demo_systems(settings):
+        found = module.reconcile(since=args.since, repair=args.repair)
+    print(
+        f"{args.integration} reconcile: source {found['source_rows']}, target {found['target_rows']}, "
+        f"missing {len(found['missing'])}, extra {len(found['extra'])}, changed {len(found['changed'])}, "
+        f"repaired {found['repaired']}"
+    )
+    for kind in ("missing", "extra", "changed"):
+        if found[kind]:
+            print(f"  {kind}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
+    unrepaired = found["extra"] or (not args.repair and (found["missing"] or found["changed"]))
+    return 1 if unrepaired else 0
+
+
 def connectors(args: argparse.Namespace, settings: Settings) -> int:
     """Every connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
     from interlink.demo import demo_systems
@@ -121,6 +143,12 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("connectors", help="the connection inventory, with a live health check")
     p.add_argument("--json", action="store_true")
     p.set_defaults(command=connectors)
+
+    p = commands.add_parser("reconcile", help="compare an integration's source and target, and repair on request")
+    p.add_argument("integration")
+    p.add_argument("--since", help="window start on the source's update time (ISO 8601); default: everything")
+    p.add_argument("--repair", action="store_true", help="re-deliver missing and changed rows (extra ones are only reported)")
+    p.set_defaults(command=reconcile)
 
     dlq = commands.add_parser("dlq", help="the dead-letter store").add_subparsers(required=True, metavar="ACTION")
     p = dlq.add_parser("list", help="dead-lettered records")

@@ -130,14 +130,29 @@ def _replace_children(conn: sa.Connection, child: ChildTable, parents: pd.DataFr
         write(conn, child.table, rows[start : start + WRITE_BATCH], WriteMode.APPEND)
 
 
+def row_hashes(rows: pd.DataFrame, target: SqlTarget) -> pd.Series:
+    """The `row_hash` delivery stores for each row: a hash of its compared columns, times as naive UTC.
+
+    Times are written out to the microsecond, so a row's hash does not depend on its batch.
+    """
+    compared = _naive_utc(rows[target.compared])
+    for column in compared.select_dtypes(include=["datetime"]).columns:
+        compared[column] = compared[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return pd.util.hash_pandas_object(compared.astype("string"), index=False).map("{:016x}".format)
+
+
+def _naive_utc(rows: pd.DataFrame) -> pd.DataFrame:
+    out = rows.copy()
+    for column in out.select_dtypes(include=["datetimetz"]).columns:
+        out[column] = out[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return out
+
+
 def _prepared(rows: pd.DataFrame, target: SqlTarget) -> pd.DataFrame:
     """The table's columns and children, naive-UTC times, None for missing, a hash of the compared columns."""
     declared = [c for c in rows.columns if c in target.table.columns or c in {ch.column for ch in target.children}]
-    out = rows[declared].copy()
-    for column in out.select_dtypes(include=["datetimetz"]).columns:
-        out[column] = out[column].dt.tz_convert("UTC").dt.tz_localize(None)
-    hashes = pd.util.hash_pandas_object(out[target.compared].astype("string"), index=False)
-    out["row_hash"] = hashes.map("{:016x}".format)
+    out = _naive_utc(rows[declared])
+    out["row_hash"] = row_hashes(out, target)
     out["synced_at"] = utcnow()
     return out.astype(object).where(out.notna(), None)
 

@@ -73,3 +73,21 @@ def test_connectors_lists_every_connection_with_its_health(home: Path, capsys):
     assert {r["name"] for r in rows} == {"crm", "finance", "billing", "storefront", "rates", "erp", "erp_stock"}
     assert all(r["healthy"] and r["latency_ms"] is not None for r in rows)
     assert next(r for r in rows if r["name"] == "storefront")["used_by"] == ["inventory_to_storefront", "orders_to_erp"]
+
+
+def test_reconcile_command_reports_and_repairs(home: Path, monkeypatch, capsys):
+    import sqlalchemy as sa
+
+    monkeypatch.setenv("INTERLINK_DEMO_FAULT_RATE", "0")
+    assert main(["run", "crm_to_billing"]) == 0
+    assert main(["reconcile", "crm_to_billing"]) == 0
+    engine = sa.create_engine(f"sqlite:///{home / 'billing.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM customers WHERE crm_id = (SELECT min(crm_id) FROM customers)"))
+    engine.dispose()
+    capsys.readouterr()
+    assert main(["reconcile", "crm_to_billing"]) == 1
+    assert "missing 1, extra 0, changed 0, repaired 0" in capsys.readouterr().out
+    assert main(["reconcile", "crm_to_billing", "--repair"]) == 0
+    assert main(["reconcile", "crm_to_billing"]) == 0
+    assert main(["reconcile", "inventory_to_storefront"]) == 2

@@ -1,0 +1,121 @@
+"""Reconcile: what a SQL target holds against what the source says it should hold."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import pandas as pd
+import sqlalchemy as sa
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from connectors.sql import create_engine, read_chunks, select_in
+from tasks.deliver import ChildTable, SqlTarget, row_hashes
+
+HASHES = ["row_hash", "held_hash"]
+SHOWN_KEYS = 50  # keys listed per kind of difference in the artifact
+
+
+@task(name="read-target", cache_policy=NO_CACHE)
+def read_target(url: str, target: SqlTarget, since: datetime | None, keys: Iterable[str]) -> pd.DataFrame:
+    """The target's rows updated at or after `since` (all if None), plus any other rows with `keys`.
+
+    One row per key: the `row_hash` delivery stored, and `held_hash`, the same hash of the values
+    the row holds now (children included), which differs when the row was edited behind delivery's back.
+    """
+    table = target.table
+    engine = create_engine(url)
+    try:
+        if not sa.inspect(engine).has_table(table.name):
+            return pd.DataFrame(columns=[target.key, *HASHES])
+        with engine.connect() as conn:
+            window = read_chunks(engine, table, watermark_column=target.updated, since=since)
+            parts = [_hashed(conn, target, rows) for rows in window]
+            seen = set().union(*(part[target.key] for part in parts))
+            others = select_in(conn, list(table.c), table.c[target.key], [k for k in keys if k not in seen])
+            parts.append(_hashed(conn, target, pd.DataFrame(others, columns=list(table.c.keys()))))
+    finally:
+        engine.dispose()
+    return pd.concat(parts, ignore_index=True)
+
+
+def _hashed(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.DataFrame:
+    for child in target.children:
+        rows[child.column] = _children(conn, child, rows[target.key])
+    return rows.assign(held_hash=row_hashes(rows, target))[[target.key, *HASHES]]
+
+
+def _children(conn: sa.Connection, child: ChildTable, keys: pd.Series) -> pd.Series:
+    """Each parent's child rows as delivery was given them: a list of dicts without the parent key, in key order."""
+    table, parent = child.table, child.table.c[child.parent_key]
+    columns = [c for c in table.c if c is not parent]
+    order = [columns.index(c) for c in table.primary_key if c is not parent]
+    found: dict[object, list[tuple]] = {}
+    for row in select_in(conn, [parent, *columns], parent, keys):
+        found.setdefault(row[0], []).append(tuple(row[1:]))
+    names = [c.name for c in columns]
+    return keys.map(lambda k: [dict(zip(names, r)) for r in sorted(found.get(k, []), key=lambda r: [r[i] for i in order])])
+
+
+@task(name="compare", cache_policy=NO_CACHE)
+def compare(source_rows: pd.DataFrame, target_rows: pd.DataFrame, key: str) -> dict:
+    """Keys only in the source (`missing`), only in the target (`extra`), and in both but different (`changed`).
+
+    Both frames hold `key` and `row_hash`; a target row differs when any of its other columns
+    (its hashes) differs from the source row's `row_hash`.
+    """
+    source = source_rows.set_index(key)["row_hash"]
+    target = target_rows.set_index(key)
+    both = source.index.intersection(target.index)
+    differs = target.loc[both].ne(source[both], axis=0).any(axis=1).to_numpy()
+    found = {
+        "source_rows": len(source),
+        "target_rows": len(target),
+        "missing": sorted(source.index.difference(target.index)),
+        "extra": sorted(target.index.difference(source.index)),
+        "changed": sorted(both[differs]),
+    }
+    get_run_logger().info(
+        "source %d rows, target %d: %d missing, %d extra, %d changed",
+        found["source_rows"], found["target_rows"], len(found["missing"]), len(found["extra"]), len(found["changed"]),
+    )
+    return found
+
+
+@task(name="forget-hashes", cache_policy=NO_CACHE)
+def forget_hashes(url: str, target: SqlTarget, keys: Iterable[str]) -> None:
+    """Blank the stored hash of `keys`, so delivery rewrites them even if their hash never changed."""
+    keys, table = list(keys), target.table
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            for start in range(0, len(keys), 1000):
+                conn.execute(table.update().where(table.c[target.key].in_(keys[start : start + 1000])).values(row_hash=""))
+    finally:
+        engine.dispose()
+
+
+@task(name="reconcile-report", cache_policy=NO_CACHE)
+def publish_reconcile(result: dict, target: str, since: str | None) -> None:
+    """Publish the result as a markdown artifact, keyed `<integration>-reconcile`."""
+    name = result["integration"]
+    lines = [
+        f"# {name} reconcile",
+        f"Target: `{target}`  ",
+        f"Window: {f'updated at or after `{since}`' if since else 'every row'}",
+        "",
+        "| rows | count |",
+        "|---|---|",
+        *[f"| {k} | {result[k]} |" for k in ("source_rows", "target_rows")],
+        *[f"| {k} | {len(result[k])} |" for k in ("missing", "extra", "changed")],
+        f"| repaired | {result['repaired']} |",
+    ]
+    for kind in ("missing", "extra", "changed"):
+        if keys := result[kind]:
+            more = f" … and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
+            lines += ["", f"## {kind}", ", ".join(f"`{k}`" for k in keys[:SHOWN_KEYS]) + more]
+    create_markdown_artifact(
+        key=f"{name}-reconcile".replace("_", "-"), markdown="\n".join(lines), description=f"{name} reconciliation"
+    )

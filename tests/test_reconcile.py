@@ -1,0 +1,114 @@
+"""Reconcile: a damaged target is found out and repaired, on SQLite, PostgreSQL and MariaDB."""
+
+from __future__ import annotations
+
+import pandas as pd
+import sqlalchemy as sa
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from connectors.sql import create_engine, read_watermark, utcnow
+from demo_systems.crm_data import mutate
+from flows import crm_to_billing, orders_to_erp
+from interlink.ledger import Ledger
+from interlink.settings import Settings
+
+reconcile = crm_to_billing.reconcile
+reconcile_orders = orders_to_erp.reconcile
+NOTHING = {"missing": [], "extra": [], "changed": [], "repaired": 0}
+
+
+def execute(url: str, *statements: str, **params) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.execute(sa.text(statement), params)
+    engine.dispose()
+
+
+def customers(url: str) -> pd.DataFrame:
+    """The delivered customers by CRM id, without the sync time; the watermark in `attrs`."""
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.text("SELECT * FROM customers ORDER BY crm_id"), conn)
+    rows.attrs["watermark"] = read_watermark(engine, "crm_to_billing")
+    engine.dispose()
+    return rows.drop(columns="synced_at").set_index("crm_id")
+
+
+def differences(result: dict) -> dict:
+    return {k: result[k] for k in NOTHING}
+
+
+def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_extra(systems, billing_url):
+    with systems():
+        crm_to_billing.sync()
+        clean = customers(billing_url)
+        assert reconcile() == {"integration": "crm_to_billing", "source_rows": len(clean), "target_rows": len(clean), **NOTHING}
+
+        deleted, edited = clean.index[:2]
+        execute(
+            billing_url,
+            "DELETE FROM customers WHERE crm_id = :deleted",
+            "UPDATE customers SET email = 'someone.else@example.com' WHERE crm_id = :edited",
+            "INSERT INTO customers (crm_id, name, email, row_hash, synced_at, crm_updated_at)"
+            " VALUES ('ghost-1', 'Ghost', 'ghost@example.com', 'made-up', :now, :now)",
+            deleted=deleted, edited=edited, now=utcnow(),
+        )
+        damaged = customers(billing_url)
+        found = reconcile()
+        assert differences(found) == {"missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 0}
+        assert found["source_rows"] == len(clean) and found["target_rows"] == len(clean)
+        pd.testing.assert_frame_equal(customers(billing_url), damaged)
+
+        state = reconcile(repair=True, return_state=True)
+        repaired = customers(billing_url)
+        after = reconcile()
+
+    assert differences(state.result()) == {"missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 2}
+    pd.testing.assert_frame_equal(repaired.drop(index="ghost-1"), clean)
+    assert repaired.attrs["watermark"] == clean.attrs["watermark"]
+    assert differences(after) == {**NOTHING, "extra": ["ghost-1"]}
+
+    run = Ledger(Settings().state_db).runs("crm_to_billing", limit=2)[1]
+    assert (run["kind"], run["state"], run["rows_read"], run["rows_inserted"], run["rows_updated"]) == (
+        "reconcile", "COMPLETED", len(clean), 1, 1,
+    )
+    with get_client(sync_client=True) as client:
+        [artifact] = client.read_artifacts(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
+        )
+    assert artifact.key == "crm-to-billing-reconcile"
+    assert "| repaired | 2 |" in artifact.data and f"`{deleted}`" in artifact.data and "`ghost-1`" in artifact.data
+
+
+def test_a_window_compares_only_recent_rows_and_finds_source_changes_not_yet_synced(systems, crm_db, home, monkeypatch):
+    url = f"sqlite:///{home / 'billing.db'}"
+    monkeypatch.setenv("INTERLINK_BILLING__URL", url)
+    with systems():
+        crm_to_billing.sync()
+        watermark = customers(url).attrs["watermark"]
+        changed = mutate(crm_db, 5, seed=2)  # newer in the CRM, not yet synced
+
+        found = reconcile(since=watermark)
+        reconcile(since=watermark, repair=True)
+        synced = crm_to_billing.sync()
+
+    assert differences(found) == {**NOTHING, "changed": changed}
+    assert found["source_rows"] == found["target_rows"] == 5 + 1  # and the customer at the watermark
+    assert customers(url).attrs["watermark"] == synced["watermark"]
+    assert synced["rows_updated"] == 0  # the reconcile delivered them; the sync found them in place
+
+
+def test_a_clean_erp_target_reports_nothing_and_a_lost_order_line_is_restored(storefront, erp_url):
+    # amounts are DOUBLE on every dialect: MariaDB's FLOAT would keep 6 digits and every total would differ
+    with storefront():
+        orders_to_erp.sync()
+        clean = reconcile_orders()
+        execute(erp_url, "DELETE FROM erp_order_lines WHERE order_id = (SELECT min(order_id) FROM erp_orders)")
+        found = reconcile_orders(repair=True)
+        after = reconcile_orders()
+
+    assert differences(clean) == NOTHING and clean["source_rows"] == clean["target_rows"] > 1000
+    assert len(found["changed"]) == 1 and found["repaired"] == 1
+    assert differences(after) == NOTHING
