@@ -6,7 +6,7 @@ INSTALLED := $(VENV)/.installed
 
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: demo test install clean
+.PHONY: demo test install tools clean
 
 install: $(INSTALLED)
 
@@ -22,7 +22,11 @@ demo: $(INSTALLED)
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/interlink run
 
-test: $(INSTALLED)
+# Headless Chromium renders the quality report's charts in the tests; installed if missing (Debian, as root).
+tools:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+test: $(INSTALLED) tools
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from flows import INTEGRATIONS
@@ -66,6 +67,13 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
             print(f"  {kind}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
     unrepaired = found["extra"] or (not args.repair and (found["missing"] or found["changed"]))
     return 1 if unrepaired else 0
+
+
+def report(args: argparse.Namespace, settings: Settings) -> None:
+    """Write the data-quality report: every integration's runs and failing checks over time."""
+    from interlink.quality_report import build_report
+
+    print(f"quality report: {build_report(settings.state_db, args.html or settings.reports_dir / 'quality.html')}")
 
 
 def connectors(args: argparse.Namespace, settings: Settings) -> int:
@@ -143,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("connectors", help="the connection inventory, with a live health check")
     p.add_argument("--json", action="store_true")
     p.set_defaults(command=connectors)
+
+    p = commands.add_parser("report", help="data quality over time per integration, as one offline HTML page")
+    p.add_argument("--html", type=Path, metavar="PATH", help="where to write it (default <home>/reports/quality.html)")
+    p.set_defaults(command=report)
 
     p = commands.add_parser("reconcile", help="compare an integration's source and target, and repair on request")
     p.add_argument("integration")

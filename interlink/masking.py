@@ -5,6 +5,7 @@ import re
 import pandas as pd
 
 EMAIL = re.compile(r"([^@\s])[^@\s]*@([^@\s]+)")
+LOCAL_PART = re.compile(r"""([^\s@"'<>()\[\],;:])[^\s@"'<>()\[\],;:]*(?=@)""")
 
 
 def mask(value: object) -> object:
@@ -23,3 +24,8 @@ def mask_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
     for column in set(columns) & set(frame.columns):
         masked[column] = masked[column].map(mask)
     return masked
+
+
+def mask_emails(text: str) -> str:
+    """`text` with the local part of every email address in it masked: `alice@example.com` → `a***@example.com`."""
+    return LOCAL_PART.sub(r"\1***", text)

@@ -91,3 +91,9 @@ def test_reconcile_command_reports_and_repairs(home: Path, monkeypatch, capsys):
     assert main(["reconcile", "crm_to_billing", "--repair"]) == 0
     assert main(["reconcile", "crm_to_billing"]) == 0
     assert main(["reconcile", "inventory_to_storefront"]) == 2
+
+
+def test_report_writes_the_quality_page(home: Path, capsys):
+    assert main(["report"]) == 0
+    page = Path(capsys.readouterr().out.split("quality report: ")[1].strip())
+    assert page == home / "reports" / "quality.html" and "No runs recorded yet." in page.read_text()

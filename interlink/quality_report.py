@@ -1,0 +1,161 @@
+"""The data-quality report: quality over time per integration, as one self-contained HTML page.
+
+It is read from the run ledger and the dead-letter store. plotly.js is embedded once, so the page
+works offline. The local part of every email address in the page's data is masked.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+import sqlalchemy as sa
+
+from connectors.sql import utcnow
+from interlink.ledger import Ledger
+from interlink.masking import mask_emails
+from interlink.state import DEAD_LETTERS, RUNS, state_engine
+
+RUNS_SHOWN = 200  # runs per integration in the charts
+LATEST = 10  # runs per integration in the table
+TOP = 10  # failing checks per integration in the table
+EXAMPLES = 3  # offending values shown per failing check
+_COLUMN = re.compile(r"\((\w+)\)$")
+_RUN_COLUMNS = ("id", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_unchanged",
+                "rows_quarantined", "watermark", "circuits", "error")
+_CSS = """
+body { font: 14px/1.4 system-ui, sans-serif; color: #222; margin: 24px auto; max-width: 1240px; padding: 0 16px; }
+h1 { margin-bottom: 4px; } h2 { margin: 32px 0 4px; border-bottom: 2px solid #ddd; } .muted { color: #666; }
+.charts { display: grid; grid-template-columns: 1fr 1fr; gap: 12px; }
+table { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f4f4f4; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.COMPLETED { color: #1a7f37; } .FAILED { color: #cf222e; font-weight: bold; } .RUNNING { color: #9a6700; }
+"""
+
+
+def build_report(state_url: str, path: Path) -> Path:
+    """Write the report on the ledger and dead letters at `state_url` to `path`; returns `path`."""
+    ledger = Ledger(state_url)
+    columns = [DEAD_LETTERS.c[name] for name in ("integration", "stage", "reason", "values", "status")]
+    with state_engine(state_url).connect() as conn:
+        names = conn.scalars(sa.select(RUNS.c.integration).distinct()).all()
+        letters = [dict(row._mapping) for row in conn.execute(sa.select(*columns))]
+    runs = [run for name in names for run in ledger.runs(name, RUNS_SHOWN)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render(runs, letters), encoding="utf-8")
+    return path
+
+
+def render(runs: list[dict[str, Any]], letters: list[dict[str, Any]]) -> str:
+    """The page for these ledger rows (in any order) and dead-letter entries."""
+    names = sorted({r["integration"] for r in runs} | {d["integration"] for d in letters})
+    sections, embed_js = [], iter([True])  # plotly.js goes in with the first chart only
+    for name in names:
+        mine = sorted((r for r in runs if r["integration"] == name), key=lambda r: r["id"])
+        charts = [_chart(fig, f"{name}-{kind}", next(embed_js, False)) for kind, fig in _figures(mine)]
+        sections.append(
+            f'<section id="{_text(name)}"><h2>{_text(name)}</h2>{_summary(mine, letters, name)}'
+            f'<div class="charts">{"".join(charts)}</div>'
+            f"<h3>Most frequent failing checks</h3>{_failing(d for d in letters if d['integration'] == name)}"
+            f"<h3>Latest runs</h3>{_table(_RUN_COLUMNS, [[r[c] for c in _RUN_COLUMNS] for r in reversed(mine[-LATEST:])])}"
+            "</section>"
+        )
+    return (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Interlink data quality</title>'
+        f"<style>{_CSS}</style></head><body><h1>Interlink data quality</h1>"
+        f'<p class="muted">Generated {utcnow():%Y-%m-%d %H:%M} UTC from the run ledger and the dead-letter store.</p>'
+        f"{''.join(sections) or '<p>No runs recorded yet.</p>'}</body></html>"
+    )
+
+
+def _figures(runs: list[dict[str, Any]]) -> list[tuple[str, go.Figure]]:
+    """Rows delivered and quarantined per run, and rows read per run, over time."""
+    x = [r["started_at"] for r in runs]
+    hover = [f"run {r['id']} · {r['kind']} · {r['state']}" for r in runs]
+    delivery = go.Figure(
+        [
+            go.Scatter(x=x, y=[r["rows_inserted"] + r["rows_updated"] for r in runs], name="delivered", text=hover,
+                       mode="lines+markers", line_color="#1a7f37"),
+            go.Scatter(x=x, y=[r["rows_quarantined"] for r in runs], name="quarantined", text=hover,
+                       mode="lines+markers", line_color="#cf222e"),
+        ]
+    )
+    volume = go.Figure(go.Scatter(x=x, y=[r["rows_read"] for r in runs], name="read", text=hover,
+                                  mode="lines+markers", fill="tozeroy", line_color="#0969da"))
+    for fig, title in ((delivery, "Rows delivered and quarantined per run"), (volume, "Rows read per run")):
+        fig.update_layout(title=title, template="plotly_white", height=300, margin=dict(l=50, r=20, t=50, b=40),
+                          legend=dict(orientation="h", x=1, xanchor="right", y=1.15), showlegend=True)
+    return [("delivery", delivery), ("volume", volume)]
+
+
+def _chart(fig: go.Figure, div_id: str, embed_js: bool) -> str:
+    return fig.to_html(full_html=False, include_plotlyjs=embed_js, div_id=div_id, config={"displaylogo": False})
+
+
+def _summary(runs: list[dict[str, Any]], letters: list[dict[str, Any]], name: str) -> str:
+    if not runs:
+        return '<p class="muted">No runs recorded.</p>'
+    read = sum(r["rows_read"] for r in runs)
+    quarantined = sum(r["rows_quarantined"] for r in runs)
+    delivered = sum(r["rows_inserted"] + r["rows_updated"] for r in runs)
+    still_open = sum(d["integration"] == name and d["status"] == "open" for d in letters)
+    last = runs[-1]
+    return (
+        f'<p>{len(runs)} runs shown; the last, run {last["id"]}, is <span class="{_text(last["state"])}">{_text(last["state"])}'
+        f"</span> (started {last['started_at']:%Y-%m-%d %H:%M} UTC). Read {read:,}, delivered {delivered:,}, quarantined "
+        f"{quarantined:,} ({quarantined / read if read else 0:.1%} of read). Open dead letters: {still_open:,}.</p>"
+    )
+
+
+def _failing(letters: Iterable[dict[str, Any]]) -> str:
+    """Failed checks by how many dead letters name them (each reason's `; `-joined parts, up to the `:`)."""
+    count, still_open, examples = Counter(), Counter(), defaultdict(list)
+    for letter in letters:
+        for part in letter["reason"].split("; "):
+            check = (part.split(":", 1)[0].strip(), letter["stage"])
+            count[check] += 1
+            still_open[check] += letter["status"] == "open"
+            column = _COLUMN.search(check[0])
+            value = letter["values"].get(column[1]) if column else None
+            if value is not None and _example(column[1], value) not in examples[check] and len(examples[check]) < EXAMPLES:
+                examples[check].append(_example(column[1], value))
+    rows = [[check, stage, n, still_open[check, stage], ", ".join(examples[check, stage])]
+            for (check, stage), n in count.most_common(TOP)]
+    return _table(("check", "stage", "dead letters", "open", "examples"), rows) if rows else "<p>No dead letters.</p>"
+
+
+def _example(column: str, value: Any) -> str:
+    """An offending value as shown; an email column's is masked even when it is no address (`'w***'`)."""
+    text = mask_emails(str(value))
+    if "email" in column and "@" not in text:
+        text = text[:1] + "***"
+    return repr(text) if isinstance(value, str) else text
+
+
+def _table(columns: tuple[str, ...], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{_text(c.removeprefix('rows_'))}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(_cell(column, value) for column, value in zip(columns, row, strict=True)) + "</tr>"
+                   for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(column: str, value: Any) -> str:
+    if isinstance(value, int):
+        return f'<td class="n">{value if column == "id" else f"{value:,}"}</td>'
+    if column == "state":
+        return f'<td class="{_text(value)}">{_text(value)}</td>'
+    text = "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}" if column == "started_at" else mask_emails(str(value))
+    if len(text) > 100:  # the whole text on hover
+        return f'<td title="{_text(text)}">{_text(text[:99])}…</td>'
+    return f"<td>{_text(text)}</td>"
+
+
+def _text(value: Any) -> str:
+    """`value` as HTML text, its email addresses masked."""
+    return html.escape(mask_emails(str(value)))

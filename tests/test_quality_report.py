@@ -1,0 +1,131 @@
+"""The data-quality report: one offline HTML page per ledger, its charts rendered by a real headless browser."""
+
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from plotly.offline import get_plotlyjs
+
+from interlink.deadletter import RESOLVED, DeadLetters, Reject
+from interlink.ledger import Counts, Ledger
+from interlink.masking import mask_emails as mask
+from interlink.quality_report import build_report, render
+
+EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
+RAW_EMAILS = ("alice.smith@@example.com", "bob.jones@", "dave.example.com", "jane.roe@example.com", "carol@example.org")
+CHARTS = ["crm_to_billing-delivery", "crm_to_billing-volume", "orders_to_erp-delivery", "orders_to_erp-volume"]
+
+
+def run(ledger: Ledger, integration: str, counts: Counts, watermark: str, error: str | None = None, circuits=None) -> None:
+    try:
+        with ledger.record(integration, kind="sync", flow_run_id=None, target="sqlite:///t.db", watermark="w0") as entry:
+            entry.counts, entry.watermark, entry.circuits = counts, watermark, circuits
+            if error:
+                raise RuntimeError(error)
+    except RuntimeError:
+        pass
+
+
+def reject(key: str, reason: str, **values) -> Reject:
+    return Reject(record_key=key, stage="check", reason=reason, values=values, payload=[{"id": key, "email": "carol@example.org"}])
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    url = f"sqlite:///{tmp_path}/state.db"
+    ledger = Ledger(url)
+    run(ledger, "crm_to_billing", Counts(100, 80, 0, 0, 20), "2026-11-01T00:00:00")
+    run(ledger, "orders_to_erp", Counts(50, 48, 0, 0, 2), "2026-11-01T08:00:00")
+    run(ledger, "crm_to_billing", Counts(30, 0, 25, 3, 2), "2026-11-02T00:00:00")
+    run(ledger, "orders_to_erp", Counts(12, 2, 10, 0, 0), "2026-11-02T08:00:00")
+    run(ledger, "crm_to_billing", Counts(rows_read=5), "2026-11-02T00:00:00", "finance down for jane.roe@example.com", "finance")
+    letters = DeadLetters(url)
+    letters.put("crm_to_billing", [
+        reject("C1", "expect_column_values_to_match_regex(email): email well formed; "
+                     "expect_column_values_to_be_in_set(country): country known", email="alice.smith@@example.com", country="XX"),
+        reject("C2", "expect_column_values_to_match_regex(email): email well formed", email="bob.jones@"),
+        reject("C3", "expect_column_values_to_not_be_null(phone)", phone=None),
+        reject("C4", "expect_column_values_to_match_regex(email): email well formed", email="dave.example.com"),
+    ], None)
+    letters.settle("crm_to_billing", ["C3"], RESOLVED)
+    letters.put("orders_to_erp", [reject("O1", "expect_column_values_to_be_in_set(currency): known", currency="XYZ")], None)
+    return url
+
+
+@pytest.fixture
+def page(state_url: str, tmp_path: Path) -> Path:
+    return build_report(state_url, tmp_path / "reports" / "quality.html")
+
+
+@pytest.mark.parametrize(("value", "masked"), [
+    ("alice@example.com", "a***@example.com"),
+    ("write to bob.jones@mail.example.org, or to x@y.de", "write to b***@mail.example.org, or to x***@y.de"),
+    ("'alice.smith@@example.com'", "'a***@@example.com'"),
+    ("bob.jones@", "b***@"),
+    ("no address here", "no address here"),
+])
+def test_mask_hides_the_local_part_of_every_email(value, masked):
+    assert mask(value) == masked
+    assert mask(masked) == masked
+
+
+def test_each_integration_has_its_section_charts_and_tables(page: Path):
+    html = page.read_text()
+    for name in ("crm_to_billing", "orders_to_erp"):
+        assert f'<section id="{name}"><h2>{name}</h2>' in html
+    assert re.findall(r'<div id="([\w-]+)" class="plotly-graph-div"', html) == CHARTS
+    assert html.count(get_plotlyjs()) == 1 and "<script src=" not in html  # embedded once, nothing to fetch
+    crm = html.split('<section id="crm_to_billing">')[1].split("</section>")[0]
+    checks = re.findall(r"<tr><td>(expect_\w+\(\w+\))</td><td>check</td><td class=\"n\">(\d+)</td><td class=\"n\">(\d+)</td>", crm)
+    assert checks == [
+        ("expect_column_values_to_match_regex(email)", "3", "3"),
+        ("expect_column_values_to_be_in_set(country)", "1", "1"),
+        ("expect_column_values_to_not_be_null(phone)", "1", "0"),
+    ]
+    assert "email well formed" not in html and "&#x27;XX&#x27;" in crm
+    assert "3 runs shown; the last, run 5, is" in crm and 'class="FAILED">FAILED' in crm and "finance" in crm
+    assert "2026-11-02T00:00:00" in crm and "2026-11-02T08:00:00" not in crm
+
+
+def test_the_page_shows_no_raw_email(page: Path):
+    html = page.read_text()
+    assert not [e for e in RAW_EMAILS if e in html]
+    assert {"a***@@example.com", "b***@", "j***@example.com"} <= set(re.findall(r"\w\*\*\*@+[\w.]*", html))
+    assert "&#x27;d***&#x27;" in html  # a malformed address in an email column is masked whole
+    assert EMAIL.findall(html.replace(get_plotlyjs(), "")) == []  # plotly.js itself holds an author's address
+
+
+def test_an_empty_ledger_gives_a_page_without_charts():
+    assert "No runs recorded yet." in render([], []) and "plotly" not in render([], []).lower()
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The headless browser; without one the test skips, or fails under REQUIRE_SERVICES=1."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        message = "chromium is not installed (`make tools` installs it on Debian as root)"
+        if os.environ.get("REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def browse(chromium: str, page: Path, profile: Path, *options: str) -> str:
+    """Open `page` in headless Chromium with every network request sent to a dead proxy; returns stdout."""
+    command = [chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
+               "--proxy-server=127.0.0.1:9", "--virtual-time-budget=5000", "--window-size=1280,2000", *options, page.as_uri()]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_every_chart_renders_offline_in_headless_chromium(chromium: str, page: Path, tmp_path: Path):
+    dom = browse(chromium, page, tmp_path / "profile", "--dump-dom")
+    charts = dom.split('class="plotly-graph-div')[1:]
+    assert len(charts) == len(CHARTS)
+    for chart in charts:
+        assert 'class="main-svg"' in chart and 'class="trace scatter' in chart
+    browse(chromium, page, tmp_path / "profile", f"--screenshot={tmp_path / 'quality.png'}")
+    assert (tmp_path / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
