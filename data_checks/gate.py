@@ -17,6 +17,8 @@ from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from interlink.masking import mask
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 SITE = "interlink"
@@ -69,14 +71,19 @@ def context(home: Path) -> FileDataContext:
     return ctx
 
 
-def validate(ctx: FileDataContext, batch: pd.DataFrame, suite: gx.ExpectationSuite, run_name: str) -> Validation:
-    """Validate `batch` against `suite`; the result is stored under `run_name` for Data Docs."""
+def validate(
+    ctx: FileDataContext, batch: pd.DataFrame, suite: gx.ExpectationSuite, run_name: str, sensitive: tuple[str, ...] = ()
+) -> Validation:
+    """Validate `batch` against `suite`; the result is stored under `run_name` for Data Docs,
+    with the offending values of `sensitive` columns masked."""
     definition = _definition(ctx, suite)
     result = definition.run(
         batch_parameters={"dataframe": batch},
         result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
         run_id=RunIdentifier(run_name=run_name),
     )
+    if sensitive:
+        _mask_stored(ctx, run_name, suite.name, sensitive)
     reasons: dict[Any, list[str]] = {}
     values: dict[Any, dict[str, Any]] = {}
     batch_failures, expectations = [], []
@@ -99,6 +106,25 @@ def validate(ctx: FileDataContext, batch: pd.DataFrame, suite: gx.ExpectationSui
         {"reason": {i: "; ".join(r) for i, r in reasons.items()}, "values": values}, columns=["reason", "values"]
     )
     return Validation(suite.name, failures, batch_failures, expectations)
+
+
+def _mask_stored(ctx: FileDataContext, run_name: str, suite: str, sensitive: tuple[str, ...]) -> None:
+    """Mask the offending values of sensitive columns in the stored results that Data Docs render."""
+    store = ctx.validation_results_store
+    for key in store.list_keys():
+        if key.run_id.run_name != run_name or key.expectation_suite_identifier.name != suite:
+            continue
+        stored = store.get(key)
+        for outcome in stored.results:
+            if outcome.expectation_config.kwargs.get("column") not in sensitive:
+                continue
+            details = outcome.result
+            for name in ("partial_unexpected_list", "unexpected_list"):
+                if details.get(name):
+                    details[name] = [mask(v) for v in details[name]]
+            for counted in details.get("partial_unexpected_counts") or []:
+                counted["value"] = mask(counted["value"])
+        store.set(key, stored)
 
 
 def build_docs(ctx: FileDataContext, run_name: str) -> Path:

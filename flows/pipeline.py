@@ -145,7 +145,7 @@ def _process(
     rows = pipeline.transform(raw)
     for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
         rows = enricher.enrich(settings, rows, cache)
-    validation = check(rows, pipeline.suite(), settings.home, _run_name())
+    validation = check(rows, pipeline.suite(), settings.home, _run_name(), pipeline.gate.sensitive)
     try:
         if decision := decide(pipeline.name, rows, validation, pipeline.gate):
             entry.decision = "; ".join(filter(None, [entry.decision, decision]))

@@ -11,9 +11,11 @@ from data_checks.gate import Validation, context, validate
 
 
 @task(name="check", cache_policy=NO_CACHE)
-def check(rows: pd.DataFrame, suite: gx.ExpectationSuite, home: Path, run_name: str) -> Validation:
+def check(
+    rows: pd.DataFrame, suite: gx.ExpectationSuite, home: Path, run_name: str, sensitive: tuple[str, ...] = ()
+) -> Validation:
     """Validate `rows`: which rows fail which expectations, and which batch-level expectations fail."""
-    validation = validate(context(home), rows, suite, run_name)
+    validation = validate(context(home), rows, suite, run_name, sensitive)
     get_run_logger().info(
         "%s: %d of %d rows pass%s", suite.name, len(rows) - len(validation.row_failures), len(rows),
         f"; batch failed {', '.join(validation.batch_failures)}" if validation.batch_failures else "",

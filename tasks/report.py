@@ -18,14 +18,13 @@ def publish_report(
     """Build the run's Data Docs and publish a markdown artifact with its counts; returns the docs path."""
     ctx = context(home)
     docs = build_docs(ctx, run_name)
-    failing: dict[str, int] = {}
+    failing: dict[str, int] = {}  # every expectation of the run → rows that failed it, over all batches
     for key in ctx.validation_results_store.list_keys():
         if key.run_id.run_name != run_name:
             continue
         for outcome in ctx.validation_results_store.get(key).results:
-            if not outcome.success:
-                name = f"{outcome.expectation_config.type}({outcome.expectation_config.kwargs.get('column')})"
-                failing[name] = failing.get(name, 0) + outcome.result.get("unexpected_count", 0)
+            name = f"{outcome.expectation_config.type}({outcome.expectation_config.kwargs.get('column')})"
+            failing[name] = failing.get(name, 0) + (0 if outcome.success else outcome.result.get("unexpected_count") or 1)
     lines = [
         f"# {integration}",
         f"Target: `{target}`  ",
@@ -36,7 +35,9 @@ def publish_report(
         *[f"| {name.removeprefix('rows_')} | {value} |" for name, value in asdict(counts).items()],
         "",
         "## Data checks",
-        *([f"- {name}: {n} rows failed" for name, n in sorted(failing.items())] or ["- every expectation passed"]),
+        "| expectation | result | failing rows |",
+        "|---|---|---|",
+        *[f"| {name} | {'failed' if n else 'passed'} | {n} |" for name, n in sorted(failing.items())],
         "",
         f"Data Docs: `{docs}`",
     ]

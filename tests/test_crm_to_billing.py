@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -192,10 +193,13 @@ def test_each_run_publishes_its_counts_and_data_docs_as_an_artifact(systems, hom
     assert artifact.key == "crm-to-billing"
     assert f"| inserted | {summary['rows_inserted']} |" in artifact.data
     assert f"| quarantined | {summary['rows_quarantined']} |" in artifact.data
-    assert "expect_column_values_to_match_regex(email):" in artifact.data
+    assert "| expect_column_values_to_match_regex(email) | failed | 145 |" in artifact.data
+    assert "| expect_column_values_to_be_unique(crm_id) | passed | 0 |" in artifact.data
     assert f"Data Docs: `{summary['report']}`" in artifact.data
     pages = list((home / "reports" / "validations" / "billing_customers").glob(f"{state.state_details.flow_run_id}/*/*.html"))
     assert len(pages) == 1
+    page = pages[0].read_text()
+    assert "***" in page and not re.search(r"[\w.+-]{2,}@@?[\w.-]*example\.", page)  # emails masked in Data Docs
 
 
 def test_an_open_circuit_fails_the_run_fast_and_is_in_the_ledger(systems, home, monkeypatch):
