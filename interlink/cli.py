@@ -71,9 +71,11 @@ def reconcile(args: argparse.Namespace, settings: Settings) -> int:
 
 def report(args: argparse.Namespace, settings: Settings) -> None:
     """Write the data-quality report: every integration's runs and failing checks over time."""
+    from flows import integration
     from interlink.quality_report import build_report
 
-    print(f"quality report: {build_report(settings.state_db, args.html or settings.reports_dir / 'quality.html')}")
+    sensitive = {name: integration(name).PIPELINE.gate.sensitive for name in INTEGRATIONS}
+    print(f"quality report: {build_report(settings.state_db, args.html or settings.reports_dir / 'quality.html', sensitive)}")
 
 
 def connectors(args: argparse.Namespace, settings: Settings) -> int:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from connectors.sql import utcnow
 from interlink.ledger import Ledger
-from interlink.masking import mask_emails
+from interlink.masking import mask, mask_emails
 from interlink.state import DEAD_LETTERS, RUNS, state_engine
 
 RUNS_SHOWN = 200  # runs per integration in the charts
@@ -39,8 +39,11 @@ td.n { text-align: right; font-variant-numeric: tabular-nums; }
 """
 
 
-def build_report(state_url: str, path: Path) -> Path:
-    """Write the report on the ledger and dead letters at `state_url` to `path`; returns `path`."""
+def build_report(state_url: str, path: Path, sensitive: dict[str, tuple[str, ...]] | None = None) -> Path:
+    """Write the report on the ledger and dead letters at `state_url` to `path`; returns `path`.
+
+    `sensitive` names each integration's columns whose values are masked wherever shown.
+    """
     ledger = Ledger(state_url)
     columns = [DEAD_LETTERS.c[name] for name in ("integration", "stage", "reason", "values", "status")]
     with state_engine(state_url).connect() as conn:
@@ -48,12 +51,13 @@ def build_report(state_url: str, path: Path) -> Path:
         letters = [dict(row._mapping) for row in conn.execute(sa.select(*columns))]
     runs = [run for name in names for run in ledger.runs(name, RUNS_SHOWN)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(runs, letters), encoding="utf-8")
+    path.write_text(render(runs, letters, sensitive or {}), encoding="utf-8")
     return path
 
 
-def render(runs: list[dict[str, Any]], letters: list[dict[str, Any]]) -> str:
+def render(runs: list[dict[str, Any]], letters: list[dict[str, Any]], sensitive: dict[str, tuple[str, ...]] | None = None) -> str:
     """The page for these ledger rows (in any order) and dead-letter entries."""
+    sensitive = sensitive or {}
     names = sorted({r["integration"] for r in runs} | {d["integration"] for d in letters})
     sections, embed_js = [], iter([True])  # plotly.js goes in with the first chart only
     for name in names:
@@ -62,7 +66,7 @@ def render(runs: list[dict[str, Any]], letters: list[dict[str, Any]]) -> str:
         sections.append(
             f'<section id="{_text(name)}"><h2>{_text(name)}</h2>{_summary(mine, letters, name)}'
             f'<div class="charts">{"".join(charts)}</div>'
-            f"<h3>Most frequent failing checks</h3>{_failing(d for d in letters if d['integration'] == name)}"
+            f"<h3>Most frequent failing checks</h3>{_failing((d for d in letters if d['integration'] == name), sensitive.get(name, ()))}"
             f"<h3>Latest runs</h3>{_table(_RUN_COLUMNS, [[r[c] for c in _RUN_COLUMNS] for r in reversed(mine[-LATEST:])])}"
             "</section>"
         )
@@ -113,7 +117,7 @@ def _summary(runs: list[dict[str, Any]], letters: list[dict[str, Any]], name: st
     )
 
 
-def _failing(letters: Iterable[dict[str, Any]]) -> str:
+def _failing(letters: Iterable[dict[str, Any]], sensitive: tuple[str, ...]) -> str:
     """Failed checks by how many dead letters name them (each reason's `; `-joined parts, up to the `:`)."""
     count, still_open, examples = Counter(), Counter(), defaultdict(list)
     for letter in letters:
@@ -123,18 +127,17 @@ def _failing(letters: Iterable[dict[str, Any]]) -> str:
             still_open[check] += letter["status"] == "open"
             column = _COLUMN.search(check[0])
             value = letter["values"].get(column[1]) if column else None
-            if value is not None and _example(column[1], value) not in examples[check] and len(examples[check]) < EXAMPLES:
-                examples[check].append(_example(column[1], value))
+            example = None if value is None else _example(column[1], value, sensitive)
+            if example is not None and example not in examples[check] and len(examples[check]) < EXAMPLES:
+                examples[check].append(example)
     rows = [[check, stage, n, still_open[check, stage], ", ".join(examples[check, stage])]
             for (check, stage), n in count.most_common(TOP)]
     return _table(("check", "stage", "dead letters", "open", "examples"), rows) if rows else "<p>No dead letters.</p>"
 
 
-def _example(column: str, value: Any) -> str:
-    """An offending value as shown; an email column's is masked even when it is no address (`'w***'`)."""
-    text = mask_emails(str(value))
-    if "email" in column and "@" not in text:
-        text = text[:1] + "***"
+def _example(column: str, value: Any, sensitive: tuple[str, ...]) -> str:
+    """An offending value as shown: a sensitive or email column's masked whole, emails masked anywhere."""
+    text = str(mask(value)) if column in sensitive or "email" in column else mask_emails(str(value))
     return repr(text) if isinstance(value, str) else text
 
 

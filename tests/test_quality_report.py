@@ -93,8 +93,9 @@ def test_each_integration_has_its_section_charts_and_tables(page: Path):
 def test_the_page_shows_no_raw_email(page: Path):
     html = page.read_text()
     assert not [e for e in RAW_EMAILS if e in html]
-    assert {"a***@@example.com", "b***@", "j***@example.com"} <= set(re.findall(r"\w\*\*\*@+[\w.]*", html))
-    assert "&#x27;d***&#x27;" in html  # a malformed address in an email column is masked whole
+    assert "j***@example.com" in html  # a well-formed address keeps its domain
+    for masked in ("a***", "b***", "d***"):  # malformed addresses in an email column are masked whole
+        assert f"&#x27;{masked}&#x27;" in html
     assert EMAIL.findall(html.replace(get_plotlyjs(), "")) == []  # plotly.js itself holds an author's address
 
 
@@ -129,3 +130,11 @@ def test_every_chart_renders_offline_in_headless_chromium(chromium: str, page: P
         assert 'class="main-svg"' in chart and 'class="trace scatter' in chart
     browse(chromium, page, tmp_path / "profile", f"--screenshot={tmp_path / 'quality.png'}")
     assert (tmp_path / "quality.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_declared_sensitive_columns_are_masked_in_examples():
+    letter = {"integration": "crm_to_billing", "stage": "check", "status": "open",
+              "reason": "expect_column_values_to_match_regex(phone): phone is E.164", "values": {"phone": "915.246.0195"}}
+    assert "915.246.0195" in render([], [letter])
+    masked = render([], [letter], {"crm_to_billing": ("phone",)})
+    assert "915.246.0195" not in masked and "&#x27;9***&#x27;" in masked
