@@ -78,6 +78,66 @@ def report(args: argparse.Namespace, settings: Settings) -> None:
     print(f"quality report: {build_report(settings.state_db, args.html or settings.reports_dir / 'quality.html', sensitive)}")
 
 
+def serve(args: argparse.Namespace, settings: Settings) -> None:
+    """Register every declared deployment with the Prefect server and run them on their schedules."""
+    from prefect import serve as prefect_serve
+
+    from deployments import runner_deployments
+    from interlink.demo import demo_systems
+
+    _wait_for_prefect_api(args.wait_s)
+    with demo_systems(settings):
+        prefect_serve(*runner_deployments(), limit=args.limit)
+
+
+def _wait_for_prefect_api(timeout_s: float) -> None:
+    import time
+
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while client.api_healthcheck() is not None:
+            if time.monotonic() > deadline:
+                raise ConfigError(f"the Prefect API at {client.api_url} did not answer within {timeout_s:g}s: start it (`make serve`)")
+            time.sleep(0.5)
+
+
+def webhooks_serve(args: argparse.Namespace, settings: Settings) -> None:
+    """Receive signed events from push sources and trigger the matching integration's deployment."""
+    import uvicorn
+
+    from interlink.webhooks import create_app, deployment_trigger
+
+    if not settings.webhook_secrets:
+        raise ConfigError("INTERLINK_WEBHOOK_SECRETS is not set: give each push integration a secret, as JSON")
+    uvicorn.run(create_app(settings.state_db, settings.webhook_secrets, deployment_trigger), host=args.host, port=args.port)
+
+
+def webhooks_rerun(args: argparse.Namespace, settings: Settings) -> int:
+    """Trigger the integration of a stored event again (e.g. after its run failed)."""
+    from interlink.webhooks import deployment_trigger, rerun
+
+    try:
+        result = rerun(settings.state_db, args.event, deployment_trigger)
+    except LookupError as exc:
+        print(f"interlink: {exc}", file=sys.stderr)
+        return 1
+    print(f"event {result['event']}: {result['status']} {result['flow_run_id'] or ''}".rstrip())
+    return 0
+
+
+def consume(args: argparse.Namespace, settings: Settings) -> None:
+    """Feed order events from RabbitMQ to orders_to_erp in micro-batches until the queue is idle."""
+    from flows.order_events import consume_order_events
+    from interlink.demo import demo_systems
+
+    with demo_systems(settings):
+        summary = consume_order_events(queue=args.queue, batch_size=args.batch_size, idle_s=args.idle_s)
+    print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
+          f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")
+
+
 def connectors(args: argparse.Namespace, settings: Settings) -> int:
     """Every connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
     from interlink.demo import demo_systems
@@ -153,6 +213,26 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("connectors", help="the connection inventory, with a live health check")
     p.add_argument("--json", action="store_true")
     p.set_defaults(command=connectors)
+
+    p = commands.add_parser("serve", help="register the declared deployments and run them on schedule")
+    p.add_argument("--limit", type=int, default=None, help="most flow runs at once")
+    p.add_argument("--wait-s", type=float, default=60, help="how long to wait for the Prefect API to come up")
+    p.set_defaults(command=serve)
+
+    hooks = commands.add_parser("webhooks", help="the webhook receiver").add_subparsers(required=True, metavar="ACTION")
+    p = hooks.add_parser("serve", help="receive signed events and trigger their integration")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.set_defaults(command=webhooks_serve)
+    p = hooks.add_parser("rerun", help="trigger a stored event's integration again")
+    p.add_argument("event", type=int, help="the event's id in the store")
+    p.set_defaults(command=webhooks_rerun)
+
+    p = commands.add_parser("consume", help="feed order events from RabbitMQ to orders_to_erp until the queue is idle")
+    p.add_argument("--queue", default="orders")
+    p.add_argument("--batch-size", type=int, default=200)
+    p.add_argument("--idle-s", type=float, default=5.0)
+    p.set_defaults(command=consume)
 
     p = commands.add_parser("report", help="data quality over time per integration, as one offline HTML page")
     p.add_argument("--html", type=Path, metavar="PATH", help="where to write it (default <home>/reports/quality.html)")

@@ -60,6 +60,20 @@ DELIVERED = sa.Table(
     sa.Column("delivered_at", Timestamp, nullable=False),
 )
 
+WEBHOOK_EVENTS = sa.Table(
+    "webhook_events",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("integration", sa.String(100), nullable=False),
+    sa.Column("event_id", sa.String(200), nullable=False),
+    sa.Column("received_at", Timestamp, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),  # received → triggered / failed
+    sa.Column("flow_run_id", sa.String(36)),
+    sa.Column("error", sa.Text),
+    sa.UniqueConstraint("integration", "event_id"),
+)
+
 
 @cache
 def state_engine(url: str) -> Engine:

@@ -36,7 +36,7 @@ class Lookup:
 CountryTerms = dict[str, dict | None]  # country code → {"currency", "tax_rate"}, None if unknown
 
 
-@task(name="lookup-countries", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retriable)
+@task(name="lookup-countries", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retriable)
 def lookup_countries(connection: RestConnection, codes: Iterable[str]) -> CountryTerms:
     """Billing terms of each country code from the finance API; unknown codes map to None."""
     terms: CountryTerms = {}
@@ -60,7 +60,7 @@ def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
     )
 
 
-@task(name="lookup-rates", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retriable)
+@task(name="lookup-rates", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retriable)
 def fetch_rates(connection: RestConnection, currencies: Iterable[str]) -> dict[str, float | None]:
     """How many units of each currency one EUR buys, from one call to the rates API; None if unknown."""
     with RestClient.connect("rates", connection) as client:

@@ -59,7 +59,7 @@ class RestSource:
         """Nothing to do: the watermark commits with the delivered data."""
 
 
-@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30], retry_condition_fn=retriable)
+@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retriable)
 def fetch_chunk(
     source: RestSource, connection: RestConnection, since: str | None, position: Any, max_rows: int
 ) -> tuple[Chunk, Any]:
