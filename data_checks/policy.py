@@ -20,7 +20,8 @@ class Gate:
     `volume_drop`: a run reading fewer rows than this share of the median of its last
     `volume_history` successful runs fails (history needs `volume_min_runs` runs).
     `max_age`: a batch whose newest `age_field` is older raises a warning. `sensitive` columns
-    are masked wherever values are shown (artifacts, approval form, reports).
+    are masked wherever values are shown (artifacts, approval form, reports). A run that
+    dead-letters more than `alert_above` of what it read sends an alert.
     """
 
     policy: Literal["fail", "quarantine", "approve"] = "quarantine"
@@ -33,6 +34,7 @@ class Gate:
     max_age: timedelta | None = None
     age_field: str = "updated_at"
     sensitive: tuple[str, ...] = ()
+    alert_above: float = 0.1  # alert when a run dead-letters more than this share of the rows it read
 
 
 @dataclass(frozen=True)

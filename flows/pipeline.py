@@ -16,6 +16,7 @@ from typing import Protocol
 import great_expectations as gx
 import pandas as pd
 from prefect import Flow, Task, flow, get_run_logger
+from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
@@ -23,6 +24,7 @@ from connectors.rest import breakers
 from data_checks.gate import GateRejected
 from data_checks.guards import staleness
 from data_checks.policy import Gate, SchemaContract
+from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
 from interlink.settings import Settings
@@ -81,10 +83,28 @@ class Pipeline:
         return [self.source.connection, *(e.connection for e in self.enrichers), self.target.connection]
 
 
+def alert_hooks(pipeline: Pipeline) -> dict[str, list[Callable]]:
+    """Prefect state hooks that alert when a run of `pipeline` fails or dead-letters too much."""
+
+    def failed(flow: Flow, run: FlowRun, state: State) -> None:
+        alert(pipeline.name, "FAILED", str(run.id), state.message or "")
+
+    def completed(flow: Flow, run: FlowRun, state: State) -> None:
+        summary = state.result(raise_on_failure=False)
+        if isinstance(summary, dict) and summary["rows_quarantined"] > pipeline.gate.alert_above * max(summary["rows_read"], 1):
+            counts = {k: v for k, v in summary.items() if k.startswith("rows_")}
+            alert(pipeline.name, "QUARANTINED", str(run.id), f"{summary['rows_quarantined']} rows dead-lettered", counts)
+
+    return {"on_failure": [failed], "on_crashed": [failed], "on_completion": [completed]}
+
+
 def sync_flow(pipeline: Pipeline) -> Flow:
     """The integration's sync: everything changed since the committed watermark."""
 
-    @flow(name=pipeline.name, description=f"Sync {pipeline.source.connection} → {pipeline.target.connection}")
+    @flow(
+        name=pipeline.name, description=f"Sync {pipeline.source.connection} → {pipeline.target.connection}",
+        **alert_hooks(pipeline),
+    )
     def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> State:
         settings = Settings.load()
         since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
@@ -104,7 +124,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
 def replay_flow(pipeline: Pipeline) -> Flow:
     """The integration's replay: its open dead letters through transform → deliver again."""
 
-    @flow(name=f"{pipeline.name}_replay", description=f"Replay the dead letters of {pipeline.name}")
+    @flow(name=f"{pipeline.name}_replay", description=f"Replay the dead letters of {pipeline.name}", **alert_hooks(pipeline))
     def replay() -> State:
         settings = Settings.load()
         letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)

@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     state_url: str | None = None
     demo_fault_rate: float = Field(0.02, ge=0, le=1)
     order_events_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"  # RabbitMQ feeding orders_to_erp
+    alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
     webhook_secrets: dict[str, SecretStr] = {}  # integration → HMAC secret, e.g. '{"orders_to_erp": "…"}'
 
     # The connection inventory: every system any integration uses.

@@ -8,11 +8,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.runtime import flow_run
 
 from connectors.sql import utcnow
 from data_checks.gate import GateFailed, GateRejected, Validation
 from data_checks.guards import schema_diff, volume_problem
 from data_checks.policy import Gate, SchemaContract
+from interlink.alerts import alert
 from interlink.ledger import Ledger
 from interlink.masking import mask_frame
 
@@ -68,6 +70,7 @@ def decide(integration: str, rows: pd.DataFrame, validation: Validation, gate: G
     if not validation.batch_failures and failing <= gate.approve_above * total:
         return None
     form = Approval.with_initial_data(description=_form(integration, rows, validation, gate, summary))
+    alert(integration, "PAUSED", flow_run.id, f"waiting for approval: {summary}", {"rows": total, "rows_failing": failing})
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=gate.approval_timeout_s, poll_interval=gate.approval_poll_s)
     except FlowPauseTimeout:
