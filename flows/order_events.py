@@ -20,7 +20,7 @@ from prefect.states import State
 
 from connectors.amqp import Message, QueueConnection
 from flows.orders_to_erp import PIPELINE
-from flows.pipeline import _final_state, _guard, _ledgered, _process, _report
+from flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Entry
 from interlink.settings import Settings
@@ -40,7 +40,7 @@ def consume_order_events(
     """Consume batches until `max_batches` are done or the queue stays empty for `idle_s` seconds."""
     settings = Settings.load()
     url = queue_url or settings.order_events_url
-    with _ledgered(PIPELINE, settings, "stream", None) as entry, QueueConnection(url, queue) as conn:
+    with ledgered(PIPELINE, settings, "stream", None) as entry, QueueConnection(url, queue) as conn:
         caches: list[dict] = [{} for _ in PIPELINE.enrichers]
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -49,8 +49,8 @@ def consume_order_events(
             _consume(conn, settings, messages, caches, entry)
             batches += 1
         get_run_logger().info("%d batches from queue %s: %s", batches, queue, entry.counts)
-        entry.report = _report(PIPELINE, settings, entry, None)
-    return _final_state(PIPELINE, entry)
+        entry.report = run_report(PIPELINE, settings, entry, None)
+    return final_state(PIPELINE, entry)
 
 
 def _consume(conn: QueueConnection, settings: Settings, messages: list[Message], caches: list[dict], entry: Entry) -> None:
@@ -74,8 +74,8 @@ def _consume(conn: QueueConnection, settings: Settings, messages: list[Message],
     raw = pd.DataFrame.from_records(orders)
     raw = raw.reindex(columns=[*FIELDS, *(c for c in raw.columns if c not in FIELDS)])
     try:
-        _guard(PIPELINE, settings, Chunk(raw, last=False), entry)
-        _process(PIPELINE, settings, raw, caches, None, RESOLVED, entry)
+        guard_batch(PIPELINE, settings, Chunk(raw, last=False), entry)
+        process_batch(PIPELINE, settings, raw, caches, None, RESOLVED, entry)
     except BaseException:
         conn.nack(tags, requeue=True)
         raise

@@ -108,15 +108,15 @@ def sync_flow(pipeline: Pipeline) -> Flow:
     def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> State:
         settings = Settings.load()
         since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
-        with _ledgered(pipeline, settings, "sync", since) as entry:
+        with ledgered(pipeline, settings, "sync", since) as entry:
             caches: list[dict] = [{} for _ in pipeline.enrichers]
             for chunk in pipeline.source.chunks(settings, since, chunk_size):
-                _guard(pipeline, settings, chunk, entry)
-                _process(pipeline, settings, chunk.records, caches, chunk.watermark, RESOLVED, entry)
+                guard_batch(pipeline, settings, chunk, entry)
+                process_batch(pipeline, settings, chunk.records, caches, chunk.watermark, RESOLVED, entry)
                 pipeline.source.done(settings, chunk)
                 entry.watermark = chunk.watermark or entry.watermark
-            entry.report = _report(pipeline, settings, entry, since)
-        return _final_state(pipeline, entry)
+            entry.report = run_report(pipeline, settings, entry, since)
+        return final_state(pipeline, entry)
 
     return sync
 
@@ -129,15 +129,15 @@ def replay_flow(pipeline: Pipeline) -> Flow:
         settings = Settings.load()
         letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)
         records = pd.DataFrame.from_records([record for letter in letters for record in letter["payload"]])
-        with _ledgered(pipeline, settings, "replay", None) as entry:
-            _process(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry)
-            entry.report = _report(pipeline, settings, entry, None)
-        return _final_state(pipeline, entry)
+        with ledgered(pipeline, settings, "replay", None) as entry:
+            process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry)
+            entry.report = run_report(pipeline, settings, entry, None)
+        return final_state(pipeline, entry)
 
     return replay
 
 
-def _guard(pipeline: Pipeline, settings: Settings, chunk: Chunk, entry: Entry) -> None:
+def guard_batch(pipeline: Pipeline, settings: Settings, chunk: Chunk, entry: Entry) -> None:
     """The guards beyond row expectations: schema contract, freshness, and (on the last batch) volume."""
     gate, raw = pipeline.gate, chunk.records
     if pipeline.contract and not raw.empty and (diff := schema_guard(raw, pipeline.contract)):
@@ -150,7 +150,7 @@ def _guard(pipeline: Pipeline, settings: Settings, chunk: Chunk, entry: Entry) -
             entry.notes.append(note)
 
 
-def _process(
+def process_batch(
     pipeline: Pipeline,
     settings: Settings,
     raw: pd.DataFrame,
@@ -162,10 +162,8 @@ def _process(
     """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run."""
     if raw.empty:
         return
-    rows = pipeline.transform(raw)
-    for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
-        rows = enricher.enrich(settings, rows, cache)
-    validation = check(rows, pipeline.suite(), settings.home, _run_name(), pipeline.gate.sensitive)
+    rows = shape(pipeline, settings, raw, caches)
+    validation = check(rows, pipeline.suite(), settings.home, run_name(), pipeline.gate.sensitive)
     try:
         if decision := decide(pipeline.name, rows, validation, pipeline.gate):
             entry.decision = "; ".join(filter(None, [entry.decision, decision]))
@@ -182,8 +180,16 @@ def _process(
     entry.counts += delivery.counts + Counts(rows_read=len(raw), rows_quarantined=quarantined)
 
 
+def shape(pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: list[dict]) -> pd.DataFrame:
+    """Raw records as the target would get them: transformed, then enriched (`caches` keep each enricher's finds)."""
+    rows = pipeline.transform(raw)
+    for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
+        rows = enricher.enrich(settings, rows, cache)
+    return rows
+
+
 @contextmanager
-def _ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> Iterator[Entry]:
+def ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> Iterator[Entry]:
     """Ledger the run, noting every circuit breaker that opened while it ran."""
     opened = {id(b): b.opened_times for b in breakers()}
     with Ledger(settings.state_db).record(
@@ -199,9 +205,9 @@ def _ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | No
             ) or None
 
 
-def _report(pipeline: Pipeline, settings: Settings, entry: Entry, since: str | None) -> str:
+def run_report(pipeline: Pipeline, settings: Settings, entry: Entry, since: str | None) -> str:
     return str(
-        publish_report(pipeline.name, settings.home, _run_name(), entry.counts, (since, entry.watermark), _target(pipeline, settings))
+        publish_report(pipeline.name, settings.home, run_name(), entry.counts, (since, entry.watermark), _target(pipeline, settings))
     )
 
 
@@ -209,11 +215,11 @@ def _target(pipeline: Pipeline, settings: Settings) -> str:
     return settings.connection(pipeline.target.connection).display
 
 
-def _run_name() -> str:
+def run_name() -> str:
     return flow_run.id or "local"
 
 
-def _final_state(pipeline: Pipeline, entry: Entry) -> State:
+def final_state(pipeline: Pipeline, entry: Entry) -> State:
     """Completed, named `Quarantined` (a warning in the Prefect UI) when any row was dead-lettered."""
     summary = {"integration": pipeline.name, **vars(entry.counts), "watermark": entry.watermark, "report": entry.report}
     if entry.counts.rows_quarantined:

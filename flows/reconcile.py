@@ -14,7 +14,7 @@ from prefect import Flow, flow
 from prefect.runtime import flow_run
 
 from data_checks.gate import GateFailed
-from flows.pipeline import Pipeline
+from flows.pipeline import Pipeline, run_name, shape
 from interlink.deadletter import OPEN, DeadLetters
 from interlink.ledger import Counts, Ledger
 from interlink.settings import ConfigError, Settings
@@ -57,12 +57,8 @@ def _source_rows(pipeline: Pipeline, settings: Settings, since: str | None, chun
     caches: list[dict] = [{} for _ in pipeline.enrichers]
     parts = []
     for chunk in pipeline.source.chunks(settings, since, chunk_rows):
-        if chunk.records.empty:
-            continue
-        rows = pipeline.transform(chunk.records)
-        for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
-            rows = enricher.enrich(settings, rows, cache)
-        parts.append(rows)
+        if not chunk.records.empty:
+            parts.append(shape(pipeline, settings, chunk.records, caches))
     if not parts:
         return pd.DataFrame(columns=[pipeline.key, "row_hash"])
     rows = latest_per_key(pd.concat(parts, ignore_index=True), pipeline.key, pipeline.target.updated)
@@ -79,7 +75,7 @@ def _repair(pipeline: Pipeline, settings: Settings, url: str, source: pd.DataFra
     rows = source[source[pipeline.key].isin(found["missing"] + found["changed"])].drop(columns="row_hash")
     if rows.empty:
         return Counts()
-    validation = check(rows, pipeline.suite(), settings.home, flow_run.id or "local")
+    validation = check(rows, pipeline.suite(), settings.home, run_name())
     if validation.batch_failures:
         raise GateFailed(f"{validation.suite}: batch failed {', '.join(validation.batch_failures)}")
     passed = rows.drop(validation.row_failures.index)
