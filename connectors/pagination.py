@@ -1,9 +1,11 @@
 """Pagination strategies behind one small protocol.
 
 The client prepares the first page (`init_request`), then for each page sends the request,
-hands the response and its records to `update_state`, and, while `has_next_page`, lets
+hands the response, its decoded body and its records to `update_state`, and, while `has_next_page`, lets
 `update_request` point the request at the next page. `checkpoint()` is where the next page
 starts; `resume(checkpoint)` on a fresh paginator starts a later run there.
+Page-number and offset paginators also know the pages ahead (`ahead`), so the client may
+fetch several at once; reference paginators learn each next page only from the last.
 A paginator carries state, so each run makes its own (`from_config` builds a fresh one).
 """
 
@@ -35,8 +37,8 @@ class Paginator(Protocol):
     def init_request(self, request: PageRequest) -> None:
         """Point `request` at the first page, or at the resumed position."""
 
-    def update_state(self, response: httpx.Response, records: list[Any]) -> None:
-        """Read a page's answer and its records: is there a next page, and where?"""
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
+        """Read a page's answer (`body` is its decoded JSON) and its records: is there a next page, and where?"""
 
     def update_request(self, request: PageRequest) -> None:
         """Point `request` at the next page."""
@@ -49,7 +51,10 @@ class Paginator(Protocol):
 
 
 class _RangePaginator:
-    """Steps a number in a query parameter until the total, an empty page or a short page ends the run."""
+    """Steps a number in a query parameter until the total, an empty page or a short page ends the run.
+
+    The pages ahead are known in advance, so `ahead` can hand several out to fetch at once.
+    """
 
     def __init__(
         self,
@@ -68,18 +73,28 @@ class _RangePaginator:
         self._stop_after_empty_page = stop_after_empty_page
         self._page_size = page_size
         self._value = start
+        self._known_total: int | None = None
 
     def init_request(self, request: PageRequest) -> None:
         self.update_request(request)
 
-    def update_state(self, response: httpx.Response, records: list[Any]) -> None:
-        if self._is_last(response, records):
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
+        if self._total_path is not None:
+            self._known_total = self._total(response, body)
+        if self._is_last(records):
             self.has_next_page = False
         else:
             self._value += self._step
 
     def update_request(self, request: PageRequest) -> None:
-        request.params = {**request.params, **self._params()}
+        request.params = {**request.params, **self._params(self._value)}
+
+    def ahead(self, request: PageRequest, pages: int) -> list[PageRequest]:
+        """Requests for the next `pages` pages, from the current one; none past a known total."""
+        values = [self._value + i * self._step for i in range(pages)]
+        if self._known_total is not None:
+            values = values[:1] + [v for v in values[1:] if v - self._start < self._known_total]
+        return [PageRequest(request.url, {**request.params, **self._params(v)}) for v in values]
 
     def checkpoint(self) -> int | None:
         return self._value if self.has_next_page else None
@@ -87,18 +102,18 @@ class _RangePaginator:
     def resume(self, checkpoint: int) -> None:
         self._value = checkpoint
 
-    def _params(self) -> dict[str, Any]:
-        return {self._param: self._value}
+    def _params(self, value: int) -> dict[str, Any]:
+        return {self._param: value}
 
-    def _is_last(self, response: httpx.Response, records: list[Any]) -> bool:
+    def _is_last(self, records: list[Any]) -> bool:
         if self._stop_after_empty_page and not records:
             return True
         if self._page_size is not None and len(records) < self._page_size:
             return True
-        return self._total_path is not None and self._value + self._step - self._start >= self._total(response)
+        return self._known_total is not None and self._value + self._step - self._start >= self._known_total
 
-    def _total(self, response: httpx.Response) -> int:
-        total = _lookup(response.json(), self._total_path)
+    def _total(self, response: httpx.Response, body: Any) -> int:
+        total = _lookup(body, self._total_path)
         if not isinstance(total, int):
             raise FatalError(f"{type(self).__name__}: the answer from {response.url.path} has no integer at {self._total_path!r}")
         return total
@@ -147,8 +162,8 @@ class OffsetPaginator(_RangePaginator):
         super().__init__(offset_param, 0, limit, total_path, stop_after_empty_page, limit if stop_after_empty_page else None)
         self._limit_param = limit_param
 
-    def _params(self) -> dict[str, Any]:
-        return {**super()._params(), self._limit_param: self._step}
+    def _params(self, value: int) -> dict[str, Any]:
+        return {**super()._params(value), self._limit_param: self._step}
 
 
 class _ReferencePaginator(ABC):
@@ -169,9 +184,9 @@ class _ReferencePaginator(ABC):
         if self._next is not None:
             self.update_request(request)
 
-    def update_state(self, response: httpx.Response, records: list[Any]) -> None:
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
         self._pages += 1
-        reference = self._reference(response) or None
+        reference = self._reference(response, body) or None
         if reference is not None and reference in self._seen:
             raise PaginationLoop(f"the source repeated {self._noun} {reference!r} after {self._pages} pages")
         self._seen.add(reference)
@@ -189,7 +204,7 @@ class _ReferencePaginator(ABC):
     def update_request(self, request: PageRequest) -> None: ...
 
     @abstractmethod
-    def _reference(self, response: httpx.Response) -> Any: ...
+    def _reference(self, response: httpx.Response, body: Any) -> Any: ...
 
 
 class CursorPaginator(_ReferencePaginator):
@@ -207,8 +222,8 @@ class CursorPaginator(_ReferencePaginator):
     def update_request(self, request: PageRequest) -> None:
         request.params = {**request.params, self._cursor_param: self._next}
 
-    def _reference(self, response: httpx.Response) -> Any:
-        return _lookup(response.json(), self._cursor_path)
+    def _reference(self, response: httpx.Response, body: Any) -> Any:
+        return _lookup(body, self._cursor_path)
 
 
 class _UrlPaginator(_ReferencePaginator):
@@ -220,12 +235,12 @@ class _UrlPaginator(_ReferencePaginator):
         request.url = self._next
         request.params = {}
 
-    def _reference(self, response: httpx.Response) -> str | None:
-        url = self._url(response)
+    def _reference(self, response: httpx.Response, body: Any) -> str | None:
+        url = self._url(response, body)
         return str(response.url.join(url)) if url else None
 
     @abstractmethod
-    def _url(self, response: httpx.Response) -> str | None: ...
+    def _url(self, response: httpx.Response, body: Any) -> str | None: ...
 
 
 class NextUrlPaginator(_UrlPaginator):
@@ -237,8 +252,8 @@ class NextUrlPaginator(_UrlPaginator):
         super().__init__()
         self._next_url_path = next_url_path
 
-    def _url(self, response: httpx.Response) -> str | None:
-        return _lookup(response.json(), self._next_url_path)
+    def _url(self, response: httpx.Response, body: Any) -> str | None:
+        return _lookup(body, self._next_url_path)
 
 
 class LinkHeaderPaginator(_UrlPaginator):
@@ -248,7 +263,7 @@ class LinkHeaderPaginator(_UrlPaginator):
         super().__init__()
         self._rel = rel
 
-    def _url(self, response: httpx.Response) -> str | None:
+    def _url(self, response: httpx.Response, body: Any) -> str | None:
         return response.links.get(self._rel, {}).get("url")
 
 

@@ -13,10 +13,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from typing import Any
 
 import httpx
+import orjson
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
@@ -99,19 +101,36 @@ class RestClient:
         return self.request(method, path, json=body, headers=headers)
 
     def paginate(
-        self, path: str, paginator: Paginator, params: dict[str, Any] | None = None, records_path: str | None = None
+        self,
+        path: str,
+        paginator: Paginator,
+        params: dict[str, Any] | None = None,
+        records_path: str | None = None,
+        concurrency: int = 1,
     ) -> Iterator[list[Any]]:
-        """Yield the records of each page of `path` (found at the dotted `records_path`) until the last page."""
+        """Yield the records of each page of `path` (found at the dotted `records_path`) until the last page.
+
+        With `concurrency` > 1 and a paginator that knows the pages `ahead`, that many pages are
+        fetched at once (each still within the rate budget) and yielded in order.
+        """
         request = PageRequest(path, dict(params or {}))
         paginator.init_request(request)
-        while True:
-            response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
-            records = _at(_json(response), records_path)
-            paginator.update_state(response, records)
-            yield records
-            if not paginator.has_next_page:
-                return
-            paginator.update_request(request)
+        ahead = getattr(paginator, "ahead", None) if concurrency > 1 else None
+        with ThreadPoolExecutor(concurrency, thread_name_prefix=self.name) if ahead else nullcontext() as pool:
+            batch = [request]
+            while True:
+                for response, body in pool.map(self._get, batch) if len(batch) > 1 else [self._get(batch[0])]:
+                    records = _at(body, records_path)
+                    paginator.update_state(response, body, records)
+                    yield records
+                    if not paginator.has_next_page:
+                        return
+                paginator.update_request(request)
+                batch = ahead(request, concurrency) if ahead else [request]
+
+    def _get(self, request: PageRequest) -> tuple[httpx.Response, Any]:
+        response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
+        return response, _json(response)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One request, paced, guarded by the breaker, retried while retriable."""
@@ -182,8 +201,8 @@ def breakers() -> list[CircuitBreaker]:
 
 def _json(response: httpx.Response) -> Any:
     try:
-        return response.json()
-    except ValueError:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError:
         raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
 
 

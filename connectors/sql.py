@@ -2,7 +2,8 @@
 
 Works on SQLite, PostgreSQL and MariaDB/MySQL. Upserts use each dialect's own statement
 (`ON CONFLICT … DO UPDATE`, `ON DUPLICATE KEY UPDATE`), so a retried write converges on
-the same rows; on PostgreSQL large upserts COPY into a temporary staging table first.
+the same rows. On PostgreSQL large writes go through COPY (as CSV, pandas writing the text),
+upserts into a temporary staging table first.
 Table and column names from configuration pass `identifier()` and are quoted by
 SQLAlchemy: no SQL is built from unchecked strings.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
 from sqlalchemy.dialects import mysql, postgresql, sqlite
@@ -36,7 +38,10 @@ WATERMARKS = sa.Table(
     sa.Column("committed_at", Timestamp, nullable=False),
 )
 
-COPY_THRESHOLD = 5000  # rows from which a PostgreSQL upsert goes through COPY
+COPY_THRESHOLD = 5000  # rows from which a PostgreSQL write goes through COPY
+COPY_PART = 50_000  # rows turned into CSV text at a time
+WRITE_BATCH = 1000  # rows per INSERT statement where COPY is not used
+_NULL = r"\N"  # NULL in COPY's CSV: an empty field is an empty string
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -107,21 +112,23 @@ def read_chunks(
             yield pd.DataFrame(part, columns=list(result.keys()))
 
 
-def write(
-    conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], mode: WriteMode, keys: Sequence[str] = ()
-) -> None:
-    """Write `rows` to `table` in `mode`, inside the caller's transaction."""
+def write(conn: Connection, table: sa.Table, rows: pd.DataFrame, mode: WriteMode, keys: Sequence[str] = ()) -> None:
+    """Write `rows` (columns named like the table's) to `table` in `mode`, inside the caller's transaction."""
     if mode is WriteMode.REPLACE:
         conn.execute(table.delete())
         mode = WriteMode.APPEND
-    if not rows:
+    if rows.empty:
         return
-    if mode is WriteMode.APPEND:
-        conn.execute(table.insert(), list(rows))
-    elif conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD:
-        _copy_upsert(conn, table, rows, keys)
-    else:
-        upsert(conn, table, rows, keys)
+    if conn.dialect.name == "postgresql" and len(rows) >= COPY_THRESHOLD and _copyable(table, rows):
+        _copy(conn, table, rows, keys if mode is WriteMode.UPSERT else None)
+        return
+    records = rows.astype(object).where(rows.notna(), None).to_dict("records")
+    for start in range(0, len(records), WRITE_BATCH):
+        batch = records[start : start + WRITE_BATCH]
+        if mode is WriteMode.APPEND:
+            conn.execute(table.insert(), batch)
+        else:
+            upsert(conn, table, batch, keys)
 
 
 def upsert(
@@ -131,7 +138,7 @@ def upsert(
     keys: Sequence[str],
     keep: Sequence[str] = (),
 ) -> None:
-    """Insert `rows`, updating the ones whose `keys` already exist (all but the `keep` columns)."""
+    """Insert `rows` in one statement, updating the ones whose `keys` already exist (all but the `keep` columns)."""
     if not rows:
         return
     update = [c for c in rows[0] if c not in keys and c not in keep]
@@ -157,21 +164,45 @@ def _insert_or_update(
     return stmt.on_conflict_do_update(index_elements=list(keys), set_={c: stmt.excluded[c] for c in update})
 
 
-def _copy_upsert(conn: Connection, table: sa.Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]) -> None:
-    """PostgreSQL bulk path: COPY into a temporary staging table, then one INSERT … ON CONFLICT."""
-    names = list(rows[0])
-    staging = sa.Table(
-        f"_stage_{table.name}"[:63], sa.MetaData(), *(sa.Column(c, table.c[c].type) for c in names), prefixes=["TEMPORARY"]
+def _copyable(table: sa.Table, rows: pd.DataFrame) -> bool:
+    """Whether CSV text carries `rows` exactly: no JSON columns, no text that reads as NULL."""
+    if any(isinstance(table.c[c].type, sa.JSON) for c in rows.columns):
+        return False
+    text = rows.select_dtypes(include=["object", "string"])
+    return not text.eq(_NULL).any().any()
+
+
+def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[str] | None) -> None:
+    """COPY `rows` in as CSV: straight into `table`, or, to upsert on `keys`, into a temporary
+    staging table and from there with one INSERT … ON CONFLICT."""
+    names = list(rows.columns)
+    into = table
+    if keys is not None:
+        into = sa.Table(
+            f"_stage_{table.name}"[:63], sa.MetaData(), *(sa.Column(c, table.c[c].type) for c in names), prefixes=["TEMPORARY"]
+        )
+        into.create(conn)
+    copy = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL {})").format(
+        pgsql.Identifier(*filter(None, (into.schema, into.name))),
+        pgsql.SQL(", ").join(map(pgsql.Identifier, names)),
+        pgsql.Literal(_NULL),
     )
-    staging.create(conn)
-    copy = pgsql.SQL("COPY {} ({}) FROM STDIN").format(
-        pgsql.Identifier(staging.name), pgsql.SQL(", ").join(map(pgsql.Identifier, names))
-    )
-    with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy) as stream:
-        for row in rows:
-            stream.write_row([row[c] for c in names])
-    conn.execute(_insert_or_update(conn, table, keys, [c for c in names if c not in keys], sa.select(*staging.c)))
-    staging.drop(conn)
+    whole = _whole_numbers(table, rows)
+    try:
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy) as stream:
+            for start in range(0, len(whole), COPY_PART):
+                stream.write(whole.iloc[start : start + COPY_PART].to_csv(header=False, index=False, na_rep=_NULL))
+    except psycopg.Error as exc:  # as SQLAlchemy's own statements raise it: IntegrityError for a duplicate key, …
+        raise sa.exc.DBAPIError.instance(f"COPY {into.name}", None, exc, psycopg.Error) from None
+    if keys is not None:
+        conn.execute(_insert_or_update(conn, table, keys, [c for c in names if c not in keys], sa.select(*into.c)))
+        into.drop(conn)
+
+
+def _whole_numbers(table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
+    """`rows` with float columns bound for integer columns as integers (`3`, not `3.0`, in the CSV)."""
+    floats = [c for c in rows.columns if isinstance(table.c[c].type, sa.Integer) and pd.api.types.is_float_dtype(rows[c])]
+    return rows.astype({c: "Int64" for c in floats}) if floats else rows
 
 
 def select_in(
@@ -182,9 +213,12 @@ def select_in(
     where: sa.ColumnElement[bool] | None = None,
     batch: int = 1000,
 ) -> list[sa.Row]:
-    """Rows whose `key` is among `values` (and that meet `where`), queried in batches every dialect accepts."""
+    """Rows whose `key` is among `values` (and that meet `where`): on PostgreSQL in one query
+    (`= ANY(array)`), elsewhere in batches every dialect accepts."""
     values = list(values)
     query = sa.select(*columns) if where is None else sa.select(*columns).where(where)
+    if conn.dialect.name == "postgresql":
+        return list(conn.execute(query.where(key == sa.any_(sa.literal(values, postgresql.ARRAY(key.type))))))
     rows: list[sa.Row] = []
     for start in range(0, len(values), batch):
         rows.extend(conn.execute(query.where(key.in_(values[start : start + batch]))))

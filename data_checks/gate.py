@@ -6,7 +6,11 @@ context under `<home>/gx`; Data Docs (HTML) are built into `<home>/reports`.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +26,9 @@ from interlink.masking import mask
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 SITE = "interlink"
+_CONTEXTS: dict[Path, FileDataContext] = {}
+_DEFINITIONS: dict[tuple[str, str], tuple[dict, gx.ValidationDefinition]] = {}
+_LOCK = threading.RLock()
 
 
 class GateFailed(Exception):
@@ -55,8 +62,25 @@ class Validation:
         return self.row_failures.empty and not self.batch_failures
 
 
+@contextmanager
+def exclusive(home: Path) -> Iterator[None]:
+    """Hold the GX project under `home` alone: a validation rewrites its files, so processes take turns."""
+    folder = home / "gx"
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 def context(home: Path) -> FileDataContext:
-    """The GX file context under `home`, with progress bars off and a Data Docs site in `home/reports`."""
+    """The GX file context under `home` (one per process), with progress bars off and a Data Docs site in `home/reports`."""
+    with _LOCK:
+        if home not in _CONTEXTS:
+            _CONTEXTS[home] = _new_context(home)
+        return _CONTEXTS[home]
+
+
+def _new_context(home: Path) -> FileDataContext:
     ctx = gx.get_context(mode="file", project_root_dir=str(home / "gx"))
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     if SITE not in (ctx.get_config().data_docs_sites or {}):
@@ -82,7 +106,7 @@ def validate(
         result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
         run_id=RunIdentifier(run_name=run_name),
     )
-    if sensitive:
+    if any(not o.success and o.expectation_config.kwargs.get("column") in sensitive for o in result.results):
         _mask_stored(ctx, run_name, suite.name, sensitive)
     reasons: dict[Any, list[str]] = {}
     values: dict[Any, dict[str, Any]] = {}
@@ -135,6 +159,16 @@ def build_docs(ctx: FileDataContext, run_name: str) -> Path:
 
 
 def _definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.ValidationDefinition:
+    """The validation definition of `suite` on a whole DataFrame; stored once per process unless the suite changes,
+    or another process stored it again (each store gives the expectations new ids)."""
+    key, config = (ctx.root_directory, suite.name), suite.to_json_dict()
+    with _LOCK:
+        if key not in _DEFINITIONS or _DEFINITIONS[key][0] != config or not _DEFINITIONS[key][1].is_fresh().success:
+            _DEFINITIONS[key] = config, _store_definition(ctx, suite)
+        return _DEFINITIONS[key][1]
+
+
+def _store_definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.ValidationDefinition:
     source = ctx.data_sources.add_or_update_pandas("interlink")
     asset = next((a for a in source.assets if a.name == suite.name), None) or source.add_dataframe_asset(suite.name)
     batch = next((b for b in asset.batch_definitions if b.name == "batch"), None) or asset.add_batch_definition_whole_dataframe("batch")

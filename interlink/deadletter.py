@@ -45,20 +45,17 @@ class DeadLetters:
 
     def settle(self, integration: str, record_keys: Iterable[str], status: str) -> int:
         """Close the open entries of records now delivered; returns how many were closed."""
-        keys = list(record_keys)
-        closed = 0
+        open_entries = DEAD_LETTERS.c.integration == integration, DEAD_LETTERS.c.status == OPEN
         with self._engine.begin() as conn:
+            held = set(conn.scalars(sa.select(DEAD_LETTERS.c.record_key).where(*open_entries)))
+            keys = sorted(held.intersection(record_keys))
             for start in range(0, len(keys), 1000):
-                closed += conn.execute(
+                conn.execute(
                     DEAD_LETTERS.update()
-                    .where(
-                        DEAD_LETTERS.c.integration == integration,
-                        DEAD_LETTERS.c.status == OPEN,
-                        DEAD_LETTERS.c.record_key.in_(keys[start : start + 1000]),
-                    )
+                    .where(*open_entries, DEAD_LETTERS.c.record_key.in_(keys[start : start + 1000]))
                     .values(status=status, updated_at=utcnow())
-                ).rowcount
-        return closed
+                )
+        return len(keys)
 
     def entries(self, integration: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
         """Entries, oldest first, optionally of one integration and status."""

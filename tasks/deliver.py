@@ -12,6 +12,7 @@ from prefect.runtime import flow_run
 
 from connectors.sql import (
     WATERMARKS,
+    WRITE_BATCH,
     Timestamp,
     WriteMode,
     create_engine,
@@ -24,8 +25,6 @@ from connectors.sql import (
 from interlink.ledger import Counts
 from interlink.settings import Settings
 from tasks.watermark import committed_watermark
-
-WRITE_BATCH = 1000
 
 
 @dataclass(frozen=True)
@@ -88,17 +87,21 @@ class SqlTarget:
 def deliver(
     url: str, target: SqlTarget, rows: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None
 ) -> Counts:
-    """Upsert the new and changed rows (and replace their children) and move the watermark, in one transaction."""
+    """Insert the new rows, upsert the changed ones (replacing their children) and move the watermark, in one transaction.
+
+    New rows are plain inserts (COPY on PostgreSQL): should another writer add one of their keys
+    meanwhile, the transaction fails and rolls back, and a retry sees the row as existing.
+    """
     engine = create_engine(url)
     try:
         ensure_tables(engine, target.table, *(child.table for child in target.children), WATERMARKS)
         prepared = _prepared(rows, target)
+        columns = [c for c in prepared.columns if c in target.table.columns]
         with engine.begin() as conn:
             plan = _plan(conn, target, prepared)
+            write(conn, target.table, prepared.loc[plan == "insert", columns], WriteMode.APPEND)
+            write(conn, target.table, prepared.loc[plan.isin(["update", "touch"]), columns], WriteMode.UPSERT, [target.key])
             changed = prepared[plan != "unchanged"]
-            parents = changed[[c for c in changed.columns if c in target.table.columns]].to_dict("records")
-            for start in range(0, len(parents), WRITE_BATCH):
-                write(conn, target.table, parents[start : start + WRITE_BATCH], WriteMode.UPSERT, [target.key])
             for child in target.children:
                 _replace_children(conn, child, changed, target.key)
             if watermark is not None:
@@ -121,13 +124,14 @@ def _replace_children(conn: sa.Connection, child: ChildTable, parents: pd.DataFr
     keys = parents[key].tolist()
     for start in range(0, len(keys), WRITE_BATCH):
         conn.execute(child.table.delete().where(child.table.c[child.parent_key].in_(keys[start : start + WRITE_BATCH])))
-    rows = [
-        {**line, child.parent_key: parent}
-        for parent, lines in zip(parents[key], parents[child.column], strict=True)
-        for line in lines or []
-    ]
-    for start in range(0, len(rows), WRITE_BATCH):
-        write(conn, child.table, rows[start : start + WRITE_BATCH], WriteMode.APPEND)
+    lines = pd.DataFrame.from_records(
+        [
+            {**line, child.parent_key: parent}
+            for parent, lines in zip(parents[key], parents[child.column], strict=True)
+            for line in lines or []
+        ]
+    )
+    write(conn, child.table, lines, WriteMode.APPEND)
 
 
 def row_hashes(rows: pd.DataFrame, target: SqlTarget) -> pd.Series:
@@ -149,12 +153,12 @@ def _naive_utc(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def _prepared(rows: pd.DataFrame, target: SqlTarget) -> pd.DataFrame:
-    """The table's columns and children, naive-UTC times, None for missing, a hash of the compared columns."""
+    """The table's columns and children, naive-UTC times, a hash of the compared columns."""
     declared = [c for c in rows.columns if c in target.table.columns or c in {ch.column for ch in target.children}]
     out = _naive_utc(rows[declared])
     out["row_hash"] = row_hashes(out, target)
-    out["synced_at"] = utcnow()
-    return out.astype(object).where(out.notna(), None)
+    out["synced_at"] = pd.Timestamp(utcnow())
+    return out
 
 
 def _plan(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.Series:
@@ -162,7 +166,7 @@ def _plan(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.Seri
     table = target.table
     key, updated = table.c[target.key], table.c[target.updated]
     existing = pd.DataFrame(
-        select_in(conn, [key, table.c.row_hash, updated], key, rows[target.key]),
+        select_in(conn, [key, table.c.row_hash, updated], key, rows[target.key].tolist()),
         columns=[target.key, "old_hash", "old_updated"],
     ).set_index(target.key)
     old = existing.reindex(rows[target.key])

@@ -28,7 +28,7 @@ class Lookup:
     apply: Task
 
     def enrich(self, settings: Settings, rows: pd.DataFrame, cache: dict) -> pd.DataFrame:
-        missing = set(rows[self.column].dropna()) - cache.keys()
+        missing = set(rows[self.column].dropna().unique()) - cache.keys()
         if missing:
             cache.update(self.fetch(settings.connection(self.connection), missing))
         return self.apply(rows, cache)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -13,8 +15,9 @@ from prefect.cache_policies import NO_CACHE
 
 from connectors import pagination
 from connectors.files import DropFolder
+from connectors.gauge import ROWS_HELD
 from connectors.rest import RestClient
-from interlink.settings import RestConnection, Settings
+from interlink.settings import ConfigError, RestConnection, Settings
 from tasks import retriable
 
 
@@ -37,6 +40,9 @@ class RestSource:
     (inclusive, so records sharing the watermark's time are never skipped; delivery
     recognises the ones it already has). `paginator` configures the strategy by name
     (see `connectors.pagination.PAGINATORS`); records sit at the dotted `records_path`.
+    With page-number or offset pagination, `concurrent_pages` pages are fetched at once
+    (within the connection's rate budget and `max_concurrency`). `until_param`, if the API
+    has one, bounds `cursor_field` from above (exclusive), so a sync can be split into windows.
     """
 
     connection: str
@@ -46,14 +52,31 @@ class RestSource:
     paginator: dict[str, Any] = field(default_factory=lambda: {"type": "cursor"})
     records_path: str | None = "data"
     params: dict[str, Any] = field(default_factory=dict)
+    concurrent_pages: int = 1
+    until_param: str | None = None
+
+    def before(self, until: str | None) -> RestSource:
+        """This source, reading only records whose `cursor_field` is before `until` (None: no bound)."""
+        if until is None:
+            return self
+        if self.until_param is None:
+            raise ConfigError(f"{self.connection}{self.path} has no `until_param`: it cannot be read in windows")
+        return replace(self, params={**self.params, self.until_param: until})
 
     def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
-        position = None
-        while True:
-            chunk, position = fetch_chunk(self, settings.connection(self.connection), since, position, chunk_rows)
-            yield chunk
-            if position is None:
-                return
+        """The chunks in order; each next one is read, in a thread, while the caller works on this one."""
+        connection = settings.connection(self.connection)
+        # A thread of our own rather than `fetch_chunk.submit`: a Prefect future keeps its result
+        # for the whole flow run, and so would keep every chunk.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.connection}") as reader:
+            ahead = reader.submit(copy_context().run, fetch_chunk, self, connection, since, None, chunk_rows)
+            while True:
+                chunk, position = ahead.result()
+                if position is not None:
+                    ahead = reader.submit(copy_context().run, fetch_chunk, self, connection, since, position, chunk_rows)
+                yield chunk
+                if position is None:
+                    return
 
     def done(self, settings: Settings, chunk: Chunk) -> None:
         """Nothing to do: the watermark commits with the delivered data."""
@@ -75,11 +98,11 @@ def fetch_chunk(
         params[source.since_param] = since
     records: list[dict] = []
     with RestClient.connect(source.connection, connection) as client:
-        for page in client.paginate(source.path, paginator, params, source.records_path):
+        for page in client.paginate(source.path, paginator, params, source.records_path, source.concurrent_pages):
             records.extend(page)
             if len(records) >= max_rows:
                 break
-    frame = pd.DataFrame.from_records(records)
+    frame = ROWS_HELD.track(pd.DataFrame.from_records(records))
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
     position = paginator.checkpoint()
     return Chunk(frame, newest(frame, source.cursor_field), last=position is None), position

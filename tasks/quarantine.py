@@ -30,25 +30,34 @@ def quarantine(
     source_key, key = keys
     store = DeadLetters(state_url)
     failing = raw.loc[failures.index, source_key]
-    by_key = dict(list(raw[raw[source_key].isin(failing.dropna())].groupby(source_key)))
-    rejects = []
-    for index, failure in failures.iterrows():
-        origin = by_key.get(failing[index], raw.loc[[index]])
-        payload = json.loads(origin.to_json(orient="records", date_format="iso"))
-        rejects.append(
-            Reject(
-                record_key=_record_key(rows.at[index, key], payload),
-                stage=stage,
-                reason=failure["reason"],
-                values=json.loads(pd.Series(failure["values"], dtype=object).to_json(date_format="iso")),
-                payload=payload,
-            )
+    related = raw[raw[source_key].isin(failing.dropna())]
+    by_key: dict = {}
+    for record_key, record in zip(related[source_key], _records(related), strict=True):
+        by_key.setdefault(record_key, []).append(record)
+    own = _records(raw.loc[failures.index])  # for a record without a source key: itself
+    values = json.loads(failures["values"].to_json(date_format="iso")) if len(failures) else {}
+    rejects = [
+        Reject(
+            record_key=_record_key(target_key, payload := by_key.get(source, [record])),
+            stage=stage,
+            reason=reason,
+            values=values[str(index)],
+            payload=payload,
         )
+        for index, source, target_key, reason, record in zip(
+            failures.index, failing, rows.loc[failures.index, key], failures["reason"], own, strict=True
+        )
+    ]
     store.put(integration, rejects, flow_run_id)
     passing = rows.loc[rows.index.difference(failures.index), key].dropna()
     closed = store.settle(integration, passing.astype(str), settled)
     get_run_logger().info("quarantined %d rows; %d earlier dead letters now %s", len(rejects), closed, settled)
     return len(rejects)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """`frame`'s rows as JSON-able dicts, times in ISO 8601."""
+    return json.loads(frame.to_json(orient="records", date_format="iso"))
 
 
 def _record_key(key: object, payload: list[dict]) -> str:

@@ -4,6 +4,9 @@ Transforms never drop or reject a record: what cannot be normalised is left as i
 (or null) for the data checks to name.
 """
 
+import re
+from collections.abc import Callable
+
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -14,35 +17,70 @@ CALLING_CODES = {
     "SE": "46", "PL": "48", "CH": "41", "AU": "61", "JP": "81", "IN": "91", "BR": "55", "MX": "52",
     "IE": "353", "DK": "45", "NO": "47", "BE": "32",
 }
+_NOT_DIGIT = re.compile(r"\D")
 
 
 def blank_to_na(values: pd.Series) -> pd.Series:
     """Strip text, collapse inner whitespace; empty becomes missing."""
-    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
-    return text.mask(text == "")
+    return _each(values, _clean)
 
 
 def normalise_email(values: pd.Series) -> pd.Series:
-    return blank_to_na(values).str.lower()
+    return _each(values, lambda v: (_clean(v) or "").lower() or None)
 
 
 def normalise_country(values: pd.Series) -> pd.Series:
-    codes = blank_to_na(values).str.upper()
-    return codes.replace(COUNTRY_ALIASES)
+    def code(value: str) -> str | None:
+        text = (_clean(value) or "").upper()
+        return COUNTRY_ALIASES.get(text, text) or None
+
+    return _each_distinct(values, code)
 
 
 def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
     """E.164 (`+4930123456`): international prefixes kept, national numbers given the country's code."""
-    text = blank_to_na(values)
-    digits = text.str.replace(r"\D", "", regex=True)
-    international = text.str.startswith("+") | text.str.startswith("00")
-    digits = digits.where(~text.str.startswith("00"), digits.str[2:])
-    calling = countries.map(CALLING_CODES).astype("string")
-    national = digits.str.lstrip("0")  # the trunk prefix: 0, or 1 in the North American plan
-    nanp_trunk = (calling == "1") & (national.str.len() == 11) & national.str.startswith("1")
-    national = national.where(~nanp_trunk.fillna(False), national.str[1:])
-    e164 = ("+" + digits).where(international, "+" + calling + national)
-    return e164.fillna(text)  # left as it was where no country code is known
+    phones = _text(values)
+    codes = countries.astype("string").to_numpy(dtype=object, na_value=None)
+    return pd.Series([_e164(p, c) for p, c in zip(phones, codes, strict=True)], index=values.index, dtype="string")
+
+
+def _e164(phone: str | None, country: str | None) -> str | None:
+    text = _clean(phone)
+    if text is None:
+        return None
+    digits = _NOT_DIGIT.sub("", text)
+    if text.startswith("00"):
+        return "+" + digits[2:]
+    if text.startswith("+"):
+        return "+" + digits
+    calling = CALLING_CODES.get(country)
+    if calling is None:
+        return text  # left as it was where no country code is known
+    national = digits.lstrip("0")  # the trunk prefix: 0, or 1 in the North American plan
+    if calling == "1" and len(national) == 11 and national.startswith("1"):
+        national = national[1:]
+    return "+" + calling + national
+
+
+def _clean(value: str | None) -> str | None:
+    return " ".join(value.split()) or None if value is not None else None
+
+
+def _text(values: pd.Series) -> list[str | None]:
+    """Each value as text; None for missing."""
+    return [v if isinstance(v, str) else None if pd.isna(v) else str(v) for v in values.to_numpy(dtype=object)]
+
+
+def _each(values: pd.Series, normalise: Callable[[str | None], str | None]) -> pd.Series:
+    """`normalise` applied to each value (as text; None for missing), as a string column like `values`."""
+    return pd.Series([normalise(v) for v in _text(values)], index=values.index, dtype="string")
+
+
+def _each_distinct(values: pd.Series, normalise: Callable[[str | None], str | None]) -> pd.Series:
+    """Like `_each`, calling `normalise` once per distinct value: for columns of few values, such as codes."""
+    codes, distinct = pd.factorize(pd.Series(_text(values), dtype=object))
+    done = pd.array([normalise(v) for v in distinct] + [normalise(None)], dtype="string")
+    return pd.Series(done.take(codes), index=values.index)
 
 
 def latest_per_key(frame: pd.DataFrame, key: str, updated: str) -> pd.DataFrame:

@@ -3,13 +3,15 @@
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
 
-from connectors.sql import create_engine, read_watermark, upsert
+from connectors.sql import COPY_THRESHOLD, WRITE_BATCH, create_engine, read_watermark, upsert
 from flows.crm_to_billing import PIPELINE
 
 BILLING_CUSTOMERS = PIPELINE.target
 from interlink.ledger import Counts
-from tasks.deliver import WRITE_BATCH, deliver
+from tasks.deliver import deliver
 
 INTEGRATION = "crm_to_billing"
 COLUMNS = [c.name for c in BILLING_CUSTOMERS.table.columns if c.name != "synced_at"]
@@ -157,8 +159,8 @@ def test_an_empty_batch_still_moves_the_watermark(billing_url):
     assert table_rows(billing_url) == []
 
 
-def test_more_rows_than_one_write_batch(billing_url):
-    n = WRITE_BATCH * 2 + 500
+@pytest.mark.parametrize("n", [WRITE_BATCH * 2 + 500, COPY_THRESHOLD + 500])  # the second COPYs on PostgreSQL
+def test_more_rows_than_one_write_batch(billing_url, n):
     counts = run(billing_url, customers(n))
     assert counts == Counts(rows_inserted=n)
     stored = table_rows(billing_url)
@@ -209,3 +211,31 @@ def test_upsert_updates_existing_keys_and_spares_kept_columns(scratch):
     with scratch.begin() as conn:
         upsert(conn, SCRATCH, [{"k": "a", "v": "y", "n": 9}, {"k": "b", "v": "z", "n": 2}], ["k"], keep=["n"])
     assert scratch_rows(scratch) == [("a", "y", 1), ("b", "z", 2)]
+
+
+@pytest.mark.parametrize("billing_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize("n", [3, COPY_THRESHOLD + 10])  # INSERT, then COPY
+def test_a_key_another_writer_adds_after_the_plan_fails_the_batch_whole_and_a_retry_converges(billing_url, n):
+    run(billing_url, customers(0))  # the tables exist
+    intruder = create_engine(billing_url)
+
+    def after_plan(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT CUSTOMERS.CRM_ID") and not intruder.pool.checkedout():
+            with intruder.begin() as other:
+                other.execute(sa.text(
+                    "INSERT INTO customers (crm_id, name, crm_updated_at, row_hash, synced_at)"
+                    " VALUES ('c1', 'Intruder', '2020-01-01', 'x', now())"
+                ))
+
+    event.listen(Engine, "after_cursor_execute", after_plan)
+    try:
+        with pytest.raises(sa.exc.IntegrityError):
+            run(billing_url, customers(n), watermark="2024-03-02T00:00:00Z")
+    finally:
+        event.remove(Engine, "after_cursor_execute", after_plan)
+        intruder.dispose()
+    assert [r[:2] for r in table_rows(billing_url)] == [("c1", "Intruder")]  # nothing of the batch, no watermark move
+    assert watermark_of(billing_url) == "2024-03-01T10:00:00Z"
+
+    assert run(billing_url, customers(n)) == Counts(rows_inserted=n - 1, rows_updated=1)
+    assert len(table_rows(billing_url)) == n and by_id(billing_url)["c1"]["name"] == "Customer 1"

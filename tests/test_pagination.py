@@ -82,8 +82,9 @@ class Run:
         with httpx.Client(base_url=BASE, transport=self._transport) as client:
             for _ in range(pages):
                 response = client.get(request.url, params=request.params or None)  # `{}` would drop the URL's query
-                page = response.json()["data"]
-                self.paginator.update_state(response, page)
+                body = response.json()
+                page = body["data"]
+                self.paginator.update_state(response, body, page)
                 records += page
                 if not self.paginator.has_next_page:
                     break

@@ -1,12 +1,15 @@
 """The REST connector against `httpx.MockTransport`: auth, pagination, error classification, retries."""
 
+import threading
+
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from connectors.auth import ApiKeyHeader
 from connectors.errors import AuthError, FatalError, NotFound, PaginationLoop, RetriableError
-from connectors.pagination import CursorPaginator
+from connectors.pagination import CursorPaginator, OffsetPaginator
+from connectors.ratelimit import RateLimiter
 from connectors.rest import RestClient
 from interlink.settings import RestConnection
 
@@ -134,7 +137,6 @@ import uuid  # noqa: E402
 
 import connectors.rest as rest_module  # noqa: E402
 from connectors.errors import CircuitOpen  # noqa: E402
-from connectors.ratelimit import RateLimiter  # noqa: E402
 from connectors.rest import breaker_for, breakers, limiter_for  # noqa: E402
 
 
@@ -238,3 +240,54 @@ def test_a_page_without_its_records_path_is_a_fatal_error():
     answer = httpx.Response(200, json={"items": [1, 2], "next_cursor": None})
     with client(lambda request: answer, []) as rest, pytest.raises(FatalError, match="'data'"):
         list(rest.paginate("/customers", CursorPaginator(), records_path="data"))
+
+
+class Inflight:
+    """An offset-paged API of `total` records that counts the requests in flight at once.
+
+    The first pages after the first wait for each other at a barrier, so they can only be
+    answered if the client really sends `together` of them at once.
+    """
+
+    def __init__(self, total: int, limit: int, together: int):
+        self.total, self.limit = total, limit
+        self.offsets: list[int] = []
+        self.now = self.most = 0
+        self._lock = threading.Lock()
+        self._barrier = threading.Barrier(together, timeout=10)
+        self._together = {limit * (i + 1) for i in range(together)}
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        offset = int(request.url.params["offset"])
+        with self._lock:
+            self.offsets.append(offset)
+            self.now += 1
+            self.most = max(self.most, self.now)
+        try:
+            if offset in self._together:
+                self._barrier.wait()
+            data = list(range(offset, min(offset + self.limit, self.total)))
+            return httpx.Response(200, json={"data": data, "total": self.total})
+        finally:
+            with self._lock:
+                self.now -= 1
+
+
+def test_offset_pages_are_fetched_several_at_once_yielded_in_order_and_never_past_the_total():
+    api = Inflight(total=1050, limit=100, together=4)
+    paginator = OffsetPaginator(limit=100, total_path="total")
+    with client(api) as rest:
+        pages = list(rest.paginate("/customers", paginator, records_path="data", concurrency=4))
+    assert [r for page in pages for r in page] == list(range(1050))
+    assert sorted(api.offsets) == list(range(0, 1100, 100))  # 11 pages, none fetched twice or past the total
+    assert 2 <= api.most <= 4 and paginator.checkpoint() is None
+
+
+def test_concurrent_pages_stay_within_the_connections_concurrency_budget():
+    api = Inflight(total=1000, limit=100, together=2)
+    limiter = RateLimiter(rate_per_s=10_000, burst=100, max_concurrency=2)
+    rest = RestClient("crm", "https://crm.test", transport=httpx.MockTransport(api), limiter=limiter)
+    with rest:
+        pages = list(rest.paginate("/customers", OffsetPaginator(limit=100, total_path="total"), records_path="data", concurrency=6))
+    assert sum(map(len, pages)) == 1000
+    assert api.most == 2  # the pool had 6 threads; the budget let 2 through at a time

@@ -351,14 +351,15 @@ def oauth_client(url: str, secret: str = CLIENT_SECRET, **options: Any) -> RestC
     return RestClient("storefront", url, auth=config.build(), **options)
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
 @pytest.mark.parametrize("fault_rate", [0.0, 0.3])
-def test_oauth2_pages_every_order_exactly_once_with_one_token(storefront_app, storefront_db, fault_rate):
+def test_oauth2_pages_every_order_exactly_once_with_one_token(storefront_app, storefront_db, fault_rate, concurrency):
     expected = order_ids(storefront_db)
     assert len(expected) == 2000
     with storefront_app(fault_rate=fault_rate, retry_after=0, fault_seed=5) as (app, url):
         with oauth_client(url, sleep=[].append) as rest:
             paginator = from_config({"type": "page_number", "total_pages_path": "total_pages"})
-            pages = list(rest.paginate("/orders", paginator, {"per_page": 200}, records_path="orders"))
+            pages = list(rest.paginate("/orders", paginator, {"per_page": 200}, records_path="orders", concurrency=concurrency))
         ids = [order["id"] for page in pages for order in page]
         assert len(ids) == len(expected) and sorted(ids) == expected
         assert len(pages) == 10

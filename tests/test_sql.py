@@ -3,6 +3,7 @@
 import uuid
 from datetime import datetime, timedelta
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -34,9 +35,16 @@ def table(engine):
     table.drop(engine)
 
 
-def rows(n: int, name: str = "a", start: int = 0) -> list[dict]:
+def rows(n: int, name: str = "a", start: int = 0) -> pd.DataFrame:
     base = datetime(2026, 1, 1)
-    return [{"id": i, "name": f"{name}{i}", "changed_at": base + timedelta(seconds=i)} for i in range(start, start + n)]
+    return pd.DataFrame(
+        [{"id": i, "name": f"{name}{i}", "changed_at": base + timedelta(seconds=i)} for i in range(start, start + n)],
+        columns=["id", "name", "changed_at"],
+    )
+
+
+def as_tuples(frame: pd.DataFrame) -> list[tuple]:
+    return [(r.id, r.name, r.changed_at.to_pydatetime()) for r in frame.itertuples()]
 
 
 def content(engine, table) -> list[tuple]:
@@ -49,10 +57,10 @@ def test_upsert_twice_gives_the_same_rows_and_updates_changed_ones(engine, table
     for _ in range(2):
         with engine.begin() as conn:
             sql.write(conn, table, rows(count), WriteMode.UPSERT, keys=["id"])
-    assert content(engine, table) == [tuple(r.values()) for r in rows(count)]
+    assert content(engine, table) == as_tuples(rows(count))
 
     with engine.begin() as conn:
-        sql.write(conn, table, rows(2, name="b") + rows(1, start=count), WriteMode.UPSERT, keys=["id"])
+        sql.write(conn, table, pd.concat([rows(2, name="b"), rows(1, start=count)]), WriteMode.UPSERT, keys=["id"])
     after = content(engine, table)
     assert len(after) == count + 1 and [r[1] for r in after[:3]] == ["b0", "b1", "a2"]
 
@@ -73,7 +81,43 @@ def test_a_failed_write_leaves_the_table_as_it_was(engine, table):
     with pytest.raises(sa.exc.IntegrityError), engine.begin() as conn:
         sql.write(conn, table, rows(2, name="new"), WriteMode.REPLACE)
         sql.write(conn, table, rows(1, start=1), WriteMode.APPEND)  # duplicate key: the whole transaction rolls back
-    assert content(engine, table) == [tuple(r.values()) for r in rows(3)]
+    assert content(engine, table) == as_tuples(rows(3))
+
+
+@pytest.mark.parametrize("count, null_marker", [(3, False), (sql.COPY_THRESHOLD + 10, False), (sql.COPY_THRESHOLD + 10, True)])
+def test_nulls_empty_text_odd_text_and_whole_floats_arrive_exactly(engine, count, null_marker):
+    """Over COPY_THRESHOLD rows PostgreSQL takes the CSV COPY path, unless some text reads as its NULL marker."""
+    table = sa.Table(
+        f"odd_{uuid.uuid4().hex[:8]}", sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("text", sa.String(50)),
+        sa.Column("amount", sa.Double),
+        sa.Column("qty", sa.Integer),
+        sa.Column("at", sql.Timestamp),
+    )
+    sql.ensure_tables(engine, table)
+    odd = ["plain", "", None, 'quote " and, comma', "line\nbreak", "back\\slash", "ünïcode"] + ["\\N"] * null_marker
+    frame = pd.DataFrame({
+        "id": range(count),
+        "text": pd.Series([odd[i % len(odd)] for i in range(count)], dtype="string"),
+        "amount": [0.1 + 0.2 if i % 3 else None for i in range(count)],
+        "qty": [float(i) if i % 4 else None for i in range(count)],  # whole numbers as floats, as pandas holds them
+        "at": [datetime(2026, 1, 1, 0, 0, 0, 123456) + timedelta(seconds=i) if i % 5 else None for i in range(count)],
+    })
+    try:
+        for mode in (WriteMode.APPEND, WriteMode.UPSERT):
+            with engine.begin() as conn:
+                sql.write(conn, table, frame, mode, keys=["id"])
+        with engine.connect() as conn:
+            stored = [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+    finally:
+        table.drop(engine)
+    expected = [
+        (r.id, None if pd.isna(r.text) else r.text, None if pd.isna(r.amount) else r.amount,
+         None if pd.isna(r.qty) else int(r.qty), None if pd.isna(r.at) else r.at.to_pydatetime())
+        for r in frame.itertuples()
+    ]
+    assert stored == expected
 
 
 def test_read_chunks_streams_in_bounded_frames(engine, table):
