@@ -41,14 +41,17 @@ def decode_cursor(cursor: str) -> tuple[str, int]:
 
 
 def _customer_page(
-    db_path: Path, since: str | None, after: tuple[str, int] | None, limit: int
+    db_path: Path, since: str | None, after: tuple[str, int] | None, limit: int, before: str | None = None
 ) -> dict[str, Any]:
-    """One keyset page of customers ordered by (updated_at, row_id)."""
+    """One keyset page of customers ordered by (updated_at, row_id), updated at or after `since` and before `before`."""
     conditions: list[str] = []
     params: list[str | int] = []
     if since is not None:
         conditions.append("updated_at >= ?")
         params.append(since)
+    if before is not None:
+        conditions.append("updated_at < ?")
+        params.append(before)
     if after is not None:
         conditions.append("(updated_at, row_id) > (?, ?)")
         params.extend(after)
@@ -89,10 +92,11 @@ def create_app(
         try:
             limit = parse_positive(query.get("limit"), "limit", DEFAULT_LIMIT, MAX_LIMIT)
             since = parse_since(query.get("updated_since"))
+            before = parse_since(query.get("updated_before"), "updated_before")
             after = decode_cursor(query["cursor"]) if "cursor" in query else None
         except BadRequest as exc:
             return JSONResponse({"error": str(exc)}, 400)
-        return JSONResponse(await run_in_threadpool(_customer_page, db_path, since, after, limit))
+        return JSONResponse(await run_in_threadpool(_customer_page, db_path, since, after, limit, before))
 
     async def country(request: Request) -> JSONResponse:
         if response := fault():

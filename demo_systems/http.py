@@ -75,12 +75,12 @@ def parse_positive(raw: str | None, name: str, default: int, maximum: int | None
     raise BadRequest(f"{name} must be an integer between 1 and {maximum}" if maximum else f"{name} must be an integer >= 1")
 
 
-def parse_since(raw: str | None) -> str | None:
-    """Normalise an ISO-8601 timestamp (naive means UTC) to the stored format."""
+def parse_since(raw: str | None, name: str = "updated_since") -> str | None:
+    """Normalise an ISO-8601 timestamp (naive means UTC) to the stored format; `name` is the parameter's."""
     if raw is None:
         return None
     try:
         moment = datetime.fromisoformat(raw)
     except ValueError as exc:
-        raise BadRequest("updated_since must be an ISO-8601 timestamp") from exc
+        raise BadRequest(f"{name} must be an ISO-8601 timestamp") from exc
     return format_ts(moment if moment.tzinfo else moment.replace(tzinfo=UTC))

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from connectors.sql import Timestamp
 from data_checks.customers import billing_customers
 from data_checks.policy import Gate, SchemaContract
+from flows.partitioned import partitioned_sync_flow
 from flows.pipeline import Pipeline, replay_flow, sync_flow
 from flows.reconcile import reconcile_flow
 from tasks.deliver import SqlTarget, tracked_table
@@ -24,6 +25,7 @@ PIPELINE = Pipeline(
         path="/customers",
         cursor_field="updated_at",
         since_param="updated_since",
+        until_param="updated_before",
         paginator={"type": "cursor", "cursor_path": "next_cursor"},
         params={"limit": 500},
     ),
@@ -56,5 +58,6 @@ PIPELINE = Pipeline(
 )
 
 sync = sync_flow(PIPELINE)
+sync_partitioned = partitioned_sync_flow(PIPELINE)
 replay = replay_flow(PIPELINE)
 reconcile = reconcile_flow(PIPELINE)

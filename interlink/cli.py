@@ -28,9 +28,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run integrations' syncs once, against the demo systems where no system is configured."""
+    """Run integrations' syncs once, against the demo systems where no system is configured;
+    with `--partitions K`, each split into K time windows run in parallel on Dask."""
+    from flows import integration
+
     names = args.integrations or list(INTEGRATIONS)
-    return _run_flows(settings, names, "sync", full_refresh=args.full_refresh, chunk_size=args.chunk_size)
+    options = {"full_refresh": args.full_refresh, "chunk_size": args.chunk_size}
+    if args.partitions is None:
+        return _run_flows(settings, names, "sync", **options)
+    if unsplittable := [name for name in names if not hasattr(integration(name), "sync_partitioned")]:
+        raise ConfigError(f"{', '.join(unsplittable)} cannot run in partitions: only a REST source with `until_param` can")
+    return _run_flows(settings, names, "sync_partitioned", partitions=args.partitions, **options)
 
 
 def runs(args: argparse.Namespace, settings: Settings) -> None:
@@ -202,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
     p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
     p.add_argument("--chunk-size", type=int, default=10_000, help="rows per batch (default 10000)")
+    p.add_argument("--partitions", type=int, metavar="K", help="split each sync into K time windows run in parallel on Dask")
     p.set_defaults(command=run)
 
     p = commands.add_parser("runs", help="the run ledger, newest first")

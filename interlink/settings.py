@@ -91,6 +91,7 @@ class Settings(BaseSettings):
     order_events_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"  # RabbitMQ feeding orders_to_erp
     alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
     webhook_secrets: dict[str, SecretStr] = {}  # integration → HMAC secret, e.g. '{"orders_to_erp": "…"}'
+    dask_address: str | None = None  # a Dask scheduler for partitioned syncs, e.g. tcp://10.0.0.5:8786; None: a local cluster
 
     # The connection inventory: every system any integration uses.
     crm: RestConnection = RestConnection()

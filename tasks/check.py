@@ -7,7 +7,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.gate import Validation, context, validate
+from data_checks.gate import Validation, context, exclusive, validate
 
 
 @task(name="check", cache_policy=NO_CACHE)
@@ -15,7 +15,8 @@ def check(
     rows: pd.DataFrame, suite: gx.ExpectationSuite, home: Path, run_name: str, sensitive: tuple[str, ...] = ()
 ) -> Validation:
     """Validate `rows`: which rows fail which expectations, and which batch-level expectations fail."""
-    validation = validate(context(home), rows, suite, run_name, sensitive)
+    with exclusive(home):  # partitions of one run validate in parallel processes
+        validation = validate(context(home), rows, suite, run_name, sensitive)
     get_run_logger().info(
         "%s: %d of %d rows pass%s", suite.name, len(rows) - len(validation.row_failures), len(rows),
         f"; batch failed {', '.join(validation.batch_failures)}" if validation.batch_failures else "",
