@@ -6,6 +6,7 @@ from types import ModuleType
 from interlink.settings import ConfigError
 
 INTEGRATIONS = ("crm_to_billing", "orders_to_erp", "inventory_to_storefront")
+CHUNK_ROWS = 50_000  # rows per batch by default: enough that each batch's fixed costs (task runs, a GX run) amortise
 
 
 def integration(name: str) -> ModuleType:

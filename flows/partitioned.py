@@ -31,6 +31,7 @@ from prefect.states import State
 from prefect_dask import DaskTaskRunner
 
 from connectors.sql import WATERMARKS, create_engine, ensure_tables, select_in, write_watermark
+from flows import CHUNK_ROWS
 from flows.pipeline import Pipeline, Source, Target, alert_hooks, final_state, guard_batch, ledgered, process_batch, run_report
 from interlink.deadletter import OPEN, RESOLVED, DeadLetters
 from interlink.ledger import Entry
@@ -65,7 +66,7 @@ def partitioned_sync_flow(pipeline: Pipeline) -> Flow:
         description=f"Sync {pipeline.source.connection} → {pipeline.target.connection} in parallel windows",
         **alert_hooks(pipeline),
     )
-    def sync_partitioned(partitions: int = 2, full_refresh: bool = False, chunk_size: int = 10_000) -> State:
+    def sync_partitioned(partitions: int = 2, full_refresh: bool = False, chunk_size: int = CHUNK_ROWS) -> State:
         settings = Settings.load()
         since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
         with ledgered(pipeline, settings, "sync", since) as entry:

@@ -24,6 +24,7 @@ from connectors.rest import breakers
 from data_checks.gate import GateRejected
 from data_checks.guards import staleness
 from data_checks.policy import Gate, SchemaContract
+from flows import CHUNK_ROWS
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
@@ -105,7 +106,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
         name=pipeline.name, description=f"Sync {pipeline.source.connection} → {pipeline.target.connection}",
         **alert_hooks(pipeline),
     )
-    def sync(full_refresh: bool = False, chunk_size: int = 10_000) -> State:
+    def sync(full_refresh: bool = False, chunk_size: int = CHUNK_ROWS) -> State:
         settings = Settings.load()
         since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
         with ledgered(pipeline, settings, "sync", since) as entry:

@@ -14,6 +14,7 @@ from prefect import Flow, flow
 from prefect.runtime import flow_run
 
 from data_checks.gate import GateFailed
+from flows import CHUNK_ROWS
 from flows.pipeline import Pipeline, run_name, shape
 from interlink.deadletter import OPEN, DeadLetters
 from interlink.ledger import Counts, Ledger
@@ -31,7 +32,7 @@ def reconcile_flow(pipeline: Pipeline) -> Flow:
         raise ConfigError(f"{pipeline.name}: reconcile needs a SQL target, not {type(target).__name__}")
 
     @flow(name=f"{pipeline.name}_reconcile", description=f"Reconcile {target.connection} with {pipeline.source.connection}")
-    def reconcile(since: str | None = None, repair: bool = False, chunk_size: int = 10_000) -> dict:
+    def reconcile(since: str | None = None, repair: bool = False, chunk_size: int = CHUNK_ROWS) -> dict:
         """Compare the rows updated at or after `since` (every row if None); with `repair`,
         deliver the missing and changed ones again. Extra rows are only reported; the watermark never moves."""
         settings = Settings.load()

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from flows import INTEGRATIONS
+from flows import CHUNK_ROWS, INTEGRATIONS
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import ConfigError, Settings
@@ -209,7 +209,7 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run", help="run integrations' syncs now (all of them by default)")
     p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
     p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
-    p.add_argument("--chunk-size", type=int, default=10_000, help="rows per batch (default 10000)")
+    p.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=f"rows per batch (default {CHUNK_ROWS})")
     p.add_argument("--partitions", type=int, metavar="K", help="split each sync into K time windows run in parallel on Dask")
     p.set_defaults(command=run)
 

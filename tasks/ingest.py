@@ -96,13 +96,13 @@ def fetch_chunk(
     params = dict(source.params)
     if since:
         params[source.since_param] = since
-    records: list[dict] = []
+    pages: list[pd.DataFrame] = []  # a frame per page: far smaller than the page's dicts
     with RestClient.connect(source.connection, connection) as client:
         for page in client.paginate(source.path, paginator, params, source.records_path, source.concurrent_pages):
-            records.extend(page)
-            if len(records) >= max_rows:
+            pages.append(pd.DataFrame.from_records(page))
+            if sum(map(len, pages)) >= max_rows:
                 break
-    frame = ROWS_HELD.track(pd.DataFrame.from_records(records))
+    frame = ROWS_HELD.track(pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0])
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
     position = paginator.checkpoint()
     return Chunk(frame, newest(frame, source.cursor_field), last=position is None), position
