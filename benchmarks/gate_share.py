@@ -26,7 +26,6 @@ import gc
 import io
 import json
 import os
-import platform
 import pstats
 import re
 import resource
@@ -42,6 +41,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import machine, phase_seconds, status_mb, task_runs
+
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -55,17 +56,6 @@ PHASES = ("ingest", "transform", "lookup-countries", "enrich", "check", "quarant
 
 def _maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
-
-
-def _status_mb(field: str) -> float | None:
-    """VmRSS / VmHWM of this process from /proc (Linux), in MB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
 
 
 def _reset_peak() -> bool:
@@ -90,33 +80,6 @@ def seed_crm(db: Path, n: int) -> dict:
 
 
 # --------------------------------------------------------------------------- worker: the sync
-
-
-def _task_runs(flow_run_id, settle_s: float = 60.0) -> list:
-    """Every task run of the flow run, once all are finished (task states reach the API asynchronously)."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-
-    client = get_client(sync_client=True)
-    flt = FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))
-    deadline = time.monotonic() + settle_s
-    while True:
-        runs, offset = [], 0
-        while True:
-            page = client.read_task_runs(flow_run_filter=flt, limit=200, offset=offset)
-            runs.extend(page)
-            if len(page) < 200:
-                break
-            offset += 200
-        if (runs and all(r.end_time is not None for r in runs)) or time.monotonic() > deadline:
-            return runs
-        time.sleep(1.0)
-
-
-def _seconds(run) -> float:
-    if run.start_time and run.end_time:
-        return (run.end_time - run.start_time).total_seconds()
-    return run.total_run_time.total_seconds()
 
 
 def sync_worker(args: argparse.Namespace) -> None:
@@ -145,13 +108,8 @@ def sync_worker(args: argparse.Namespace) -> None:
             state = sync(full_refresh=True, chunk_size=args.chunk, return_state=True)
             wall = time.perf_counter() - started
             summary = state.result(raise_on_failure=False)
-            runs = _task_runs(state.state_details.flow_run_id)
-            phases: dict[str, dict] = {}
-            for run in runs:
-                name = run.task_key.rsplit("-", 1)[0] if not run.name else run.name.rsplit("-", 1)[0]
-                entry = phases.setdefault(name, {"seconds": 0.0, "task_runs": 0})
-                entry["seconds"] += _seconds(run)
-                entry["task_runs"] += 1
+            runs = task_runs(state.state_details.flow_run_id)
+            phases = phase_seconds(runs)
             unfinished = sum(r.end_time is None for r in runs)
             record = {
                 "repeat": repeat + 1,
@@ -320,7 +278,7 @@ def gate_worker(args: argparse.Namespace) -> None:
     # Building the frame peaks higher than validating it, so ru_maxrss alone cannot see validate's peak:
     # reset the high-water mark (Linux clear_refs 5) and read VmHWM afterwards; ru_maxrss delta as a fallback.
     maxrss_before = _maxrss_mb()
-    rss_before = _status_mb("VmRSS")
+    rss_before = status_mb("VmRSS")
     reset = _reset_peak()
     profiler = cProfile.Profile() if args.profile else None
     started = time.perf_counter()
@@ -331,7 +289,7 @@ def gate_worker(args: argparse.Namespace) -> None:
         profiler.disable()
     seconds = time.perf_counter() - started
     maxrss_after = _maxrss_mb()
-    hwm = _status_mb("VmHWM") if reset else None
+    hwm = status_mb("VmHWM") if reset else None
     peak_delta = (hwm - rss_before) if hwm is not None and rss_before is not None else maxrss_after - maxrss_before
     out = {
         "kind": args.kind,
@@ -552,9 +510,7 @@ def _report(args, seeding: dict, sync: dict, gate: dict | None) -> dict:
     report = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
-            "python": platform.python_version(),
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
+            **machine(),
             "note": "2 cores, shared with a concurrent test run: absolute times are noisy, ratios less so",
         },
         "N": args.n,

@@ -1,0 +1,186 @@
+"""Sync benchmark: Interlink against a hand-written httpx + COPY baseline and dlt, N rows from REST into PostgreSQL.
+
+    .venv/bin/python benchmarks/bench.py --n 100000 --repeat 3        # or: make bench [N=1000000]
+
+1. Generates N customer rows (10 fields) once and serves them from `benchmarks/source.py` in this process.
+2. Starts one real Prefect server (a temporary PREFECT_HOME), so its start-up is outside every timing.
+3. Each repetition runs every contender, in a rotated order, in a subprocess of its own, into a fresh PostgreSQL
+   schema of its own; the source is reset before each. Peak RSS is the child's own VmHWM, CPU time its `os.wait4` rusage.
+   Interlink also runs a no-change incremental sync and one after 1 % of the source rows changed.
+4. Writes `benchmarks/results/bench-<N>.json`, and the same as `latest.json` with `latest.md` (see `bench_report.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import psycopg
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench_report import markdown, summarise
+from benchmarks.common import machine, run_child
+from benchmarks.source import Customers, create_app
+from demo_systems.server import serve
+
+RESULTS = ROOT / "benchmarks" / "results"
+API_KEY = "sk-bench-41d7e2"
+CONTENDERS = {
+    "interlink": "benchmarks.contenders.interlink",
+    "baseline": "benchmarks.contenders.baseline",
+    "dlt": "benchmarks.contenders.dlt_rest",
+}
+QUIET = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "GX_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+
+
+@contextmanager
+def prefect_server(home: Path, timeout: float = 180.0) -> Iterator[str]:
+    """A real Prefect server on a free port with its database under `home`; yields its API URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, **QUIET, "PREFECT_HOME": str(home)}
+    env["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    cmd = [str(Path(sys.executable).parent / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)]
+    with open(home / "server.log", "w") as log:
+        server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=home, start_new_session=True)
+    url = f"http://127.0.0.1:{port}/api"
+    try:
+        deadline = time.monotonic() + timeout
+        while not _healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the Prefect server did not start; see {home / 'server.log'}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(60)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def fresh_schema(pg: str, schema: str, drop_only: bool = False) -> None:
+    with psycopg.connect(pg, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        if not drop_only:
+            conn.execute(f"CREATE SCHEMA {schema}")
+
+
+def rows_in(pg: str, schema: str) -> int:
+    with psycopg.connect(pg) as conn:
+        return conn.execute(f"SELECT count(*) FROM {schema}.customers").fetchone()[0]
+
+
+def run_contender(name: str, config: dict, env: dict, work: Path, timeout: float) -> dict:
+    """One contender's sync in its own process, into a fresh schema; its figures, process wall and CPU seconds."""
+    fresh_schema(config["pg"], config["schema"])
+    out, log = work / f"{config['schema']}.json", work / f"{config['schema']}.log"
+    try:
+        cmd = [sys.executable, "-m", CONTENDERS[name], json.dumps(config), str(out)]
+        with open(log, "w") as output:
+            try:
+                process_s, cpu_s = run_child(cmd, timeout, cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT)
+            except (subprocess.CalledProcessError, TimeoutError):
+                print("".join(log.read_text().splitlines(keepends=True)[-40:]), file=sys.stderr)
+                raise
+        result = json.loads(out.read_text())
+        result.update(process_s=process_s, process_cpu_s=cpu_s, rows_in_target=rows_in(config["pg"], config["schema"]))
+        return result
+    finally:
+        fresh_schema(config["pg"], config["schema"], drop_only=True)
+
+
+def main(args: argparse.Namespace) -> dict:
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="interlink-bench-"))
+    print(f"generating {args.n:,} source rows …", flush=True)
+    customers = Customers(args.n, seed=args.seed)
+    generated_s = time.perf_counter() - started
+    repetitions = []
+    try:
+        (work / "prefect").mkdir()
+        with prefect_server(work / "prefect") as api_url, serve(create_app(customers, API_KEY)) as url:
+            env = {**os.environ, **QUIET, "PREFECT_API_URL": api_url, "PREFECT_HOME": str(work / "prefect")}
+            base = {"url": url, "api_key": API_KEY, "page": args.page, "pg": args.pg, "chunk": args.chunk}
+            base.update(concurrent_pages=args.concurrent_pages, change_share=args.change_share)
+            for rep in range(args.repeat):
+                order = args.contenders[rep % len(args.contenders) :] + args.contenders[: rep % len(args.contenders)]
+                runs = {}
+                for name in order:
+                    customers.reset()
+                    schema = f"bench_{name}_{rep + 1}"
+                    config = {**base, "schema": schema, "home": str(work / schema)}
+                    if args.profile and name == "interlink" and rep == 0:
+                        config["profile"] = str(RESULTS / f"profile-{args.n}.txt")
+                    runs[name] = run_contender(name, config, env, work, args.timeout)
+                    print(f"  rep {rep + 1} {name}: {runs[name]['sync_s']:.1f}s, {runs[name]['peak_rss_mb']:.0f} MB", flush=True)
+                repetitions.append({"repetition": rep + 1, "order": order, "runs": runs})
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(args.pg),
+        "settings": {
+            k: getattr(args, k)
+            for k in ("n", "repeat", "page", "chunk", "concurrent_pages", "seed", "change_share", "contenders")
+        },
+        "source_generation_s": round(generated_s, 2),
+        "benchmark_s": round(time.perf_counter() - started, 1),
+        "repetitions": repetitions,
+    }
+
+
+def write(raw: dict) -> dict:
+    """Summarise, with the RSS of the other benchmark size when its results exist, and write the result files."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    n = raw["settings"]["n"]
+    others = {int(p.stem.split("-", 1)[1]): json.loads(p.read_text()) for p in RESULTS.glob("bench-*.json")}
+    report = summarise(raw, {size: other for size, other in others.items() if size != n})
+    text = json.dumps(report, indent=2)
+    (RESULTS / f"bench-{n}.json").write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    (RESULTS / "latest.md").write_text(markdown(report))
+    return report
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=100_000, help="source rows")
+    parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians are reported)")
+    parser.add_argument("--page", type=int, default=1000, help="source page size")
+    parser.add_argument("--chunk", type=int, default=50_000, help="Interlink's chunk_size (its default)")
+    parser.add_argument("--concurrent-pages", type=int, default=4, help="Interlink's RestSource.concurrent_pages")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--change-share", type=float, default=0.01, help="share of rows changed before the last incremental")
+    parser.add_argument("--contenders", type=lambda s: s.split(","), default=list(CONTENDERS), help="comma-separated")
+    parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test", help="libpq URL of the target")
+    parser.add_argument("--profile", action="store_true", help="profile Interlink's first full sync (results/profile-N.txt)")
+    parser.add_argument("--timeout", type=float, default=3600, help="seconds per contender run")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    report = write(main(parse(sys.argv[1:])))
+    print(markdown(report))
+    print(f"\nwrote {(RESULTS / 'latest.json').relative_to(ROOT)} and latest.md in {report['benchmark_s']}s")
