@@ -67,8 +67,11 @@ def _clean(value: str | None) -> str | None:
 
 
 def _text(values: pd.Series) -> list[str | None]:
-    """Each value as text; None for missing."""
-    return [v if isinstance(v, str) else None if pd.isna(v) else str(v) for v in values.to_numpy(dtype=object)]
+    """Each value as text (a number or a nested list too); None for missing."""
+    return [
+        v if isinstance(v, str) else None if pd.api.types.is_scalar(v) and pd.isna(v) else str(v)
+        for v in values.to_numpy(dtype=object)
+    ]
 
 
 def _each(values: pd.Series, normalise: Callable[[str | None], str | None]) -> pd.Series:

@@ -2,7 +2,14 @@
 
 import pandas as pd
 
-from tasks.transform import latest_per_key, normalise_country, normalise_email, normalise_phone, to_billing_customers
+from tasks.transform import (
+    blank_to_na,
+    latest_per_key,
+    normalise_country,
+    normalise_email,
+    normalise_phone,
+    to_billing_customers,
+)
 
 
 def values(series: pd.Series) -> list:
@@ -177,3 +184,8 @@ def test_a_version_with_an_unparseable_update_time_does_not_replace_a_valid_one(
 def test_us_national_number_with_trunk_prefix_1():
     result = normalise_phone(pd.Series(["1-555-123-4567"]), pd.Series(["US"]))
     assert values(result) == ["+15551234567"]
+
+
+def test_values_that_are_not_text_are_normalised_as_their_text_and_never_fail():
+    names = pd.Series(["  Ann   Smith ", 42, 1.5, ["a", "b"], {"first": "Bo"}, float("nan"), pd.NA, None], dtype=object)
+    assert values(blank_to_na(names)) == ["Ann Smith", "42", "1.5", "['a', 'b']", "{'first': 'Bo'}", None, None, None]
