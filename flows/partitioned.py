@@ -32,12 +32,13 @@ from prefect_dask import DaskTaskRunner
 
 from connectors.sql import WATERMARKS, create_engine, ensure_tables, select_in, write_watermark
 from flows import CHUNK_ROWS
-from flows.pipeline import Pipeline, Source, Target, alert_hooks, final_state, guard_batch, ledgered, process_batch, run_report
+from flows.pipeline import Pipeline, Target, alert_hooks, final_state, guard_batch, ledgered, process_batch, run_report
 from interlink.deadletter import OPEN, RESOLVED, DeadLetters
 from interlink.ledger import Entry
 from interlink.settings import ConfigError, Settings
 from tasks.deliver import Delivery, SqlTarget
 from tasks.gate import volume_guard
+from tasks.ingest import RestSource, fetch_chunk
 
 BISECT_STEPS = 12  # probes that find the newest record, to 1/4096 of the range up to now
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -149,7 +150,7 @@ def commit_watermark(url: str, integration: str, watermark: str, flow_run_id: st
         engine.dispose()
 
 
-def windows(source: Source, settings: Settings, since: str | None, count: int) -> list[tuple[str | None, str | None]]:
+def windows(source: RestSource, settings: Settings, since: str | None, count: int) -> list[tuple[str | None, str | None]]:
     """Up to `count` windows [since, b1), [b1, b2) … [bn, open) of equal length over the records from `since`.
 
     The first window starts at `since` (None: the beginning) and the last is open, so every
@@ -163,22 +164,28 @@ def windows(source: Source, settings: Settings, since: str | None, count: int) -
     return list(zip([since, *bounds], [*bounds, None], strict=True))
 
 
-def _earliest(source: Source, settings: Settings) -> pd.Timestamp | None:
+def _earliest(source: RestSource, settings: Settings) -> pd.Timestamp | None:
     """The oldest update time on the source's first page (the oldest record, for a source read in update order)."""
-    first = next(source.chunks(settings, None, 1)).records
+    first = _first_page(source, settings, None)
     return None if first.empty else _times(first[source.cursor_field]).min()
 
 
-def _newest(source: Source, settings: Settings, start: pd.Timestamp) -> pd.Timestamp:
+def _newest(source: RestSource, settings: Settings, start: pd.Timestamp) -> pd.Timestamp:
     """About the newest update time at or after `start`, by bisecting [start, now] on whether records remain."""
     low, high = start, pd.Timestamp.now(tz="UTC")
     for _ in range(BISECT_STEPS):
         middle = low + (high - low) / 2
-        if next(source.chunks(settings, middle.strftime(TS_FORMAT), 1)).records.empty:
+        if _first_page(source, settings, middle.strftime(TS_FORMAT)).empty:
             high = middle
         else:
             low = middle
     return high
+
+
+def _first_page(source: RestSource, settings: Settings, since: str | None) -> pd.DataFrame:
+    """The records of the first page from `since`: one request (not `chunks`, which would read one ahead)."""
+    chunk, _ = fetch_chunk(source, settings.connection(source.connection), since, None, 1)
+    return chunk.records
 
 
 def _time(value: str) -> pd.Timestamp:

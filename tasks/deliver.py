@@ -101,9 +101,10 @@ def deliver(
             plan = _plan(conn, target, prepared)
             write(conn, target.table, prepared.loc[plan == "insert", columns], WriteMode.APPEND)
             write(conn, target.table, prepared.loc[plan.isin(["update", "touch"]), columns], WriteMode.UPSERT, [target.key])
-            changed = prepared[plan != "unchanged"]
-            for child in target.children:
-                _replace_children(conn, child, changed, target.key)
+            if target.children:
+                changed = prepared[plan != "unchanged"]
+                for child in target.children:
+                    _replace_children(conn, child, changed, target.key)
             if watermark is not None:
                 write_watermark(conn, integration, watermark, flow_run_id)
     finally:
@@ -124,14 +125,14 @@ def _replace_children(conn: sa.Connection, child: ChildTable, parents: pd.DataFr
     keys = parents[key].tolist()
     for start in range(0, len(keys), WRITE_BATCH):
         conn.execute(child.table.delete().where(child.table.c[child.parent_key].in_(keys[start : start + WRITE_BATCH])))
-    lines = pd.DataFrame.from_records(
+    rows = pd.DataFrame.from_records(
         [
             {**line, child.parent_key: parent}
             for parent, lines in zip(parents[key], parents[child.column], strict=True)
             for line in lines or []
         ]
     )
-    write(conn, child.table, lines, WriteMode.APPEND)
+    write(conn, child.table, rows, WriteMode.APPEND)
 
 
 def row_hashes(rows: pd.DataFrame, target: SqlTarget) -> pd.Series:

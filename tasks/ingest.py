@@ -97,10 +97,12 @@ def fetch_chunk(
     if since:
         params[source.since_param] = since
     pages: list[pd.DataFrame] = []  # a frame per page: far smaller than the page's dicts
+    rows = 0
     with RestClient.connect(source.connection, connection) as client:
         for page in client.paginate(source.path, paginator, params, source.records_path, source.concurrent_pages):
             pages.append(pd.DataFrame.from_records(page))
-            if sum(map(len, pages)) >= max_rows:
+            rows += len(page)
+            if rows >= max_rows:
                 break
     frame = ROWS_HELD.track(pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0])
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
