@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -41,6 +40,7 @@ import pandas as pd  # noqa: E402
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
+from benchmarks.common import machine, task_runs  # noqa: E402
 from demo_systems.crm_data import LAST_NAMES  # noqa: E402
 from tasks.transform import to_billing_customers  # noqa: E402
 
@@ -75,8 +75,6 @@ def heavy_transform(raw: pd.DataFrame) -> pd.DataFrame:
 
 def run_worker(args: argparse.Namespace) -> None:
     """In a subprocess: `repeats` partitioned syncs of the served CRM, each into a fresh home."""
-    from prefect import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
     from prefect.testing.utilities import prefect_test_harness
 
     from demo_systems.app import create_app
@@ -97,11 +95,7 @@ def run_worker(args: argparse.Namespace) -> None:
             state = sync(partitions=args.partitions, chunk_size=args.chunk, return_state=True)
             wall = time.perf_counter() - started
             summary = state.result()
-            with get_client(sync_client=True) as client:
-                parts = client.read_task_runs(
-                    flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
-                    task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="sync-partition")),
-                )
+            parts = [r for r in task_runs(state.state_details.flow_run_id) if r.name.startswith("sync-partition")]
             runs.append({
                 "wall_seconds": round(wall, 2),
                 "partition_seconds": sorted(round(p.total_run_time.total_seconds(), 2) for p in parts),
@@ -142,8 +136,7 @@ def _report(args: argparse.Namespace, measured: dict[int, list[dict]]) -> dict:
     base = medians[min(medians)]
     return {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                    "note": "shared with other jobs: absolute times are noisy, ratios less so"},
+        "machine": {**machine(), "note": "shared with other jobs: absolute times are noisy, ratios less so"},
         "N": args.n, "chunk_size": args.chunk, "repeats": args.repeats,
         "cluster": f"local Dask cluster: {os.cpu_count()} worker processes × 1 thread",
         "transform": "to_billing_customers + fuzzy surname cleaning (pure-Python Levenshtein against 30 known surnames)",
