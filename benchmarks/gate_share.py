@@ -90,7 +90,9 @@ def sync_worker(args: argparse.Namespace) -> None:
 
     out: dict = {"runs": [], "repeats_requested": args.repeats}
     with prefect_test_harness(server_startup_timeout=180), serve(create_app(Path(args.db), API_KEY, fault_rate=0.0)) as url:
-        from flows.crm_to_billing import sync
+        from flows.crm_to_billing import PIPELINE
+
+        sync = PIPELINE.sync
 
         for repeat in range(args.repeats):
             home = Path(tempfile.mkdtemp(prefix="interlink-bench-"))

@@ -7,6 +7,8 @@
           ├── AuthError        401 / 403: the credentials were rejected
           ├── NotFound         404: no such resource
           └── PaginationLoop   the source handed back a cursor it had already given
+
+    ConfigError                a setting is missing or wrong: the message names it and the fix
 """
 
 
@@ -40,3 +42,7 @@ class NotFound(FatalError):
 
 class PaginationLoop(FatalError):
     """The source repeated a page cursor; following it would loop forever."""
+
+
+class ConfigError(ValueError):
+    """A setting is missing or wrong; the message names the setting and the fix."""

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from interlink.settings import ConfigError
+from connectors.errors import ConfigError
 
 READERS = {".csv": "csv", ".jsonl": "jsonl"}
 

@@ -27,7 +27,7 @@ from connectors.breaker import CircuitBreaker
 from connectors.errors import AuthError, FatalError, NotFound, RetriableError
 from connectors.pagination import PageRequest, Paginator
 from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
-from interlink.settings import RestConnection
+from connectors.connections import RestConnection
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ from psycopg import sql as pgsql
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from interlink.settings import ConfigError
+from connectors.errors import ConfigError
 
 # Microsecond timestamps everywhere (MySQL/MariaDB's DATETIME drops them by default).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")

@@ -13,7 +13,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 from pydantic import BaseModel, Field
 
-from flows import integration
+from flows import entrypoint, integration
 
 DECLARATIONS = Path(__file__).with_name("deployments.yaml")
 
@@ -58,6 +58,6 @@ def runner_deployments(path: Path = DECLARATIONS) -> list[RunnerDeployment]:
                 concurrency_limit=1,
             )
         )
-        deployment.entrypoint = f"flows/{d.integration}.py:{d.flow}"  # the module attribute, not the factory inside
+        deployment.entrypoint = entrypoint(d.integration, d.flow)  # the pipeline's flow, not the factory inside
         deployments.append(deployment)
     return deployments

@@ -10,9 +10,7 @@ import sqlalchemy as sa
 from connectors.sql import Timestamp
 from data_checks.customers import billing_customers
 from data_checks.policy import Gate, SchemaContract
-from flows.partitioned import partitioned_sync_flow
-from flows.pipeline import Pipeline, replay_flow, sync_flow
-from flows.reconcile import reconcile_flow
+from flows.pipeline import Pipeline
 from tasks.deliver import SqlTarget, tracked_table
 from tasks.enrich import Lookup, add_billing_terms, lookup_countries
 from tasks.ingest import RestSource
@@ -56,8 +54,3 @@ PIPELINE = Pipeline(
         updated="crm_updated_at",
     ),
 )
-
-sync = sync_flow(PIPELINE)
-sync_partitioned = partitioned_sync_flow(PIPELINE)
-replay = replay_flow(PIPELINE)
-reconcile = reconcile_flow(PIPELINE)

@@ -2,7 +2,7 @@
 
 from data_checks.policy import Gate, SchemaContract
 from data_checks.stock import stock_levels
-from flows.pipeline import Pipeline, replay_flow, sync_flow
+from flows.pipeline import Pipeline
 from tasks.ingest import FolderSource
 from tasks.send import RestTarget
 from tasks.transform import to_stock_levels
@@ -18,6 +18,3 @@ PIPELINE = Pipeline(
     key="sku",
     target=RestTarget(connection="storefront", path="/products/{sku}", key="sku", fields=("stock",)),
 )
-
-sync = sync_flow(PIPELINE)
-replay = replay_flow(PIPELINE)

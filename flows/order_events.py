@@ -19,14 +19,14 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from connectors.amqp import Message, QueueConnection
-from flows.orders_to_erp import PIPELINE
+from flows.orders_to_erp import PIPELINE as ORDERS
 from flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Entry
 from interlink.settings import Settings
 from tasks.ingest import Chunk
 
-FIELDS = list(PIPELINE.contract.fields)
+FIELDS = list(ORDERS.contract.fields)
 
 
 @flow(name="consume_order_events", description="Order events from a queue → ERP, in micro-batches")
@@ -40,8 +40,8 @@ def consume_order_events(
     """Consume batches until `max_batches` are done or the queue stays empty for `idle_s` seconds."""
     settings = Settings.load()
     url = queue_url or settings.order_events_url
-    with ledgered(PIPELINE, settings, "stream", None) as entry, QueueConnection(url, queue) as conn:
-        caches: list[dict] = [{} for _ in PIPELINE.enrichers]
+    with ledgered(ORDERS, settings, "stream", None) as entry, QueueConnection(url, queue) as conn:
+        caches: list[dict] = [{} for _ in ORDERS.enrichers]
         batches = 0
         while max_batches is None or batches < max_batches:
             if not (messages := conn.fetch(batch_size, idle_s)):
@@ -49,8 +49,8 @@ def consume_order_events(
             _consume(conn, settings, messages, caches, entry)
             batches += 1
         get_run_logger().info("%d batches from queue %s: %s", batches, queue, entry.counts)
-        entry.report = run_report(PIPELINE, settings, entry, None)
-    return final_state(PIPELINE, entry)
+        entry.report = run_report(ORDERS, settings, entry, None)
+    return final_state(ORDERS, entry)
 
 
 def _consume(conn: QueueConnection, settings: Settings, messages: list[Message], caches: list[dict], entry: Entry) -> None:
@@ -66,7 +66,7 @@ def _consume(conn: QueueConnection, settings: Settings, messages: list[Message],
             orders.append(order)
             tags.append(message.delivery_tag)
     if poison:
-        DeadLetters(settings.state_db).put(PIPELINE.name, [reject for _, reject in poison], flow_run.id)
+        DeadLetters(settings.state_db).put(ORDERS.name, [reject for _, reject in poison], flow_run.id)
         conn.ack([tag for tag, _ in poison])
         entry.counts += Counts(rows_read=len(poison), rows_quarantined=len(poison))
     if not orders:
@@ -74,8 +74,8 @@ def _consume(conn: QueueConnection, settings: Settings, messages: list[Message],
     raw = pd.DataFrame.from_records(orders)
     raw = raw.reindex(columns=[*FIELDS, *(c for c in raw.columns if c not in FIELDS)])
     try:
-        guard_batch(PIPELINE, settings, Chunk(raw, last=False), entry)
-        process_batch(PIPELINE, settings, raw, caches, None, RESOLVED, entry)
+        guard_batch(ORDERS, settings, Chunk(raw, last=False), entry)
+        process_batch(ORDERS, settings, raw, caches, None, RESOLVED, entry)
     except BaseException:
         conn.nack(tags, requeue=True)
         raise

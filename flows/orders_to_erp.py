@@ -5,8 +5,7 @@ import sqlalchemy as sa
 from connectors.sql import Timestamp
 from data_checks.orders import erp_orders
 from data_checks.policy import Gate, SchemaContract
-from flows.pipeline import Pipeline, replay_flow, sync_flow
-from flows.reconcile import reconcile_flow
+from flows.pipeline import Pipeline
 from tasks.deliver import ChildTable, SqlTarget, tracked_table
 from tasks.enrich import Lookup, convert_to_eur, fetch_rates
 from tasks.ingest import RestSource
@@ -67,7 +66,3 @@ PIPELINE = Pipeline(
         ),
     ),
 )
-
-sync = sync_flow(PIPELINE)
-replay = replay_flow(PIPELINE)
-reconcile = reconcile_flow(PIPELINE)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Protocol
 
 import great_expectations as gx
@@ -82,6 +83,33 @@ class Pipeline:
     @property
     def connections(self) -> list[str]:
         return [self.source.connection, *(e.connection for e in self.enrichers), self.target.connection]
+
+    # The integration's flows, made on first use; a deployment's entrypoint is `flows.<module>:PIPELINE.sync`.
+    @cached_property
+    def sync(self) -> Flow:
+        return sync_flow(self)
+
+    @cached_property
+    def replay(self) -> Flow:
+        return replay_flow(self)
+
+    @cached_property
+    def reconcile(self) -> Flow:
+        """Every integration with a SQL target has one; others raise `ConfigError`."""
+        from flows.reconcile import reconcile_flow  # it builds on this module
+
+        return reconcile_flow(self)
+
+    @cached_property
+    def sync_partitioned(self) -> Flow:
+        """The sync split into time windows on Dask; `ConfigError` where the source cannot be windowed."""
+        from flows.partitioned import partitioned_sync_flow  # it builds on this module
+
+        return partitioned_sync_flow(self)
+
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. for a Dask worker) without the flows made from it."""
+        return {k: v for k, v in self.__dict__.items() if not isinstance(v, Flow)}
 
 
 def alert_hooks(pipeline: Pipeline) -> dict[str, list[Callable]]:

@@ -1,125 +1,75 @@
-"""Settings and connections, read from `INTERLINK_*` environment variables.
+"""Settings and connections, from `deployments/connections.yaml` and `INTERLINK_*` environment variables.
 
-Every system Interlink talks to is a named connection, typed: `rest`, `sql` or `folder`.
-Nested fields use `__`: `INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__AUTH__KIND=api_key`,
-`INTERLINK_CRM__AUTH__KEY`, `INTERLINK_BILLING__URL`. A secret may name a Prefect Secret
-block instead of holding the value (`prefect-secret:crm-api-key`): the one place to
-rotate it. A REST connection without a base URL means "the embedded demo system",
-which the `interlink` CLI starts for the duration of a command.
+Every system Interlink talks to is a named, typed connection (`rest`, `sql` or `folder`),
+declared in the connections file (`INTERLINK_CONNECTIONS_FILE` names another) and/or the
+environment, whose variables win: `INTERLINK_<NAME>__<FIELD>`, nested with `__`, e.g.
+`INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__AUTH__KEY`, `INTERLINK_BILLING__URL`. A connection
+only in the environment takes its kind from `INTERLINK_<NAME>__KIND` or from the field that
+says where it is (`BASE_URL`: rest, `URL`: sql, `PATH`: folder). Secrets never sit in the
+file: they come from the environment, or name a Prefect Secret block (`prefect-secret:crm-api-key`),
+the one place to rotate them. Nothing is filled in: a connection used without its URL or
+path is a `ConfigError` naming the variable to set.
 """
 
 from __future__ import annotations
 
+import difflib
+import json
+import os
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Any, get_args
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+import yaml
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from connectors.auth import AuthConfig
+from connectors.connections import LOCATION, Connection, FolderConnection, RestConnection, SqlConnection, mask_url
+from connectors.errors import ConfigError
 
+__all__ = ["ConfigError", "Connection", "FolderConnection", "RestConnection", "Settings", "SqlConnection", "mask_url"]
+
+PREFIX = "INTERLINK_"
 SECRET_BLOCK = "prefect-secret:"
-HEALTH_PATHS = {  # what the health check asks each known API: cheap, and refused without valid credentials
-    "crm": "/customers?limit=1",
-    "finance": "/countries/DE",
-    "storefront": "/orders?per_page=1",
-    "rates": "/rates?base=EUR",
-}
-
-
-class ConfigError(ValueError):
-    """A setting is missing or wrong; the message names the field and the fix."""
-
-
-class RestConnection(BaseModel):
-    """An HTTP API: where it is, how to authenticate, and how hard to push it."""
-
-    kind: Literal["rest"] = "rest"
-    base_url: str | None = None
-    auth: AuthConfig | None = None
-    timeout_s: float = 10.0
-    max_attempts: int = Field(5, ge=1)
-    rate_per_s: float | None = Field(None, gt=0)
-    max_concurrency: int | None = Field(None, ge=1)
-    shared_rate_limit: str | None = None  # a Prefect global concurrency limit shared by every flow using this API
-    breaker_threshold: int = Field(5, ge=1)
-    breaker_cooldown_s: float = Field(30.0, ge=0)
-    health_path: str | None = None  # a cheap GET that needs auth; defaults per connection below
-
-    @property
-    def display(self) -> str:
-        return self.base_url or "(embedded demo system)"
-
-
-class SqlConnection(BaseModel):
-    """A SQL database, as a SQLAlchemy URL (any password in it is masked on display)."""
-
-    kind: Literal["sql"] = "sql"
-    url: str | None = None
-
-    @property
-    def display(self) -> str:
-        return mask_url(self.url) if self.url else "(SQLite in the Interlink home)"
-
-
-class FolderConnection(BaseModel):
-    """A folder where files are dropped or written."""
-
-    kind: Literal["folder"] = "folder"
-    path: Path | None = None
-
-    @property
-    def display(self) -> str:
-        return str(self.path) if self.path else "(a folder in the Interlink home)"
-
-
-Connection = Annotated[RestConnection | SqlConnection | FolderConnection, Field(discriminator="kind")]
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by `***`."""
-    return make_url(url).render_as_string(hide_password=True)
+CONNECTIONS_FILE = Path(__file__).resolve().parents[1] / "deployments" / "connections.yaml"
+SECRET_FIELDS = {"key", "token", "password", "client_secret", "secret"}
+_connection = TypeAdapter(Connection)
+AUTH_KINDS = [config.model_fields["kind"].default for config in get_args(get_args(AuthConfig)[0])]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="INTERLINK_", env_nested_delimiter="__", hide_input_in_errors=True)
+    """Interlink's own settings (`INTERLINK_HOME`, `INTERLINK_STATE_URL`, …) and every connection."""
+
+    model_config = SettingsConfigDict(env_prefix=PREFIX, env_nested_delimiter="__", hide_input_in_errors=True)
 
     home: Path = Path(".interlink")
     state_url: str | None = None
-    demo_fault_rate: float = Field(0.02, ge=0, le=1)
+    connections_file: Path = CONNECTIONS_FILE
     order_events_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"  # RabbitMQ feeding orders_to_erp
     alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
     webhook_secrets: dict[str, SecretStr] = {}  # integration → HMAC secret, e.g. '{"orders_to_erp": "…"}'
     dask_address: str | None = None  # a Dask scheduler for partitioned syncs, e.g. tcp://10.0.0.5:8786; None: a local cluster
-
-    # The connection inventory: every system any integration uses.
-    crm: RestConnection = RestConnection()
-    finance: RestConnection = RestConnection()
-    billing: SqlConnection = SqlConnection()
-    storefront: RestConnection = RestConnection()
-    rates: RestConnection = RestConnection()
-    erp: SqlConnection = SqlConnection()
-    erp_stock: FolderConnection = FolderConnection()
+    connections: dict[str, Connection] = Field(default_factory=dict)  # read from the file and INTERLINK_<NAME>__*
 
     @classmethod
     def load(cls) -> Settings:
-        """The settings from the environment; a bad value raises `ConfigError` naming its variable."""
+        """The settings; a bad or unknown value raises `ConfigError` naming its variable and the fix."""
+        unknown = [n for n in os.environ if n.startswith(PREFIX) and "__" not in n and n.removeprefix(PREFIX).lower() not in cls.model_fields]
+        if unknown:
+            raise ConfigError(f"{unknown[0]} is not a setting{_did_you_mean(unknown[0], [PREFIX + f.upper() for f in cls.model_fields])}")
+        path = Path(os.environ.get(f"{PREFIX}CONNECTIONS_FILE") or CONNECTIONS_FILE)
         try:
-            return cls()
+            return cls(connections=declared_connections(path))
         except ValidationError as exc:
-            problems = [
-                f"INTERLINK_{'__'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
-                for error in exc.errors()
-            ]
-            raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+            raise ConfigError(_explain(exc.errors()[0])) from None
 
     def model_post_init(self, _context: object) -> None:
         self.home = self.home.resolve()
 
     @property
     def state_db(self) -> str:
-        """Interlink's own metadata database: run ledger and dead-letter store."""
+        """Interlink's own metadata database: run ledger and dead-letter store (SQLite in the home unless set)."""
         return self.state_url or f"sqlite:///{self.home / 'interlink.db'}"
 
     @property
@@ -127,32 +77,153 @@ class Settings(BaseSettings):
         return self.home / "reports"
 
     def names(self) -> list[str]:
-        """The names of every configured connection."""
-        return [name for name, value in self if isinstance(value, RestConnection | SqlConnection | FolderConnection)]
+        """The names of every declared connection."""
+        return sorted(self.connections)
 
     def connection(self, name: str) -> RestConnection | SqlConnection | FolderConnection:
-        """Connection `name`, ready to use: defaults filled in, secrets from Prefect blocks resolved."""
-        if name not in self.names():
-            raise ConfigError(f"unknown connection {name!r}; known: {', '.join(self.names())}")
-        connection = getattr(self, name)
-        match connection:
-            case RestConnection(base_url=None):
-                raise ConfigError(
-                    f"INTERLINK_{name.upper()}__BASE_URL is not set: set it to the {name} API's URL, "
-                    "or run through the `interlink` CLI, which starts the demo systems"
-                )
-            case RestConnection():
-                return connection.model_copy(
-                    update={
-                        "auth": connection.auth and _resolved(connection.auth),
-                        "health_path": connection.health_path or HEALTH_PATHS.get(name, "/"),
-                    }
-                )
-            case SqlConnection(url=None):
-                return connection.model_copy(update={"url": f"sqlite:///{self.home / f'{name}.db'}"})
-            case FolderConnection(path=None):
-                return connection.model_copy(update={"path": self.home / "drops" / name})
+        """Connection `name`, ready to use: every required field set, secrets from Prefect blocks resolved."""
+        if name not in self.connections:
+            raise ConfigError(
+                f"connection {name!r} is not declared: add it to {self.connections_file} or set "
+                f"{PREFIX}{name.upper()}__KIND (known: {', '.join(self.names()) or 'none'})"
+            )
+        connection = self.connections[name]
+        if field := connection.missing():
+            raise ConfigError(
+                f"{PREFIX}{name.upper()}__{field.upper()} is not set: set it to where the {name} {connection.kind} "
+                f"connection is ({EXAMPLES[connection.kind]})"
+            )
+        if isinstance(connection, RestConnection) and connection.auth:
+            return connection.model_copy(update={"auth": _resolved(connection.auth)})
         return connection
+
+    def require(self, names: list[str]) -> None:
+        """Check that every connection in `names` is usable, before anything is read or delivered."""
+        for name in dict.fromkeys(names):
+            self.connection(name)
+
+
+def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
+    """The connections of the file at `path`, overridden field by field by the environment, each checked."""
+    declared = _read_file(path)
+    for name, fields in _from_environment().items():
+        merged = _merge(declared.get(name, {}), fields)
+        if "kind" not in merged:
+            merged["kind"] = next((kind for kind, where in LOCATION.items() if where in fields), None)
+        declared[name] = merged
+    for name, fields in declared.items():
+        if not fields.get("kind"):
+            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is (rest, sql or folder)")
+        try:
+            _connection.validate_python(fields)
+        except ValidationError as exc:
+            raise ConfigError(_explain(exc.errors()[0], name, fields.get("kind"))) from None
+    return declared
+
+
+EXAMPLES = {
+    "rest": "e.g. https://api.example.com",
+    "sql": "a SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db",
+    "folder": "e.g. /srv/drops/erp",
+}
+
+
+def _read_file(path: Path) -> dict[str, dict[str, Any]]:
+    """The connections the file declares; none if there is no file. A secret in it is refused."""
+    if not path.exists():
+        return {}
+    try:
+        declared = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(declared, dict) or not all(isinstance(v, dict) for v in declared.values()):
+        raise ConfigError(f"{path}: expected a mapping of connection names to their settings, e.g. `crm: {{kind: rest}}`")
+    for name, fields in declared.items():
+        _refuse_secrets(path, name, fields, [])
+    return {str(name).lower(): fields for name, fields in declared.items()}
+
+
+def _refuse_secrets(path: Path, name: str, fields: dict, where: list[str]) -> None:
+    for field, value in fields.items():
+        trail = [*where, str(field)]
+        if isinstance(value, dict):
+            _refuse_secrets(path, name, value, trail)
+        elif isinstance(value, str) and not value.startswith(SECRET_BLOCK) and (
+            field in SECRET_FIELDS or (field == "url" and _has_password(value))
+        ):
+            variable = f"{PREFIX}{name.upper()}__{'__'.join(trail).upper()}"
+            raise ConfigError(
+                f"{path}: {name}.{'.'.join(trail)} holds a secret; remove it and set {variable}, "
+                f"or write {SECRET_BLOCK}BLOCK to read it from a Prefect Secret block"
+            )
+
+
+def _has_password(url: str) -> bool:
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - not a URL: validation reports it
+        return False
+    return bool(parsed.password) or any("password" in k.lower() for k in parsed.query)
+
+
+def _from_environment() -> dict[str, dict[str, Any]]:
+    """`INTERLINK_<NAME>__<FIELD>[__<FIELD>…]` variables as nested fields per connection name."""
+    found: dict[str, dict[str, Any]] = {}
+    for variable, value in os.environ.items():
+        if not variable.startswith(PREFIX) or "__" not in variable:
+            continue
+        name, *path = variable.removeprefix(PREFIX).lower().split("__")
+        if name in Settings.model_fields:
+            continue  # a nested field of Interlink's own settings
+        if value.lstrip().startswith("{"):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"{variable}: not valid JSON ({exc.msg} at character {exc.pos})") from None
+        node = found.setdefault(name, {})
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value
+    return found
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = None) -> str:
+    """One line for a pydantic error: the variable it concerns, what is wrong, and what to do."""
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+    if name is not None and loc and loc[0] == kind:
+        loc = loc[1:]  # the discriminated union's branch
+    variable = PREFIX + "__".join(part.upper() for part in ([name] if name else []) + loc)
+    match error["type"]:
+        case "missing":
+            return f"{variable} is not set"
+        case "extra_forbidden":
+            fields = _fields(name, kind, loc[:-1])
+            prefix = variable.rsplit("__", 1)[0]
+            return f"{variable} is not a setting of a {kind} connection{_did_you_mean(variable, [f'{prefix}__{f.upper()}' for f in fields])}"
+        case "union_tag_not_found" | "union_tag_invalid":
+            tags = error.get("ctx", {}).get("expected_tags") or ", ".join(AUTH_KINDS)
+            return f"{variable}__KIND is not set or not known: use one of {tags}"
+        case "string_pattern_mismatch" if loc[-1:] == ["base_url"]:
+            return f"{variable} must be an http:// or https:// URL"
+    return f"{variable}: {error['msg']}"
+
+
+def _fields(name: str | None, kind: str | None, path: list[str]) -> list[str]:
+    """The field names allowed at `path` inside a connection of `kind` (top level only; nested: none known)."""
+    model = {"rest": RestConnection, "sql": SqlConnection, "folder": FolderConnection}.get(kind or "")
+    return list(model.model_fields) if model and not path else []
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _resolved(model: BaseModel) -> BaseModel:

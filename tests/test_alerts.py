@@ -9,7 +9,7 @@ from starlette.routing import Route
 
 from data_checks.policy import Gate
 from demo_systems.server import serve
-from flows import crm_to_billing
+from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.pipeline import sync_flow
 from tests.conftest import API_KEY
 

@@ -62,7 +62,7 @@ def test_a_bad_setting_names_the_variable_and_the_problem(home: Path, monkeypatc
 
 def test_a_missing_system_url_names_the_setting_to_set(home: Path, monkeypatch):
     monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", "http://127.0.0.1:9")
-    from flows import crm_to_billing
+    from flows.crm_to_billing import PIPELINE as crm_to_billing
 
     with pytest.raises(Exception, match="INTERLINK_CRM__BASE_URL is not set"):
         crm_to_billing.sync()

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from connectors.errors import AuthError
 from connectors.sql import create_engine, read_watermark
 from demo_systems.crm_data import add_country, mutate
-from flows import crm_to_billing
+from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings

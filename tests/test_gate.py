@@ -23,7 +23,8 @@ from prefect.input.actions import read_flow_run_input
 
 from connectors.sql import create_engine, read_watermark
 from data_checks.policy import Gate, SchemaContract
-from flows import crm_to_billing, orders_to_erp
+from flows.crm_to_billing import PIPELINE as crm_to_billing
+from flows.orders_to_erp import PIPELINE as orders_to_erp
 from flows.pipeline import sync_flow
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger

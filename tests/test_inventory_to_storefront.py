@@ -4,7 +4,7 @@ from pathlib import Path
 
 from demo_systems.erp_files import stock_changes, write_stock_export
 from demo_systems.storefront_data import product_stock
-from flows import inventory_to_storefront
+from flows.inventory_to_storefront import PIPELINE as inventory_to_storefront
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
 

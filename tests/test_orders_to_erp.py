@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from connectors.sql import create_engine
 from demo_systems.storefront_data import mutate_orders
-from flows import orders_to_erp
+from flows.orders_to_erp import PIPELINE as orders_to_erp
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
 

@@ -18,7 +18,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskR
 
 from data_checks.policy import Gate
 from demo_systems.crm_data import mutate
-from flows import crm_to_billing
+from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.partitioned import partitioned_sync_flow, windows
 from interlink.deadletter import DeadLetters
 from interlink.settings import ConfigError, Settings

@@ -9,7 +9,8 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from connectors.sql import create_engine, read_watermark, utcnow
 from demo_systems.crm_data import mutate
-from flows import crm_to_billing, orders_to_erp
+from flows.crm_to_billing import PIPELINE as crm_to_billing
+from flows.orders_to_erp import PIPELINE as orders_to_erp
 from interlink.ledger import Ledger
 from interlink.settings import Settings
 

@@ -8,7 +8,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFi
 from prefect.logging.handlers import APILogWorker
 from sqlalchemy.engine import make_url
 
-from flows import crm_to_billing
+from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
@@ -72,7 +72,7 @@ def test_a_database_password_is_masked_in_the_ledger_and_artifact(systems, home:
 
 
 def test_the_oauth2_client_secret_never_leaks(storefront, home: Path, capfd):
-    from flows import orders_to_erp
+    from flows.orders_to_erp import PIPELINE as orders_to_erp
     from tests.conftest import STOREFRONT_SECRET
 
     wrong = "cs-wrong-0a9b8c7d"

@@ -15,7 +15,7 @@ from starlette.routing import Route
 from connectors.gauge import ROWS_HELD
 from connectors.sql import create_engine
 from demo_systems.server import serve
-from flows import crm_to_billing
+from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.pipeline import sync_flow
 from tasks.ingest import RestSource
 

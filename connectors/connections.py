@@ -1,0 +1,98 @@
+"""Typed connection settings: what a connector needs to reach one system.
+
+A connection is declared with its `kind` (`rest`, `sql`, `folder`). Where it is (`base_url`,
+`url`, `path`) may come later than the declaration (from the environment, say), so it is
+optional here and required by `require()` when the connection is used. Unknown fields are
+refused, so a misspelt setting fails instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from sqlalchemy.engine import make_url
+
+from connectors.auth import AuthConfig
+
+LOCATION = {"rest": "base_url", "sql": "url", "folder": "path"}  # the field that says where a system is
+
+
+class _Connection(BaseModel):
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, values: object) -> object:
+        """A blank value (`INTERLINK_CRM__BASE_URL=`) is no value."""
+        if isinstance(values, dict):
+            return {k: None if isinstance(v, str) and not v.strip() else v for k, v in values.items()}
+        return values
+
+    def missing(self) -> str | None:
+        """The field that says where the system is, if it is not set."""
+        field = LOCATION[self.kind]
+        return field if getattr(self, field) is None else None
+
+
+class RestConnection(_Connection):
+    """An HTTP API: where it is, how to authenticate, and how hard to push it."""
+
+    kind: Literal["rest"] = "rest"
+    base_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")
+    auth: AuthConfig | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    max_attempts: int = Field(5, ge=1)
+    rate_per_s: float | None = Field(None, gt=0)
+    max_concurrency: int | None = Field(None, ge=1)
+    shared_rate_limit: str | None = None  # a Prefect global concurrency limit shared by every flow using this API
+    breaker_threshold: int = Field(5, ge=1)
+    breaker_cooldown_s: float = Field(30.0, ge=0)
+    health_path: str = "/"  # a cheap GET that needs auth, for the health check
+
+    @property
+    def display(self) -> str:
+        return self.base_url or "(not set)"
+
+
+class SqlConnection(_Connection):
+    """A SQL database, as a SQLAlchemy URL (any password in it is masked on display)."""
+
+    kind: Literal["sql"] = "sql"
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _parses(cls, url: str | None) -> str | None:
+        if url is not None:
+            try:
+                make_url(url)
+            except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError or ValueError; the text may hold a password
+                raise ValueError("is not a SQLAlchemy URL: write it as dialect+driver://user@host:port/database") from None
+        return url
+
+    @property
+    def display(self) -> str:
+        return mask_url(self.url) if self.url else "(not set)"
+
+
+class FolderConnection(_Connection):
+    """A folder where files are dropped or written."""
+
+    kind: Literal["folder"] = "folder"
+    path: Path | None = None
+
+    @property
+    def display(self) -> str:
+        return str(self.path) if self.path else "(not set)"
+
+
+Connection = Annotated[RestConnection | SqlConnection | FolderConnection, Field(discriminator="kind")]
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password, in its user part or its query, replaced by `***`."""
+    parsed = make_url(url)
+    hidden = {k: "***" if "password" in k.lower() or "secret" in k.lower() else v for k, v in parsed.query.items()}
+    return parsed.set(query=hidden).render_as_string(hide_password=True)
