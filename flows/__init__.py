@@ -50,6 +50,15 @@ def entrypoint(name: str, flow: str) -> str:
     return f"{_found(name)[0]}:PIPELINE.{flow}"
 
 
+def users() -> dict[str, list[str]]:
+    """The integrations that use each connection, by connection name."""
+    found: dict[str, list[str]] = {}
+    for name, (_, pipeline) in integrations().items():
+        for connection in dict.fromkeys(pipeline.connections):
+            found.setdefault(connection, []).append(name)
+    return found
+
+
 def _found(name: str) -> tuple[str, Pipeline]:
     known = integrations()
     if name not in known:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
-from flows import CHUNK_ROWS, INTEGRATIONS
+from flows import CHUNK_ROWS, integration, integrations
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import ConfigError, Settings
@@ -16,6 +17,7 @@ from interlink.settings import ConfigError, Settings
 RUN_COLUMNS = ("integration", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_quarantined", "watermark")
 DLQ_COLUMNS = ("integration", "record_key", "stage", "status", "reason")
 INVENTORY_COLUMNS = ("name", "kind", "target", "used_by", "healthy", "latency_ms", "reason")
+COMMANDS = "interlink.commands"  # entry points that add commands, e.g. the demo's `interlink demo …`
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,18 +29,37 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run integrations' syncs once, against the demo systems where no system is configured;
-    with `--partitions K`, each split into K time windows run in parallel on Dask."""
-    from flows import integration
+def positive(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
+    return int(text)
 
-    names = args.integrations or list(INTEGRATIONS)
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run integrations' syncs once, against exactly the configured systems; with `--partitions K`,
+    each split into K time windows run in parallel on Dask."""
     options = {"full_refresh": args.full_refresh, "chunk_size": args.chunk_size}
     if args.partitions is None:
-        return _run_flows(settings, names, "sync", **options)
-    if unsplittable := [name for name in names if not hasattr(integration(name), "sync_partitioned")]:
-        raise ConfigError(f"{', '.join(unsplittable)} cannot run in partitions: only a REST source with `until_param` can")
-    return _run_flows(settings, names, "sync_partitioned", partitions=args.partitions, **options)
+        return run_flows(settings, args.integrations, "sync", **options)
+    return run_flows(settings, args.integrations, "sync_partitioned", partitions=args.partitions, **options)
+
+
+def run_flows(settings: Settings, names: list[str], which: str, **parameters: Any) -> int:
+    """Run flow `which` of each integration in `names` (all if empty), once every connection they use is set."""
+    pipelines = [integration(name) for name in names or integrations()]
+    settings.require([c for pipeline in pipelines for c in pipeline.connections])
+    flows = [getattr(pipeline, which) for pipeline in pipelines]  # a flow that cannot exist fails before any runs
+    for pipeline, flow in zip(pipelines, flows, strict=True):
+        summary = flow(**parameters)
+        print(
+            f"\n{pipeline.name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
+            f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
+            f"quarantined {summary['rows_quarantined']}\n"
+            f"watermark: {summary['watermark']}\n"
+            f"data-quality report: {summary['report']}"
+        )
+    return 0
 
 
 def runs(args: argparse.Namespace, settings: Settings) -> None:
@@ -52,37 +73,31 @@ def dlq_list(args: argparse.Namespace, settings: Settings) -> None:
 
 
 def dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    return _run_flows(settings, [args.integration], "replay")
+    return run_flows(settings, [args.integration], "replay")
 
 
 def reconcile(args: argparse.Namespace, settings: Settings) -> int:
-    """Compare an integration's source and target; 1 when they differ (after any repair)."""
-    from flows import integration
-    from interlink.demo import demo_systems
-
-    module = integration(args.integration)
-    if not hasattr(module, "reconcile"):
-        raise ConfigError(f"{args.integration} has no reconciliation: its target is not a SQL database")
-    with demo_systems(settings):
-        found = module.reconcile(since=args.since, repair=args.repair)
+    """Compare an integration's source and target; 1 when they still differ (after any repair)."""
+    pipeline = integration(args.integration)
+    flow = pipeline.reconcile  # a target that is not a SQL database cannot be reconciled: ConfigError
+    settings.require(pipeline.connections)
+    found = flow(since=args.since, repair=args.repair)
     print(
         f"{args.integration} reconcile: source {found['source_rows']}, target {found['target_rows']}, "
         f"missing {len(found['missing'])}, extra {len(found['extra'])}, changed {len(found['changed'])}, "
-        f"repaired {found['repaired']}"
+        f"repaired {found['repaired']}, still differing {len(found['unrepaired'])}"
     )
-    for kind in ("missing", "extra", "changed"):
+    for kind in ("missing", "extra", "changed", "unrepaired"):
         if found[kind]:
             print(f"  {kind}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
-    unrepaired = found["extra"] or (not args.repair and (found["missing"] or found["changed"]))
-    return 1 if unrepaired else 0
+    return 1 if found["extra"] or found["unrepaired"] else 0
 
 
 def report(args: argparse.Namespace, settings: Settings) -> None:
     """Write the data-quality report: every integration's runs and failing checks over time."""
-    from flows import integration
     from interlink.quality_report import build_report
 
-    sensitive = {name: integration(name).PIPELINE.gate.sensitive for name in INTEGRATIONS}
+    sensitive = {name: pipeline.gate.sensitive for name, (_, pipeline) in integrations().items()}
     print(f"quality report: {build_report(settings.state_db, args.html or settings.reports_dir / 'quality.html', sensitive)}")
 
 
@@ -90,12 +105,11 @@ def serve(args: argparse.Namespace, settings: Settings) -> None:
     """Register every declared deployment with the Prefect server and run them on their schedules."""
     from prefect import serve as prefect_serve
 
-    from deployments import runner_deployments
-    from interlink.demo import demo_systems
+    from deployments import declarations, runner_deployments
 
+    settings.require([c for d in declarations().deployments for c in integration(d.integration).connections])
     _wait_for_prefect_api(args.wait_s)
-    with demo_systems(settings):
-        prefect_serve(*runner_deployments(), limit=args.limit)
+    prefect_serve(*runner_deployments(), limit=args.limit)
 
 
 def _wait_for_prefect_api(timeout_s: float) -> None:
@@ -137,50 +151,23 @@ def webhooks_rerun(args: argparse.Namespace, settings: Settings) -> int:
 
 def consume(args: argparse.Namespace, settings: Settings) -> None:
     """Feed order events from RabbitMQ to orders_to_erp in micro-batches until the queue is idle."""
-    from flows.order_events import consume_order_events
-    from interlink.demo import demo_systems
+    from flows.order_events import ORDERS, consume_order_events
 
-    with demo_systems(settings):
-        summary = consume_order_events(queue=args.queue, batch_size=args.batch_size, idle_s=args.idle_s)
+    settings.require(ORDERS.connections)
+    summary = consume_order_events(queue=args.queue, batch_size=args.batch_size, idle_s=args.idle_s)
     print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
           f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")
 
 
 def connectors(args: argparse.Namespace, settings: Settings) -> int:
-    """Every connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
-    from interlink.demo import demo_systems
+    """Every configured connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
+    from flows import users
     from interlink.inventory import inventory
 
-    with demo_systems(settings.model_copy(update={"demo_fault_rate": 0.0})) as live:
-        rows = inventory(live)
+    rows = inventory(settings, users())
     shown = rows if args.json else [r | {"used_by": ", ".join(r["used_by"])} for r in rows]
     _emit(shown, INVENTORY_COLUMNS, args.json)
     return 0 if all(r["healthy"] for r in rows) else 1
-
-
-def demo_mutate(args: argparse.Namespace, settings: Settings) -> None:
-    from interlink.demo import mutate
-
-    for system, changed in mutate(settings, args.count).items():
-        print(f"changed {len(changed)} {system}: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}")
-
-
-def _run_flows(settings: Settings, names: list[str], which: str, **parameters: Any) -> int:
-    from flows import integration
-    from interlink.demo import demo_systems
-
-    modules = [integration(name) for name in names]
-    with demo_systems(settings):
-        summaries = [getattr(module, which)(**parameters) for module in modules]
-    for name, summary in zip(names, summaries, strict=True):
-        print(
-            f"\n{name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
-            f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
-            f"quarantined {summary['rows_quarantined']}\n"
-            f"watermark: {summary['watermark']}\n"
-            f"data-quality report: {summary['report']}"
-        )
-    return 0
 
 
 def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
@@ -209,8 +196,8 @@ def _parser() -> argparse.ArgumentParser:
     p = commands.add_parser("run", help="run integrations' syncs now (all of them by default)")
     p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
     p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
-    p.add_argument("--chunk-size", type=int, default=CHUNK_ROWS, help=f"rows per batch (default {CHUNK_ROWS})")
-    p.add_argument("--partitions", type=int, metavar="K", help="split each sync into K time windows run in parallel on Dask")
+    p.add_argument("--chunk-size", type=positive, default=CHUNK_ROWS, help=f"rows per batch (default {CHUNK_ROWS})")
+    p.add_argument("--partitions", type=positive, metavar="K", help="split each sync into K time windows run in parallel on Dask")
     p.set_defaults(command=run)
 
     p = commands.add_parser("runs", help="the run ledger, newest first")
@@ -263,10 +250,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("integration")
     p.set_defaults(command=dlq_replay)
 
-    demo = commands.add_parser("demo", help="the embedded demo systems").add_subparsers(required=True, metavar="ACTION")
-    p = demo.add_parser("mutate", help="change records in every demo system, so the next syncs have work")
-    p.add_argument("--count", type=int, default=25)
-    p.set_defaults(command=demo_mutate)
+    for plugin in entry_points(group=COMMANDS):
+        plugin.load()(commands)
     return parser
 
 

@@ -22,23 +22,19 @@ from sqlalchemy.exc import ArgumentError
 from connectors.errors import ConnectorError, NotFound, RetriableError
 from connectors.rest import RestClient
 from connectors.sql import create_engine
-from flows import INTEGRATIONS, integration
 from interlink.settings import FolderConnection, RestConnection, Settings, SqlConnection
 
 
-def inventory(settings: Settings) -> list[dict]:
-    """One entry per connection, by name: `name, kind, target, used_by, healthy, latency_ms, reason`."""
-    users: dict[str, list[str]] = {}
-    for name in sorted(INTEGRATIONS):
-        for connection in dict.fromkeys(integration(name).PIPELINE.connections):
-            users.setdefault(connection, []).append(name)
-    names = sorted(settings.names())
+def inventory(settings: Settings, users: dict[str, list[str]]) -> list[dict]:
+    """One entry per configured connection, by name: `name, kind, target, used_by, healthy, latency_ms, reason`;
+    `users` names the integrations that use each connection."""
+    names = settings.names()
     with ThreadPoolExecutor(max_workers=len(names) or 1) as pool:
         return list(pool.map(lambda name: _entry(settings, name, users.get(name, [])), names))
 
 
 def _entry(settings: Settings, name: str, used_by: list[str]) -> dict:
-    raw = getattr(settings, name)
+    raw = settings.connections[name]
     entry = {"name": name, "kind": raw.kind, "target": _target(raw), "used_by": used_by}
     try:
         connection = settings.connection(name)

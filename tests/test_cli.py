@@ -1,11 +1,16 @@
 """The `interlink` command line, as operators use it."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from interlink.cli import main
+from tests.conftest import reset_tables, service_url
 
 RUN_KEYS = {"integration", "flow_run_id", "state", "started_at", "finished_at", "rows_read", "rows_inserted",
             "rows_updated", "rows_quarantined", "watermark", "target"}
@@ -18,27 +23,32 @@ def json_out(capsys, *argv: str):
     return json.loads(capsys.readouterr().out)
 
 
-def test_run_starts_the_demo_systems_when_none_is_configured(home: Path, monkeypatch, capsys):
-    monkeypatch.setenv("INTERLINK_DEMO_FAULT_RATE", "0")
-    assert main(["run", "crm_to_billing"]) == 0
+def test_demo_run_starts_the_demo_systems_for_what_is_not_configured(home: Path, capsys):
+    assert main(["demo", "run", "crm_to_billing", "--fault-rate", "0"]) == 0
     out = capsys.readouterr().out
     report = Path(out.split("data-quality report: ")[1].split()[0])
     assert report.is_file() and report.is_relative_to(home / "reports")
 
     runs = json_out(capsys, "runs", "--json")
     assert len(runs) == 1 and RUN_KEYS <= runs[0].keys()
-    assert runs[0]["state"] == "COMPLETED" and runs[0]["target"].startswith("sqlite:///")
+    assert runs[0]["state"] == "COMPLETED" and runs[0]["target"] == f"sqlite:///{home / 'billing.db'}"
     letters = json_out(capsys, "dlq", "list", "--json")
     assert len(letters) == runs[0]["rows_quarantined"] and all(DLQ_KEYS <= e.keys() for e in letters)
     assert {e["stage"] for e in letters} == {"check"} and {e["status"] for e in letters} == {"open"}
 
     assert main(["demo", "mutate", "--count", "7"]) == 0
-    assert main(["run", "crm_to_billing"]) == 0
+    assert main(["demo", "run", "crm_to_billing", "--fault-rate", "0"]) == 0
     assert json_out(capsys, "runs", "--json")[0]["rows_updated"] == 7
 
-    assert main(["dlq", "replay", "crm_to_billing"]) == 0
+
+def test_replay_uses_the_configured_systems(home: Path, systems, monkeypatch, capsys):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    with systems():
+        assert main(["run", "crm_to_billing"]) == 0
+        letters = json_out(capsys, "dlq", "list", "--json")
+        assert main(["dlq", "replay", "crm_to_billing"]) == 0
     replay = json_out(capsys, "runs", "--json")[0]
-    assert replay["state"] == "COMPLETED" and replay["rows_read"] == sum(len(e["payload"]) for e in letters)
+    assert replay["state"] == "COMPLETED" and replay["rows_read"] == sum(len(e["payload"]) for e in letters) > 0
 
 
 def test_plain_listings_are_tables(home: Path, capsys):
@@ -54,42 +64,73 @@ def test_an_unknown_integration_is_named_with_the_choices(home: Path, capsys):
 
 
 def test_a_bad_setting_names_the_variable_and_the_problem(home: Path, monkeypatch, capsys):
-    monkeypatch.setenv("INTERLINK_DEMO_FAULT_RATE", "often")
+    monkeypatch.setenv("INTERLINK_CRM__TIMEOUT_S", "often")
     assert main(["runs"]) == 2
     err = capsys.readouterr().err
-    assert "INTERLINK_DEMO_FAULT_RATE" in err and "number" in err
+    assert "INTERLINK_CRM__TIMEOUT_S" in err and "number" in err
 
 
-def test_a_missing_system_url_names_the_setting_to_set(home: Path, monkeypatch):
-    monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", "http://127.0.0.1:9")
-    from flows.crm_to_billing import PIPELINE as crm_to_billing
-
-    with pytest.raises(Exception, match="INTERLINK_CRM__BASE_URL is not set"):
-        crm_to_billing.sync()
-
-
-def test_connectors_lists_every_connection_with_its_health(home: Path, capsys):
-    rows = json_out(capsys, "connectors", "--json")
-    assert {r["name"] for r in rows} == {"crm", "finance", "billing", "storefront", "rates", "erp", "erp_stock"}
-    assert all(r["healthy"] and r["latency_ms"] is not None for r in rows)
-    assert next(r for r in rows if r["name"] == "storefront")["used_by"] == ["inventory_to_storefront", "orders_to_erp"]
-
-
-def test_reconcile_command_reports_and_repairs(home: Path, monkeypatch, capsys):
-    import sqlalchemy as sa
-
-    monkeypatch.setenv("INTERLINK_DEMO_FAULT_RATE", "0")
-    assert main(["run", "crm_to_billing"]) == 0
-    assert main(["reconcile", "crm_to_billing"]) == 0
-    engine = sa.create_engine(f"sqlite:///{home / 'billing.db'}")
-    with engine.begin() as conn:
-        conn.execute(sa.text("DELETE FROM customers WHERE crm_id = (SELECT min(crm_id) FROM customers)"))
+@pytest.mark.parametrize("variable", ["INTERLINK_CRM__BASE_URL", "INTERLINK_CRM__BASEURL"])
+def test_an_unset_or_misspelt_system_url_stops_before_anything_moves(home: Path, variable):
+    """The demo never stands in: a blank or misspelt CRM URL with a real PostgreSQL target is one line, exit 2, 0 rows."""
+    target = service_url("postgresql")
+    reset_tables(target, "customers", "interlink_watermarks")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")}
+    env |= {"INTERLINK_HOME": str(home), "INTERLINK_BILLING__URL": target, "INTERLINK_FINANCE__BASE_URL": "http://127.0.0.1:9",
+            "INTERLINK_CRM__AUTH__KIND": "api_key", "INTERLINK_CRM__AUTH__KEY": "sk-configured", variable: ""}
+    if variable != "INTERLINK_CRM__BASE_URL":
+        env[variable] = "http://127.0.0.1:9"
+    done = subprocess.run([sys.executable, "-m", "interlink.cli", "run", "crm_to_billing"], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stdout == "" and len(done.stderr.splitlines()) == 1 and "Traceback" not in done.stderr
+    assert "INTERLINK_CRM__BASE_URL" in done.stderr
+    engine = sa.create_engine(target)
+    assert not sa.inspect(engine).has_table("customers")  # nothing read, nothing delivered
     engine.dispose()
-    capsys.readouterr()
-    assert main(["reconcile", "crm_to_billing"]) == 1
-    assert "missing 1, extra 0, changed 0, repaired 0" in capsys.readouterr().out
-    assert main(["reconcile", "crm_to_billing", "--repair"]) == 0
-    assert main(["reconcile", "crm_to_billing"]) == 0
+    assert not list(home.rglob("*.db"))  # no ledger row, no SQLite file made up
+
+
+def test_a_blank_database_url_is_named_instead_of_making_a_sqlite_file(home: Path, monkeypatch, capsys):
+    monkeypatch.setenv("INTERLINK_CRM__BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("INTERLINK_BILLING__URL", " ")
+    assert main(["run", "crm_to_billing"]) == 2
+    assert "INTERLINK_BILLING__URL is not set" in capsys.readouterr().err
+    assert not list(home.rglob("*.db"))
+
+
+@pytest.mark.parametrize("argv", [["run", "--chunk-size", "0"], ["run", "--chunk-size", "-5"], ["run", "--partitions", "0"]])
+def test_counts_below_one_are_refused(home: Path, argv, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2 and "expected a whole number above 0" in capsys.readouterr().err
+
+
+def test_connectors_shows_what_is_configured_and_its_health(home: Path, systems, monkeypatch, capsys):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    with systems():
+        assert main(["connectors", "--json"]) == 1  # the storefront, rates, ERP and drop folder are not configured
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"crm", "finance", "billing", "storefront", "rates", "erp", "erp_stock"}
+    assert all(rows[n]["healthy"] and rows[n]["latency_ms"] is not None for n in ("crm", "finance", "billing"))
+    assert rows["storefront"]["reason"].startswith("INTERLINK_STOREFRONT__BASE_URL is not set")
+    assert rows["storefront"]["used_by"] == ["inventory_to_storefront", "orders_to_erp"]
+
+
+def test_reconcile_command_reports_and_repairs(home: Path, systems, monkeypatch, capsys):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    with systems():
+        assert main(["run", "crm_to_billing"]) == 0
+        assert main(["reconcile", "crm_to_billing"]) == 0
+        engine = sa.create_engine(f"sqlite:///{home / 'billing.db'}")
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM customers WHERE crm_id = (SELECT min(crm_id) FROM customers)"))
+        engine.dispose()
+        capsys.readouterr()
+        assert main(["reconcile", "crm_to_billing"]) == 1
+        assert "missing 1, extra 0, changed 0, repaired 0" in capsys.readouterr().out
+        assert main(["reconcile", "crm_to_billing", "--repair"]) == 0
+        assert main(["reconcile", "crm_to_billing"]) == 0
     assert main(["reconcile", "inventory_to_storefront"]) == 2
 
 

@@ -6,18 +6,20 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
+from flows import users
 from interlink.inventory import inventory
-from interlink.settings import Settings
+from interlink.settings import ConfigError, Settings
 from tests.conftest import service_url
 
 
 def by_name() -> dict[str, dict]:
-    return {entry["name"]: entry for entry in inventory(Settings.load())}
+    return {entry["name"]: entry for entry in inventory(Settings.load(), users())}
 
 
-def test_lists_every_connection_with_its_users_and_health(systems):
+def test_lists_every_connection_with_its_users_and_health(systems, home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
     with systems():
-        entries = inventory(Settings.load())
+        entries = inventory(Settings.load(), users())
     assert [e["name"] for e in entries] == sorted(Settings.load().names())
     found = {e["name"]: e for e in entries}
     for name in ("crm", "finance", "billing"):
@@ -29,14 +31,14 @@ def test_lists_every_connection_with_its_users_and_health(systems):
     assert found["crm"]["kind"] == "rest" and found["crm"]["target"].startswith("http://127.0.0.1:")
     assert found["billing"]["kind"] == "sql" and found["billing"]["target"].endswith("billing.db")
     for name in ("storefront", "rates"):
-        assert found[name]["target"] == "(embedded demo system)"
+        assert found[name]["target"] == "(not set)"
         assert not found[name]["healthy"] and found[name]["latency_ms"] is None
         assert f"INTERLINK_{name.upper()}__BASE_URL" in found[name]["reason"]
 
 
 def test_rejected_credentials_are_reported_without_the_key(systems):
     with systems(api_key="wrong-key-123"):
-        entries = inventory(Settings.load())
+        entries = inventory(Settings.load(), users())
     crm = next(e for e in entries if e["name"] == "crm")
     assert not crm["healthy"]
     assert "credentials were rejected" in crm["reason"] and "401" in crm["reason"]
@@ -72,12 +74,19 @@ def test_unreachable_database_is_unhealthy_without_its_password(home, monkeypatc
     assert "pw-secret-2" not in json.dumps(list(found.values()))
 
 
-@pytest.mark.parametrize("url", ["not a url pw-secret-4", "nosuchdialect://u:pw-secret-4@h/x"])
-def test_invalid_database_url_is_unhealthy_without_its_password(home, monkeypatch, url):
-    monkeypatch.setenv("INTERLINK_ERP__URL", url)
+def test_unknown_dialect_is_unhealthy_without_its_password(home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_ERP__URL", "nosuchdialect://u:pw-secret-4@h/x")
     found = by_name()
     assert not found["erp"]["healthy"] and found["erp"]["reason"]
     assert "pw-secret-4" not in json.dumps(list(found.values()))
+
+
+def test_unparseable_database_url_is_named_without_its_password(home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_ERP__URL", "not a url pw-secret-4")
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert "INTERLINK_ERP__URL" in str(info.value) and "SQLAlchemy URL" in str(info.value)
+    assert "pw-secret-4" not in str(info.value)
 
 
 def test_folder_must_exist_and_be_a_folder(home, monkeypatch, tmp_path: Path):
