@@ -249,8 +249,7 @@ def real_chunk(db: Path, rows: int):
     import pandas as pd
 
     from demo_systems.crm_data import COUNTRIES
-    from tasks.enrich import add_billing_terms
-    from tasks.transform import to_billing_customers
+    from flows.crm_to_billing import add_billing_terms, to_billing_customers
 
     with sqlite3.connect(db) as conn:
         raw = pd.read_sql_query(

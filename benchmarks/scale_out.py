@@ -42,7 +42,7 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from benchmarks.common import machine, task_runs  # noqa: E402
 from demo_systems.crm_data import LAST_NAMES  # noqa: E402
-from tasks.transform import to_billing_customers  # noqa: E402
+from flows.crm_to_billing import to_billing_customers  # noqa: E402
 
 API_KEY = "sk-bench-scale-5e2d"
 KNOWN = [name.lower() for name in LAST_NAMES]

@@ -5,16 +5,75 @@ mapped to billing's shape, given their country's currency and tax rate, checked,
 upserted into `customers` with the watermark in the same transaction.
 """
 
-import sqlalchemy as sa
+from collections.abc import Iterable
+from urllib.parse import quote
 
+import pandas as pd
+import sqlalchemy as sa
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.connections import RestConnection
+from connectors.errors import NotFound
+from connectors.rest import RestClient
 from connectors.sql import Timestamp
 from data_checks.customers import billing_customers
 from data_checks.policy import Gate, SchemaContract
 from flows.pipeline import Pipeline
+from tasks import retriable
 from tasks.deliver import SqlTarget, tracked_table
-from tasks.enrich import Lookup, add_billing_terms, lookup_countries
+from tasks.enrich import Lookup
 from tasks.ingest import RestSource
-from tasks.transform import to_billing_customers
+from tasks.transform import blank_to_na, latest_per_key, normalise_country, normalise_email, normalise_phone
+
+
+@task(name="transform", cache_policy=NO_CACHE)
+def to_billing_customers(raw: pd.DataFrame) -> pd.DataFrame:
+    """CRM customers → rows of `billing.customers`, one per CRM id (latest update wins).
+
+    The result keeps the raw frame's index, so each row can be traced to its source record.
+    """
+    country = normalise_country(raw["country"])
+    rows = pd.DataFrame(
+        {
+            "crm_id": blank_to_na(raw["id"]),
+            "name": blank_to_na(raw["name"]),
+            "email": normalise_email(raw["email"]),
+            "phone": normalise_phone(raw["phone"], country),
+            "country": country,
+            "crm_updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce", format="ISO8601"),
+        },
+        index=raw.index,
+    )
+    return latest_per_key(rows, "crm_id", "crm_updated_at")
+
+
+CountryTerms = dict[str, dict | None]  # country code → {"currency", "tax_rate"}, None if unknown
+
+
+@task(name="lookup-countries", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retriable)
+def lookup_countries(connection: RestConnection, codes: Iterable[str]) -> CountryTerms:
+    """Billing terms of each country code from the finance API; unknown codes map to None."""
+    terms: CountryTerms = {}
+    with RestClient.connect("finance", connection) as client:
+        for code in sorted(codes):
+            try:
+                terms[code] = client.get_json(f"/countries/{quote(code, safe='')}")
+            except NotFound:
+                terms[code] = None
+    get_run_logger().info("looked up %d countries (%d unknown)", len(terms), sum(v is None for v in terms.values()))
+    return terms
+
+
+@task(name="enrich", cache_policy=NO_CACHE)
+def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
+    """Add `currency` and `tax_rate` by country; unknown countries get nulls for the checks to catch."""
+    known = {code: t for code, t in terms.items() if t}
+    return rows.assign(
+        currency=rows["country"].map({c: t["currency"] for c, t in known.items()}).astype("string"),
+        tax_rate=rows["country"].map({c: t["tax_rate"] for c, t in known.items()}).astype("float64"),
+    )
+
 
 PIPELINE = Pipeline(
     name="crm_to_billing",

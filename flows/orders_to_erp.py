@@ -1,15 +1,96 @@
 """Storefront → ERP: orders changed since the last run, with their lines, amounts converted to EUR."""
 
-import sqlalchemy as sa
+from collections.abc import Iterable
 
+import pandas as pd
+import sqlalchemy as sa
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from connectors.connections import RestConnection
+from connectors.rest import RestClient
 from connectors.sql import Timestamp
 from data_checks.orders import erp_orders
 from data_checks.policy import Gate, SchemaContract
 from flows.pipeline import Pipeline
+from tasks import retriable
 from tasks.deliver import ChildTable, SqlTarget, tracked_table
-from tasks.enrich import Lookup, convert_to_eur, fetch_rates
+from tasks.enrich import Lookup
 from tasks.ingest import RestSource
-from tasks.transform import to_erp_orders
+from tasks.transform import blank_to_na, latest_per_key, normalise_email
+
+
+@task(name="transform", cache_policy=NO_CACHE)
+def to_erp_orders(raw: pd.DataFrame) -> pd.DataFrame:
+    """Storefront orders → ERP order rows, each with its `lines` (a list of dicts) and line figures.
+
+    Amounts stay in the order's currency here; enrichment converts them. Keeps the raw index.
+    """
+    lines = raw["lines"].map(_order_lines)
+    totals = lines.map(lambda ls: sum(ln["quantity"] * ln["unit_price"] for ln in ls) if _complete(ls) else None)
+    return latest_per_key(
+        pd.DataFrame(
+            {
+                "order_id": blank_to_na(raw["id"]),
+                "customer_email": normalise_email(raw["customer_email"]),
+                "currency": blank_to_na(raw["currency"]).str.upper(),
+                "status": blank_to_na(raw["status"]).str.lower(),
+                "placed_at": pd.to_datetime(raw["placed_at"], utc=True, errors="coerce", format="ISO8601"),
+                "updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce", format="ISO8601"),
+                "total": totals.astype("float64"),
+                "line_count": lines.map(len),
+                "min_quantity": lines.map(lambda ls: min((ln["quantity"] for ln in ls), default=None)).astype("float64"),
+                "lines": lines,
+            },
+            index=raw.index,
+        ),
+        "order_id",
+        "updated_at",
+    )
+
+
+def _order_lines(lines: object) -> list[dict]:
+    """Typed order lines; a number that cannot be read becomes None for the checks to catch."""
+    if not isinstance(lines, list):
+        return []
+    return [
+        {
+            "line_no": _number(line.get("line_no"), int),
+            "sku": line.get("sku"),
+            "quantity": _number(line.get("quantity"), int),
+            "unit_price": _number(line.get("unit_price"), float),
+        }
+        for line in lines
+    ]
+
+
+def _number(value: object, kind: type) -> int | float | None:
+    try:
+        return kind(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _complete(lines: list[dict]) -> bool:
+    return bool(lines) and all(ln["quantity"] is not None and ln["unit_price"] is not None for ln in lines)
+
+
+@task(name="lookup-rates", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retriable)
+def fetch_rates(connection: RestConnection, currencies: Iterable[str]) -> dict[str, float | None]:
+    """How many units of each currency one EUR buys, from one call to the rates API; None if unknown."""
+    with RestClient.connect("rates", connection) as client:
+        rates = client.get_json("/rates", {"base": "EUR"})["rates"]
+    found = {code: rates.get(code) for code in currencies}
+    get_run_logger().info("rates for %d currencies (%d unknown)", len(found), sum(v is None for v in found.values()))
+    return found
+
+
+@task(name="enrich", cache_policy=NO_CACHE)
+def convert_to_eur(rows: pd.DataFrame, rates: dict[str, float | None]) -> pd.DataFrame:
+    """Add the EUR rate and the order total in EUR (the ERP's currency); unknown currencies get nulls."""
+    rate = rows["currency"].map({c: r for c, r in rates.items() if r}).astype("float64")
+    return rows.assign(eur_rate=rate, total_eur=(rows["total"] / rate).round(2))
+
 
 PIPELINE = Pipeline(
     name="orders_to_erp",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Protocol
 
 import great_expectations as gx
@@ -127,6 +127,11 @@ def alert_hooks(pipeline: Pipeline) -> dict[str, list[Callable]]:
     return {"on_failure": [failed], "on_crashed": [failed], "on_completion": [completed]}
 
 
+def alert_pause(pipeline: Pipeline, summary: str, counts: dict) -> None:
+    """Alert that a batch of `pipeline` waits for a person's approval."""
+    alert(pipeline.name, "PAUSED", flow_run.id, f"waiting for approval: {summary}", counts)
+
+
 def sync_flow(pipeline: Pipeline) -> Flow:
     """The integration's sync: everything changed since the committed watermark."""
 
@@ -194,7 +199,7 @@ def process_batch(
     rows = shape(pipeline, settings, raw, caches)
     validation = check(rows, pipeline.suite(), settings.home, run_name(), pipeline.gate.sensitive)
     try:
-        if decision := decide(pipeline.name, rows, validation, pipeline.gate):
+        if decision := decide(pipeline.name, rows, validation, pipeline.gate, partial(alert_pause, pipeline)):
             entry.decision = "; ".join(filter(None, [entry.decision, decision]))
     except GateRejected as exc:
         entry.decision = exc.decision

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
-from prefect.runtime import flow_run
 
 from connectors.sql import utcnow
 from data_checks.gate import GateFailed, GateRejected, Validation
 from data_checks.guards import schema_diff, volume_problem
 from data_checks.policy import Gate, SchemaContract
-from interlink.alerts import alert
 from interlink.ledger import Ledger
 from interlink.masking import mask_frame
 
@@ -52,10 +52,13 @@ def volume_guard(state_url: str, integration: str, rows_read: int, gate: Gate) -
     return None
 
 
-def decide(integration: str, rows: pd.DataFrame, validation: Validation, gate: Gate) -> str | None:
+def decide(
+    integration: str, rows: pd.DataFrame, validation: Validation, gate: Gate, on_pause: Callable[[str, dict], None]
+) -> str | None:
     """Apply the gate policy to a checked batch: raise to stop it, or return a decision to ledger.
 
-    Called from the flow: under `approve` it pauses the flow run until a person answers.
+    Called from the flow: under `approve` it pauses the flow run until a person answers, first
+    calling `on_pause(summary, counts)` (the flow alerts someone).
     """
     failing, total = len(validation.row_failures), len(rows)
     if not failing and not validation.batch_failures:
@@ -70,7 +73,7 @@ def decide(integration: str, rows: pd.DataFrame, validation: Validation, gate: G
     if not validation.batch_failures and failing <= gate.approve_above * total:
         return None
     form = Approval.with_initial_data(description=_form(integration, rows, validation, gate, summary))
-    alert(integration, "PAUSED", flow_run.id, f"waiting for approval: {summary}", {"rows": total, "rows_failing": failing})
+    on_pause(summary, {"rows": total, "rows_failing": failing})
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=gate.approval_timeout_s, poll_interval=gate.approval_poll_s)
     except FlowPauseTimeout:

@@ -8,8 +8,6 @@ import re
 from collections.abc import Callable
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 COUNTRY_ALIASES = {"UK": "GB", "USA": "US", "U.S.": "US", "GER": "DE", "DEU": "DE", "FRA": "FR"}
 CALLING_CODES = {
@@ -91,99 +89,3 @@ def latest_per_key(frame: pd.DataFrame, key: str, updated: str) -> pd.DataFrame:
     ordered = frame.sort_values(updated, kind="stable", na_position="first")  # no valid time loses
     keyed = ordered[ordered[key].notna()].drop_duplicates(subset=key, keep="last")
     return pd.concat([keyed, ordered[ordered[key].isna()]]).sort_index()
-
-
-@task(name="transform", cache_policy=NO_CACHE)
-def to_billing_customers(raw: pd.DataFrame) -> pd.DataFrame:
-    """CRM customers → rows of `billing.customers`, one per CRM id (latest update wins).
-
-    The result keeps the raw frame's index, so each row can be traced to its source record.
-    """
-    country = normalise_country(raw["country"])
-    rows = pd.DataFrame(
-        {
-            "crm_id": blank_to_na(raw["id"]),
-            "name": blank_to_na(raw["name"]),
-            "email": normalise_email(raw["email"]),
-            "phone": normalise_phone(raw["phone"], country),
-            "country": country,
-            "crm_updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce", format="ISO8601"),
-        },
-        index=raw.index,
-    )
-    return latest_per_key(rows, "crm_id", "crm_updated_at")
-
-
-
-@task(name="transform", cache_policy=NO_CACHE)
-def to_erp_orders(raw: pd.DataFrame) -> pd.DataFrame:
-    """Storefront orders → ERP order rows, each with its `lines` (a list of dicts) and line figures.
-
-    Amounts stay in the order's currency here; enrichment converts them. Keeps the raw index.
-    """
-    lines = raw["lines"].map(_order_lines)
-    totals = lines.map(lambda ls: sum(ln["quantity"] * ln["unit_price"] for ln in ls) if _complete(ls) else None)
-    return latest_per_key(
-        pd.DataFrame(
-            {
-                "order_id": blank_to_na(raw["id"]),
-                "customer_email": normalise_email(raw["customer_email"]),
-                "currency": blank_to_na(raw["currency"]).str.upper(),
-                "status": blank_to_na(raw["status"]).str.lower(),
-                "placed_at": pd.to_datetime(raw["placed_at"], utc=True, errors="coerce", format="ISO8601"),
-                "updated_at": pd.to_datetime(raw["updated_at"], utc=True, errors="coerce", format="ISO8601"),
-                "total": totals.astype("float64"),
-                "line_count": lines.map(len),
-                "min_quantity": lines.map(lambda ls: min((ln["quantity"] for ln in ls), default=None)).astype("float64"),
-                "lines": lines,
-            },
-            index=raw.index,
-        ),
-        "order_id",
-        "updated_at",
-    )
-
-
-def _order_lines(lines: object) -> list[dict]:
-    """Typed order lines; a number that cannot be read becomes None for the checks to catch."""
-    if not isinstance(lines, list):
-        return []
-    return [
-        {
-            "line_no": _number(line.get("line_no"), int),
-            "sku": line.get("sku"),
-            "quantity": _number(line.get("quantity"), int),
-            "unit_price": _number(line.get("unit_price"), float),
-        }
-        for line in lines
-    ]
-
-
-def _number(value: object, kind: type) -> int | float | None:
-    try:
-        return kind(value)
-    except (TypeError, ValueError):
-        return None
-
-
-def _complete(lines: list[dict]) -> bool:
-    return bool(lines) and all(ln["quantity"] is not None and ln["unit_price"] is not None for ln in lines)
-
-
-@task(name="transform", cache_policy=NO_CACHE)
-def to_stock_levels(raw: pd.DataFrame) -> pd.DataFrame:
-    """ERP stock export rows (one per SKU and warehouse) → one stock level per SKU.
-
-    Each row keeps the index of the SKU's first export row. A count that is not a whole
-    number makes the SKU's stock missing, for the checks to name.
-    """
-    sku = blank_to_na(raw["sku"]).str.upper()
-    on_hand = pd.to_numeric(raw["on_hand"], errors="coerce")
-    on_hand = on_hand.where(on_hand == on_hand.round())
-    frame = pd.DataFrame({"sku": sku, "on_hand": on_hand, "first": raw.index})
-    levels = frame.groupby("sku", sort=True).agg(
-        stock=("on_hand", lambda s: s.sum() if s.notna().all() else float("nan")), first=("first", "min")
-    )
-    levels = levels.reset_index().set_index("first")
-    levels.index.name = None
-    return levels.astype({"stock": "Int64"})

@@ -7,8 +7,8 @@ import pytest
 
 from data_checks.customers import billing_customers
 from data_checks.gate import build_docs, context, validate
+from flows.crm_to_billing import add_billing_terms
 from tasks.check import check
-from tasks.enrich import add_billing_terms
 
 TERMS = {"DE": {"currency": "EUR", "tax_rate": 0.19}, "GB": {"currency": "GBP", "tax_rate": 0.2}, "ZZ": None}
 TEXT = ["crm_id", "name", "email", "phone", "country", "currency"]

@@ -2,13 +2,13 @@
 
 import pandas as pd
 
+from flows.crm_to_billing import to_billing_customers
 from tasks.transform import (
     blank_to_na,
     latest_per_key,
     normalise_country,
     normalise_email,
     normalise_phone,
-    to_billing_customers,
 )
 
 
