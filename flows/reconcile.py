@@ -3,6 +3,7 @@
 The source's records in a window go through the sync's own transform and enrichers and are
 hashed as delivery hashes them; the target's rows in the same window are compared by key.
 Records with an open dead letter are set aside on both sides: they are not expected to match.
+A repair delivers the missing and changed rows again, then reads them back to find those it could not mend.
 """
 
 from __future__ import annotations
@@ -33,20 +34,27 @@ def reconcile_flow(pipeline: Pipeline) -> Flow:
 
     @flow(name=f"{pipeline.name}_reconcile", description=f"Reconcile {target.connection} with {pipeline.source.connection}")
     def reconcile(since: str | None = None, repair: bool = False, chunk_size: int = CHUNK_ROWS) -> dict:
-        """Compare the rows updated at or after `since` (every row if None); with `repair`,
-        deliver the missing and changed ones again. Extra rows are only reported; the watermark never moves."""
+        """Compare the rows updated at or after `since` (every row if None); with `repair`, deliver the
+        missing and changed ones again, then read them back: `unrepaired` lists those still missing or
+        changed (without `repair`, all of them). Extra rows are only reported; the watermark never moves."""
         settings = Settings.load()
         connection = settings.connection(target.connection)
         set_aside = {e["record_key"] for e in DeadLetters(settings.state_db).entries(pipeline.name, OPEN)}
-        ledger = Ledger(settings.state_db)
+        key, ledger = pipeline.key, Ledger(settings.state_db)
         with ledger.record(pipeline.name, kind="reconcile", flow_run_id=flow_run.id, target=connection.display, watermark=None) as entry:
-            source = _source_rows(pipeline, settings, since, chunk_size)
-            source = source[~source[pipeline.key].isin(set_aside)]
-            held = read_target(connection.url, target, _window(since), source[pipeline.key])
-            found = compare(source[[pipeline.key, "row_hash"]], held[~held[pipeline.key].isin(set_aside)], pipeline.key)
-            written = _repair(pipeline, settings, connection.url, source, found) if repair else Counts()
+            source = _without(_source_rows(pipeline, settings, since, chunk_size), key, set_aside)
+            held = _without(read_target(connection.url, target, _window(since), source[key]), key, set_aside)
+            found = compare(source[[key, "row_hash"]], held, key)
+            written, unrepaired = Counts(), sorted(found["missing"] + found["changed"])
+            if repair and unrepaired:
+                written = _repair(pipeline, settings, connection.url, source, found)
+                repaired = source.loc[source[key].isin(unrepaired), [key, "row_hash"]]
+                again = compare(repaired, read_target(connection.url, target, None, repaired[key], window=False), key)
+                unrepaired = sorted(again["missing"] + again["changed"])
             entry.counts = Counts(rows_read=len(source), rows_inserted=written.rows_inserted, rows_updated=written.rows_updated)
-        result = {"integration": pipeline.name, **found, "repaired": written.rows_inserted + written.rows_updated}
+        result = {
+            "integration": pipeline.name, **found, "repaired": written.rows_inserted + written.rows_updated, "unrepaired": unrepaired,
+        }
         publish_reconcile(result, connection.display, since)
         return result
 
@@ -54,7 +62,10 @@ def reconcile_flow(pipeline: Pipeline) -> Flow:
 
 
 def _source_rows(pipeline: Pipeline, settings: Settings, since: str | None, chunk_rows: int) -> pd.DataFrame:
-    """The window's records as the sync would deliver them: transformed, enriched, latest per key, hashed."""
+    """The window's records as the sync would deliver them: transformed, enriched, latest per key, hashed.
+
+    Without an update-time column in the target, the last record of each key counts.
+    """
     caches: list[dict] = [{} for _ in pipeline.enrichers]
     parts = []
     for chunk in pipeline.source.chunks(settings, since, chunk_rows):
@@ -62,9 +73,15 @@ def _source_rows(pipeline: Pipeline, settings: Settings, since: str | None, chun
             parts.append(shape(pipeline, settings, chunk.records, caches))
     if not parts:
         return pd.DataFrame(columns=[pipeline.key, "row_hash"])
-    rows = latest_per_key(pd.concat(parts, ignore_index=True), pipeline.key, pipeline.target.updated)
+    rows, updated = pd.concat(parts, ignore_index=True), pipeline.target.updated
+    rows = latest_per_key(rows, pipeline.key, updated) if updated else rows.drop_duplicates(pipeline.key, keep="last")
     rows = rows[rows[pipeline.key].notna()]
     return rows.assign(row_hash=row_hashes(rows, pipeline.target))
+
+
+def _without(rows: pd.DataFrame, key: str, set_aside: set[str]) -> pd.DataFrame:
+    """`rows` but those whose key, as text (as the dead-letter store keeps it), is in `set_aside`."""
+    return rows[~rows[key].astype(str).isin(set_aside)]
 
 
 def _repair(pipeline: Pipeline, settings: Settings, url: str, source: pd.DataFrame, found: dict) -> Counts:

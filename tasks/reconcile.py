@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import datetime
 
 import pandas as pd
@@ -19,11 +18,13 @@ SHOWN_KEYS = 50  # keys listed per kind of difference in the artifact
 
 
 @task(name="read-target", cache_policy=NO_CACHE)
-def read_target(url: str, target: SqlTarget, since: datetime | None, keys: Iterable[str]) -> pd.DataFrame:
-    """The target's rows updated at or after `since` (all if None), plus any other rows with `keys`.
+def read_target(url: str, target: SqlTarget, since: datetime | None, keys: pd.Series, window: bool = True) -> pd.DataFrame:
+    """The target's rows with `keys`, plus with `window` every row updated at or after `since` (all if None).
 
     One row per key: the `row_hash` delivery stored, and `held_hash`, the same hash of the values
     the row holds now (children included), which differs when the row was edited behind delivery's back.
+    A target without an update-time column has a window only when `since` is None (every row, read in
+    chunks): with `since`, its rows outside the source's window could not be told from extra rows.
     """
     table = target.table
     engine = create_engine(url)
@@ -31,10 +32,11 @@ def read_target(url: str, target: SqlTarget, since: datetime | None, keys: Itera
         if not sa.inspect(engine).has_table(table.name):
             return pd.DataFrame(columns=[target.key, *HASHES])
         with engine.connect() as conn:
-            window = read_chunks(engine, table, watermark_column=target.updated, since=since)
-            parts = [_hashed(conn, target, rows) for rows in window]
+            windowed = window and (since is None or target.updated is not None)
+            chunks = read_chunks(engine, table, watermark_column=target.updated, since=since) if windowed else []
+            parts = [_hashed(conn, target, rows) for rows in chunks]
             seen = set().union(*(part[target.key] for part in parts))
-            others = select_in(conn, list(table.c), table.c[target.key], [k for k in keys if k not in seen])
+            others = select_in(conn, list(table.c), table.c[target.key], [k for k in keys.tolist() if k not in seen])
             parts.append(_hashed(conn, target, pd.DataFrame(others, columns=list(table.c.keys()))))
     finally:
         engine.dispose()
@@ -64,18 +66,19 @@ def compare(source_rows: pd.DataFrame, target_rows: pd.DataFrame, key: str) -> d
     """Keys only in the source (`missing`), only in the target (`extra`), and in both but different (`changed`).
 
     Both frames hold `key` and `row_hash`; a target row differs when any of its other columns
-    (its hashes) differs from the source row's `row_hash`.
+    (its hashes) differs from the source row's `row_hash`. Keys are reported as Python values, sorted.
     """
     source = source_rows.set_index(key)["row_hash"]
     target = target_rows.set_index(key)
     both = source.index.intersection(target.index)
-    differs = target.loc[both].ne(source[both], axis=0).any(axis=1).to_numpy()
+    # both sides taken in the order of `both`, compared by position: pandas may not realign them
+    differs = (target.loc[both].to_numpy() != source.loc[both].to_numpy()[:, None]).any(axis=1)
     found = {
         "source_rows": len(source),
         "target_rows": len(target),
-        "missing": sorted(source.index.difference(target.index)),
-        "extra": sorted(target.index.difference(source.index)),
-        "changed": sorted(both[differs]),
+        "missing": sorted(source.index.difference(target.index).tolist()),
+        "extra": sorted(target.index.difference(source.index).tolist()),
+        "changed": sorted(both[differs].tolist()),
     }
     get_run_logger().info(
         "source %d rows, target %d: %d missing, %d extra, %d changed",
@@ -85,9 +88,9 @@ def compare(source_rows: pd.DataFrame, target_rows: pd.DataFrame, key: str) -> d
 
 
 @task(name="forget-hashes", cache_policy=NO_CACHE)
-def forget_hashes(url: str, target: SqlTarget, keys: Iterable[str]) -> None:
+def forget_hashes(url: str, target: SqlTarget, keys: pd.Series) -> None:
     """Blank the stored hash of `keys`, so delivery rewrites them even if their hash never changed."""
-    keys, table = list(keys), target.table
+    keys, table = keys.tolist(), target.table  # Python values: a driver may not take numpy integers
     engine = create_engine(url)
     try:
         with engine.begin() as conn:
@@ -111,8 +114,9 @@ def publish_reconcile(result: dict, target: str, since: str | None) -> None:
         *[f"| {k} | {result[k]} |" for k in ("source_rows", "target_rows")],
         *[f"| {k} | {len(result[k])} |" for k in ("missing", "extra", "changed")],
         f"| repaired | {result['repaired']} |",
+        f"| unrepaired | {len(result['unrepaired'])} |",
     ]
-    for kind in ("missing", "extra", "changed"):
+    for kind in ("missing", "extra", "changed", "unrepaired"):
         if keys := result[kind]:
             more = f" … and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
             lines += ["", f"## {kind}", ", ".join(f"`{k}`" for k in keys[:SHOWN_KEYS]) + more]

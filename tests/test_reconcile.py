@@ -16,7 +16,7 @@ from interlink.settings import Settings
 
 reconcile = crm_to_billing.reconcile
 reconcile_orders = orders_to_erp.reconcile
-NOTHING = {"missing": [], "extra": [], "changed": [], "repaired": 0}
+NOTHING = {"missing": [], "extra": [], "changed": [], "repaired": 0, "unrepaired": []}
 
 
 def execute(url: str, *statements: str, **params) -> None:
@@ -58,7 +58,9 @@ def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_
         )
         damaged = customers(billing_url)
         found = reconcile()
-        assert differences(found) == {"missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 0}
+        assert differences(found) == {
+            "missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 0, "unrepaired": sorted([deleted, edited]),
+        }
         assert found["source_rows"] == len(clean) and found["target_rows"] == len(clean)
         pd.testing.assert_frame_equal(customers(billing_url), damaged)
 
@@ -66,7 +68,9 @@ def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_
         repaired = customers(billing_url)
         after = reconcile()
 
-    assert differences(state.result()) == {"missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 2}
+    assert differences(state.result()) == {
+        "missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 2, "unrepaired": [],
+    }
     pd.testing.assert_frame_equal(repaired.drop(index="ghost-1"), clean)
     assert repaired.attrs["watermark"] == clean.attrs["watermark"]
     assert differences(after) == {**NOTHING, "extra": ["ghost-1"]}
@@ -80,7 +84,8 @@ def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         )
     assert artifact.key == "crm-to-billing-reconcile"
-    assert "| repaired | 2 |" in artifact.data and f"`{deleted}`" in artifact.data and "`ghost-1`" in artifact.data
+    assert "| repaired | 2 |" in artifact.data and "| unrepaired | 0 |" in artifact.data
+    assert f"`{deleted}`" in artifact.data and "`ghost-1`" in artifact.data
 
 
 def test_a_window_compares_only_recent_rows_and_finds_source_changes_not_yet_synced(systems, crm_db, home, monkeypatch):
@@ -95,7 +100,7 @@ def test_a_window_compares_only_recent_rows_and_finds_source_changes_not_yet_syn
         reconcile(since=watermark, repair=True)
         synced = crm_to_billing.sync()
 
-    assert differences(found) == {**NOTHING, "changed": changed}
+    assert differences(found) == {**NOTHING, "changed": changed, "unrepaired": sorted(changed)}
     assert found["source_rows"] == found["target_rows"] == 5 + 1  # and the customer at the watermark
     assert customers(url).attrs["watermark"] == synced["watermark"]
     assert synced["rows_updated"] == 0  # the reconcile delivered them; the sync found them in place
@@ -111,5 +116,5 @@ def test_a_clean_erp_target_reports_nothing_and_a_lost_order_line_is_restored(st
         after = reconcile_orders()
 
     assert differences(clean) == NOTHING and clean["source_rows"] == clean["target_rows"] > 1000
-    assert len(found["changed"]) == 1 and found["repaired"] == 1
+    assert len(found["changed"]) == 1 and found["repaired"] == 1 and found["unrepaired"] == []
     assert differences(after) == NOTHING
