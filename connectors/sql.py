@@ -10,9 +10,11 @@ SQLAlchemy: no SQL is built from unchecked strings.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -96,20 +98,133 @@ def read_chunks(
 ) -> Iterator[pd.DataFrame]:
     """Stream `table` in DataFrames of at most `chunk_rows`, without holding the whole result.
 
-    With `watermark_column`, reads only rows at or after `since - lag` in watermark order:
-    the lag window re-reads rows that committed late with an earlier timestamp.
+    With `watermark_column`, reads only rows at or after `since - lag` in watermark order
+    (`since` as read, or as text: see `cursor_bound`): the lag window re-reads rows that
+    committed late with an earlier timestamp.
     """
     selected = [table.c[identifier(c, "column")] for c in columns] if columns else list(table.c)
     query = sa.select(*selected)
     if watermark_column:
         mark = table.c[identifier(watermark_column, "watermark column")]
-        query = query.order_by(mark)
+        order = cursor_expression(mark, engine.dialect.name)
+        query = query.order_by(order)
         if since is not None:
-            query = query.where(mark >= since - lag)
+            query = query.where(order >= cursor_bound(mark, since, engine.dialect.name, lag))
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
         for part in result.partitions(chunk_rows):
             yield pd.DataFrame(part, columns=list(result.keys()))
+
+
+def read_page(
+    engine: Engine,
+    source: sa.FromClause,
+    *,
+    cursor: str,
+    keys: Sequence[str],
+    limit: int,
+    since: Any = None,
+    lag: timedelta | int = timedelta(0),
+    after: Sequence[Any] | None = None,
+    columns: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Up to `limit` rows of `source` (its `columns`, or all) in (cursor, keys) order, as raw values (NULL as None).
+
+    Only rows whose cursor is at or after `since - lag` and, given `after` (the cursor and keys
+    of the last row already read), after that row: keyset pagination, each page its own query.
+    Rows without a cursor value (or, on SQLite, without a readable time) cannot be read
+    incrementally and are left out.
+    """
+    dialect = engine.dialect.name
+    mark = source.c[cursor]
+    order = cursor_expression(mark, dialect)
+    selected = [source.c[c] for c in columns] if columns else list(source.c)
+    query = sa.select(*(_raw(c, dialect) for c in selected)).where(order.is_not(None))
+    if since is not None:
+        query = query.where(order >= cursor_bound(mark, since, dialect, lag))
+    if after is not None:
+        position = [cursor_bound(mark, after[0], dialect), *(sa.literal(v, source.c[k].type) for k, v in zip(keys, after[1:]))]
+        query = query.where(sa.tuple_(order, *(source.c[k] for k in keys)) > sa.tuple_(*position))
+    query = query.order_by(order, *(source.c[k] for k in keys)).limit(limit)
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=min(limit, 10_000)).execute(query)
+        return pd.DataFrame(list(result), columns=list(result.keys()), dtype=object)
+
+
+def count_untracked(engine: Engine, source: sa.FromClause, cursor: str) -> int:
+    """How many rows of `source` `read_page` leaves out: those without a (readable) cursor value."""
+    order = cursor_expression(source.c[cursor], engine.dialect.name)
+    with engine.connect() as conn:
+        return conn.scalar(sa.select(sa.func.count()).select_from(source).where(order.is_(None)))
+
+
+def cursor_expression(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """What a cursor column is compared and ordered by: itself, or on SQLite, where times are
+    text in any ISO form ('T' or ' ', with or without fractions), its Julian day number."""
+    if dialect == "sqlite" and not _numeric(column.type):
+        return sa.func.julianday(column)
+    return column
+
+
+def cursor_bound(column: sa.ColumnElement, value: Any, dialect: str, lag: timedelta | int = timedelta(0)) -> sa.ColumnElement:
+    """`value` minus `lag`, converted to `column`'s type, to compare with `cursor_expression(column)`.
+
+    `value` is as read, or as text (a watermark): a number for a numeric column (`lag` in its
+    units, a timedelta as seconds), a time for a date/time column or any column on SQLite, and
+    elsewhere the text itself (a text cursor compares as text, so keep its format).
+    """
+    kind = column.type
+    if _numeric(kind):
+        number = value if isinstance(value, int | float | Decimal) else Decimal(str(value))
+        number -= Decimal(_seconds(lag)) if isinstance(number, Decimal) else _seconds(lag)
+        return sa.literal(math.floor(number) if isinstance(kind, sa.Integer) else number, kind)
+    if dialect == "sqlite":
+        text = value if isinstance(value, str) and not lag else naive_utc(to_datetime(value) - lag).isoformat(" ")
+        return sa.func.julianday(sa.literal(text, sa.String))
+    if isinstance(kind, sa.DateTime | sa.Date):
+        moment = to_datetime(value) - lag
+        if not getattr(kind, "timezone", False):
+            moment = naive_utc(moment)
+        return sa.literal(moment.date() if isinstance(kind, sa.Date) else moment, kind)
+    return sa.literal(str(value) if not lag else _shifted_text(str(value), lag), kind)
+
+
+def to_datetime(value: Any) -> datetime:
+    """A time as read (datetime or date) or as ISO 8601 text."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, date):
+        return datetime.combine(value, datetime.min.time())
+    return datetime.fromisoformat(str(value))
+
+
+def cursor_text(value: Any) -> str:
+    """A cursor value as watermark text: ISO 8601 for times, the number's own text, or the text as stored."""
+    return value.isoformat() if isinstance(value, date) else str(value)
+
+
+def _shifted_text(value: str, lag: timedelta) -> str:
+    """ISO text `value` moved back by `lag`, in the same form ('T' or ' ', fractions kept)."""
+    moment = datetime.fromisoformat(value) - lag
+    return moment.isoformat("T" if "T" in value else " ", "microseconds" if "." in value else "seconds")
+
+
+def naive_utc(moment: datetime) -> datetime:
+    """`moment` as the naive UTC time every dialect stores alike (a naive one is taken as UTC)."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def _seconds(lag: timedelta | int) -> int | float:
+    return lag.total_seconds() if isinstance(lag, timedelta) else lag
+
+
+def _numeric(kind: sa.types.TypeEngine) -> bool:
+    return isinstance(kind, sa.Integer | sa.Numeric)
+
+
+def _raw(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
+    """`column` read as the driver gives it: on SQLite no parsing of stored text into times or decimals."""
+    return sa.type_coerce(column, sa.types.NullType()).label(column.name) if dialect == "sqlite" else column
 
 
 def write(conn: Connection, table: sa.Table, rows: pd.DataFrame, mode: WriteMode, keys: Sequence[str] = ()) -> None:

@@ -58,17 +58,18 @@ class ChildTable:
 
 @dataclass(frozen=True)
 class SqlTarget:
-    """Where a batch goes: a table on a SQL connection, its key, and the source update-time column.
+    """Where a batch goes: a table on a SQL connection, its key, and the source update-time column, if any.
 
-    A row counts as changed when the hash of its declared columns (and children) changes;
-    an older version of a record never overwrites a newer one. A newer version with the
-    same data is still written (its update time moves) but counts as unchanged.
+    A row counts as changed when the hash of its declared columns (and children) changes.
+    Where both versions' update times are known, an older version of a record never overwrites
+    a newer one, and a newer version with the same data is still written (its update time moves)
+    but counts as unchanged. Without `updated`, or where a time is missing, the hash alone decides.
     """
 
     connection: str
     table: sa.Table
     key: str
-    updated: str
+    updated: str | None = None
     children: tuple[ChildTable, ...] = ()
 
     @property
@@ -165,17 +166,23 @@ def _prepared(rows: pd.DataFrame, target: SqlTarget) -> pd.DataFrame:
 def _plan(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.Series:
     """'insert', 'update', 'touch' (same data, newer time) or 'unchanged' for each row."""
     table = target.table
-    key, updated = table.c[target.key], table.c[target.updated]
+    key = table.c[target.key]
+    times = [table.c[target.updated]] if target.updated else []
     existing = pd.DataFrame(
-        select_in(conn, [key, table.c.row_hash, updated], key, rows[target.key].tolist()),
-        columns=[target.key, "old_hash", "old_updated"],
+        select_in(conn, [key, table.c.row_hash, *times], key, rows[target.key].tolist()),
+        columns=[target.key, "old_hash", *(["old_updated"] if times else [])],
     ).set_index(target.key)
     old = existing.reindex(rows[target.key])
     old.index = rows.index
-    incoming, held = rows[target.updated].astype("datetime64[us]"), old["old_updated"].astype("datetime64[us]")
+    held = old["old_hash"].notna()
     same = old["old_hash"] == rows["row_hash"]
     plan = pd.Series("unchanged", index=rows.index)
-    plan[old["old_hash"].isna()] = "insert"
-    plan[old["old_hash"].notna() & ~same & (incoming >= held)] = "update"
-    plan[same & (incoming > held)] = "touch"
+    plan[~held] = "insert"
+    if not target.updated:
+        plan[held & ~same] = "update"
+        return plan
+    incoming, stored = rows[target.updated].astype("datetime64[us]"), old["old_updated"].astype("datetime64[us]")
+    older = incoming < stored  # False where either time is missing: the hash decides
+    plan[held & ~same & ~older] = "update"
+    plan[same & incoming.notna() & (stored.isna() | (incoming > stored))] = "touch"
     return plan

@@ -6,19 +6,37 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
 from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import Engine
 
 from connectors import pagination
+from connectors.errors import RetriableError
 from connectors.files import DropFolder
 from connectors.gauge import ROWS_HELD
 from connectors.rest import RestClient
-from interlink.settings import ConfigError, RestConnection, Settings
+from connectors.sql import (
+    count_untracked,
+    create_engine,
+    cursor_text,
+    identifier,
+    naive_utc,
+    read_page,
+    reflect,
+    to_datetime,
+    utcnow,
+)
+from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
+
+FUTURE = timedelta(days=1)  # a cursor time further ahead than this does not move the watermark
 
 
 @dataclass(frozen=True)
@@ -108,6 +126,134 @@ def fetch_chunk(
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
     position = paginator.checkpoint()
     return Chunk(frame, newest(frame, source.cursor_field), last=position is None), position
+
+
+@dataclass(frozen=True, kw_only=True)
+class SqlSource:
+    """A table, or the rows of a SELECT (`query`, without `:name` parameters), on a SQL connection,
+    read incrementally by its `cursor` column (an update time, or an increasing number).
+
+    Rows whose cursor is at or after the watermark less `lag` are read (inclusive, so rows sharing
+    the watermark's value are never skipped; delivery recognises the ones it already has; `lag`
+    re-reads a window for rows committed late with an earlier cursor value: a timedelta, or for a
+    numeric cursor a number of its units). Chunks come in (cursor, `key`) order, each read by its
+    own query and task run; a chunk's watermark is its newest cursor value, as text. Values reach
+    the transform as the driver reads them (NULL as None), on SQLite times as the stored text.
+    """
+
+    connection: str
+    cursor: str
+    key: str | tuple[str, ...]
+    table: str | None = None
+    query: str | None = None
+    lag: timedelta | int = timedelta(0)
+    columns: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.table is None) == (self.query is None):
+            raise ConfigError(f"SqlSource on {self.connection!r}: set exactly one of `table` and `query`")
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return (self.key,) if isinstance(self.key, str) else tuple(self.key)
+
+    def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
+        """The chunks in order, each read when the caller is done with the one before."""
+        connection = settings.connection(self.connection)
+        if not isinstance(connection, SqlConnection):
+            raise ConfigError(f"SqlSource needs a sql connection; {self.connection!r} is {connection.kind}")
+        after = None
+        while True:
+            chunk, after = read_rows(self, connection.url, since, after, chunk_rows)
+            yield chunk
+            if after is None:
+                return
+
+    def done(self, settings: Settings, chunk: Chunk) -> None:
+        """Nothing to do: the watermark commits with the delivered data."""
+
+    def selectable(self, engine: Engine) -> sa.FromClause:
+        """The table, reflected, or the query as a subquery; `ConfigError` for a name that is not there."""
+        if self.table is not None:
+            try:
+                source = reflect(engine, self.table)
+            except sa.exc.NoSuchTableError:
+                tables = ", ".join(sa.inspect(engine).get_table_names()[:20]) or "none"
+                raise ConfigError(
+                    f"connection {self.connection!r} has no table {self.table!r} (SqlSource `table`): "
+                    f"create it, or set `table` to one of: {tables}"
+                ) from None
+        else:
+            source = sa.text(self.query).columns(*_probe(engine, self.query)).subquery("source")
+        for setting, names in (("cursor", [self.cursor]), ("key", self.keys), ("columns", self.columns or ())):
+            for name in names:
+                if identifier(name, f"{setting} column") not in source.c:
+                    raise ConfigError(
+                        f"connection {self.connection!r}: {self.table or 'the query'} has no column {name!r} "
+                        f"(SqlSource `{setting}`): use one of {', '.join(source.c.keys())}"
+                    )
+        return source
+
+    def selected(self) -> list[str] | None:
+        """The columns read: `columns` with the cursor and keys, or None for all."""
+        return list(dict.fromkeys([*self.columns, self.cursor, *self.keys])) if self.columns else None
+
+    def watermark(self, cursors: pd.Series) -> str | None:
+        """The newest cursor value of a chunk (which is in cursor order), as text.
+
+        A time further in the future than `FUTURE` is passed over: it would hide every later change.
+        """
+        horizon = utcnow() + FUTURE
+        for value in reversed(cursors.tolist()):
+            if isinstance(value, int | float | Decimal):
+                return cursor_text(value)
+            try:
+                if naive_utc(to_datetime(value)) <= horizon:
+                    return cursor_text(value)
+            except ValueError:
+                continue
+        return None
+
+
+def _probe(engine: Engine, query: str) -> list[sa.ColumnClause]:
+    """The columns of `query`'s result, typed from its first row (text when it has none)."""
+    types = {datetime: sa.DateTime, date: sa.Date, int: sa.Integer, float: sa.Numeric, Decimal: sa.Numeric}
+    with engine.connect() as conn:
+        result = conn.execute(sa.select(sa.text("*")).select_from(sa.text(f"({query}) AS probe")).limit(1))
+        row = result.first() or [None] * len(result.keys())
+        return [sa.column(name, types.get(type(value), sa.String)()) for name, value in zip(result.keys(), row, strict=True)]
+
+
+@task(name="ingest", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10], retry_condition_fn=retriable)
+def read_rows(
+    source: SqlSource, url: str, since: str | None, after: tuple | None, max_rows: int
+) -> tuple[Chunk, tuple | None]:
+    """Read up to `max_rows` rows after position `after` (None: from the start).
+
+    Returns the chunk and the position (cursor and keys of its last row) of the next one, None after the last.
+    """
+    engine = create_engine(url)
+    try:
+        selectable = source.selectable(engine)
+        if after is None and (untracked := count_untracked(engine, selectable, source.cursor)):
+            get_run_logger().warning(
+                "%d rows of %s have no readable %s: they cannot be read incrementally", untracked, source.connection, source.cursor
+            )
+        frame = read_page(
+            engine, selectable, cursor=source.cursor, keys=source.keys, limit=max_rows,
+            since=since, lag=source.lag, after=after, columns=source.selected(),
+        )
+    except sa.exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise RetriableError(f"{source.connection}: connection lost: {exc.orig}") from exc
+        raise
+    finally:
+        engine.dispose()
+    ROWS_HELD.track(frame)
+    get_run_logger().info("read %d rows from %s.%s (since %s)", len(frame), source.connection, source.table or "query", since)
+    last = len(frame) < max_rows
+    position = None if last else tuple(frame.iloc[-1][[source.cursor, *source.keys]])
+    return Chunk(frame, source.watermark(frame[source.cursor]) if len(frame) else None, last=last), position
 
 
 @dataclass(frozen=True)

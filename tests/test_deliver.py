@@ -1,5 +1,7 @@
 """Delivery to billing.customers on SQLite, PostgreSQL and MariaDB: idempotent upserts and the watermark."""
 
+from dataclasses import replace
+
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -11,7 +13,7 @@ from flows.crm_to_billing import PIPELINE
 
 BILLING_CUSTOMERS = PIPELINE.target
 from interlink.ledger import Counts
-from tasks.deliver import deliver
+from tasks.deliver import deliver, tracked_table
 
 INTEGRATION = "crm_to_billing"
 COLUMNS = [c.name for c in BILLING_CUSTOMERS.table.columns if c.name != "synced_at"]
@@ -239,3 +241,36 @@ def test_a_key_another_writer_adds_after_the_plan_fails_the_batch_whole_and_a_re
 
     assert run(billing_url, customers(n)) == Counts(rows_inserted=n - 1, rows_updated=1)
     assert len(table_rows(billing_url)) == n and by_id(billing_url)["c1"]["name"] == "Customer 1"
+
+
+# A target without an update-time column, and update times that are missing
+
+NO_TIME = replace(BILLING_CUSTOMERS, table=tracked_table(
+    "customers", *(sa.Column(c.name, c.type, primary_key=c.primary_key) for c in BILLING_CUSTOMERS.table.columns
+                   if c.name not in ("crm_updated_at", "row_hash", "synced_at"))
+), updated=None)
+
+
+def test_without_an_update_time_column_the_hash_alone_decides(billing_url):
+    assert deliver(billing_url, NO_TIME, customers(3), INTEGRATION, None, None) == Counts(rows_inserted=3)
+    assert deliver(billing_url, NO_TIME, customers(3), INTEGRATION, None, None) == Counts(rows_unchanged=3)
+    changed = customers(4, updated="2020-01-01T00:00:00Z")  # any time, even an older one: there is none to compare
+    changed.loc[1, "name"] = "Renamed"
+    assert deliver(billing_url, NO_TIME, changed, INTEGRATION, None, None) == Counts(rows_inserted=1, rows_updated=1, rows_unchanged=2)
+    engine = create_engine(billing_url)
+    with engine.connect() as conn:
+        names = dict(conn.execute(sa.select(NO_TIME.table.c.crm_id, NO_TIME.table.c.name)).all())
+    engine.dispose()
+    assert names == {"c0": "Customer 0", "c1": "Renamed", "c2": "Customer 2", "c3": "Customer 3"}
+
+
+@pytest.mark.parametrize("missing", ["incoming", "stored"])
+def test_a_changed_row_with_a_missing_update_time_is_still_delivered(billing_url, missing):
+    first = customers(2, crm_updated_at=pd.Series([pd.NaT] * 2, dtype="datetime64[ns, UTC]")) if missing == "stored" else customers(2)
+    run(billing_url, first)
+    changed = customers(2, name=["Customer 0", "Renamed"])
+    if missing == "incoming":
+        changed["crm_updated_at"] = pd.Series([pd.NaT] * 2, dtype="datetime64[ns, UTC]")
+    assert run(billing_url, changed) == Counts(rows_updated=1, rows_unchanged=1)
+    assert by_id(billing_url)["c1"]["name"] == "Renamed"
+    assert run(billing_url, changed) == Counts(rows_unchanged=2)

@@ -155,3 +155,97 @@ def test_column_names_are_validated_too(engine, table):
 def test_upsert_without_keys_is_refused_with_the_fix(engine, table):
     with pytest.raises(ConfigError, match="needs key columns"), engine.begin() as conn:
         sql.write(conn, table, rows(1), WriteMode.UPSERT)
+
+
+# Incremental reads with the watermark as the pipeline holds it: text
+
+def test_read_chunks_takes_the_watermark_as_text(engine, table):
+    with engine.begin() as conn:
+        sql.write(conn, table, rows(100), WriteMode.APPEND)
+    read = [i for c in sql.read_chunks(engine, table, watermark_column="changed_at", since="2026-01-01T00:01:30",
+                                       lag=timedelta(seconds=5)) for i in c["id"]]
+    assert read == list(range(85, 100))
+
+
+@pytest.mark.parametrize("kind", ["datetime", "integer", "text"])
+def test_a_row_exactly_at_the_watermark_is_read_whatever_the_cursor_type(engine, kind):
+    """The watermark (text) is converted to the cursor column's type; `>=` keeps the row at it."""
+    column = {"datetime": sql.Timestamp, "integer": sa.BigInteger, "text": sa.String(32)}[kind]
+    table = sa.Table(f"marks_{uuid.uuid4().hex[:8]}", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True,
+                     autoincrement=False), sa.Column("at", column))
+    values = {
+        "datetime": [datetime(2026, 1, 10) + timedelta(seconds=s) for s in (-1, 0, 0, 1)],
+        "integer": [1767999999, 1768000000, 1768000000, 1768000001],
+        "text": ["2026-01-09 23:59:59", "2026-01-10 00:00:00", "2026-01-10 00:00:00", "2026-01-10 00:00:01"],
+    }[kind]
+    since = {"datetime": "2026-01-10T00:00:00", "integer": "1768000000", "text": "2026-01-10 00:00:00"}[kind]
+    sql.ensure_tables(engine, table)
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"id": i, "at": v} for i, v in enumerate(values)])
+        reflected = sql.reflect(engine, table.name)
+        read = [i for c in sql.read_chunks(engine, reflected, watermark_column="at", since=since) for i in c["id"]]
+        page = sql.read_page(engine, reflected, cursor="at", keys=["id"], limit=10, since=since)
+        lag = 1 if kind == "integer" else timedelta(seconds=1)  # a text cursor is moved back in its own form
+        lagged = sql.read_page(engine, reflected, cursor="at", keys=["id"], limit=10, since=since, lag=lag)
+    finally:
+        table.drop(engine)
+    assert sorted(read) == [1, 2, 3]
+    assert page["id"].tolist() == [1, 2, 3]
+    assert lagged["id"].tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("declared", ["TEXT", "DATETIME", "TIMESTAMP"])
+@pytest.mark.parametrize("since", ["2026-01-10T00:00:00", "2026-01-10 00:00:00", "2026-01-10 00:00:00.000000",
+                                   "2026-01-10T00:00:00Z"])
+def test_sqlite_text_timestamps_at_the_watermark_are_read_in_any_iso_form(tmp_path, declared, since):
+    """SQLite keeps times as text; a row at the watermark is read whether it has 'T' or ' ', fractions or not."""
+    engine = sql.create_engine(f"sqlite:///{tmp_path / 'text.db'}")
+    stored = [
+        "2026-01-09 23:59:59.999", "2026-01-09T23:59:59",  # before
+        "2026-01-10 00:00:00", "2026-01-10T00:00:00", "2026-01-10 00:00:00.000000", "2026-01-10T00:00:00.5",  # at or after
+        "2026-01-10 00:00:01",
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"CREATE TABLE t (id INTEGER PRIMARY KEY, at {declared})"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:id, :at)"), [{"id": i, "at": a} for i, a in enumerate(stored)])
+    table = sql.reflect(engine, "t")
+    read = sorted(i for c in sql.read_chunks(engine, table, watermark_column="at", since=since) for i in c["id"])
+    page = sql.read_page(engine, table, cursor="at", keys=["id"], limit=10, since=since)
+    engine.dispose()
+    assert read == [2, 3, 4, 5, 6]
+    assert page["id"].tolist() == [2, 3, 4, 5, 6]
+    assert page["at"].tolist() == stored[2:]  # as stored, not parsed
+
+
+def test_sqlite_integer_epoch_cursor_takes_a_text_watermark_and_a_lag_in_seconds(tmp_path):
+    engine = sql.create_engine(f"sqlite:///{tmp_path / 'epoch.db'}")
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TABLE t (id INTEGER PRIMARY KEY, at INTEGER)"))
+        conn.execute(sa.text("INSERT INTO t VALUES (:id, :at)"), [{"id": i, "at": 1000 + i} for i in range(10)])
+    table = sql.reflect(engine, "t")
+    page = lambda **kw: sql.read_page(engine, table, cursor="at", keys=["id"], limit=100, **kw)["id"].tolist()  # noqa: E731
+    assert page(since="1005") == [5, 6, 7, 8, 9]
+    assert page(since="1005", lag=timedelta(seconds=2)) == [3, 4, 5, 6, 7, 8, 9]
+    assert page(since="1005", lag=1) == [4, 5, 6, 7, 8, 9]
+    engine.dispose()
+
+
+def test_pages_follow_cursor_then_key_across_rows_sharing_a_cursor_value(engine):
+    table = sa.Table(f"pages_{uuid.uuid4().hex[:8]}", sa.MetaData(), sa.Column("id", sa.Integer, primary_key=True,
+                     autoincrement=False), sa.Column("at", sql.Timestamp))
+    sql.ensure_tables(engine, table)
+    try:
+        with engine.begin() as conn:  # five rows per second: every page boundary falls inside a shared time
+            conn.execute(table.insert(), [{"id": i, "at": datetime(2026, 1, 1) + timedelta(seconds=(i * 7 % 50) // 5)}
+                                          for i in range(50)])
+        reflected, seen, after = sql.reflect(engine, table.name), [], None
+        while True:
+            page = sql.read_page(engine, reflected, cursor="at", keys=["id"], limit=3, after=after)
+            seen += page["id"].tolist()
+            if len(page) < 3:
+                break
+            after = tuple(page.iloc[-1][["at", "id"]])
+    finally:
+        table.drop(engine)
+    assert sorted(seen) == list(range(50)) and len(seen) == 50
