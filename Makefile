@@ -32,8 +32,11 @@ serve: $(INSTALLED)
 	  server=$$!; trap 'kill $$server' EXIT INT TERM; $(BIN)/interlink serve
 
 # Headless Chromium renders the quality report's charts in the tests; installed if missing (Debian, as root).
+# json-server (npm) is the third-party REST server of tests/test_json_server.py; installed under .interlink/tools.
+JSON_SERVER := .interlink/tools/node_modules/.bin/json-server
 tools:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	test -x $(JSON_SERVER) || npm install --prefix .interlink/tools --silent --no-audit --no-fund json-server@0.17.4
 
 test: $(INSTALLED) tools
 	$(BIN)/ruff check .

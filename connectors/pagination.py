@@ -5,10 +5,13 @@ hands the response, its decoded body and its records to `update_state`, and, whi
 `update_request` point the request at the next page. `checkpoint()` is where the next page
 starts; `resume(checkpoint)` on a fresh paginator starts a later run there.
 Page-number and offset paginators also know the pages ahead (`ahead`), so the client may
-fetch several at once; reference paginators learn each next page only from the last.
+fetch several at once; so does the `Link`-header paginator when the server links the last page.
+Other reference paginators learn each next page only from the last.
 A paginator carries state, so each run makes its own (`from_config` builds a fresh one).
 """
 
+import inspect
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,7 +19,9 @@ from typing import Any, Protocol
 
 import httpx
 
-from connectors.errors import FatalError, PaginationLoop
+from connectors.errors import ConfigError, FatalError, PaginationLoop
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -53,8 +58,12 @@ class Paginator(Protocol):
 class _RangePaginator:
     """Steps a number in a query parameter until the total, an empty page or a short page ends the run.
 
-    The pages ahead are known in advance, so `ahead` can hand several out to fetch at once.
+    The total, in units of that number, is read from the body at `total_path`, or from the response header
+    `total_header` as a count of records, `records_per_unit` to a unit (1 for offsets, the page size for page
+    numbers). The pages ahead are known in advance, so `ahead` can hand several out to fetch at once.
     """
+
+    _total_path_setting = "total_path"
 
     def __init__(
         self,
@@ -62,14 +71,22 @@ class _RangePaginator:
         start: int,
         step: int,
         total_path: str | None,
+        total_header: str | None,
+        records_per_unit: int,
         stop_after_empty_page: bool,
         page_size: int | None,
     ):
+        if total_path and total_header:
+            raise ConfigError(
+                f"{type(self).__name__} has both {self._total_path_setting} and total_header: keep the one the API answers"
+            )
         self.has_next_page = True
         self._param = param
         self._start = start
         self._step = step
         self._total_path = total_path
+        self._total_header = total_header
+        self._records_per_unit = records_per_unit
         self._stop_after_empty_page = stop_after_empty_page
         self._page_size = page_size
         self._value = start
@@ -79,7 +96,7 @@ class _RangePaginator:
         self.update_request(request)
 
     def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
-        if self._total_path is not None:
+        if self._total_path or self._total_header:
             self._known_total = self._total(response, body)
         if self._is_last(records):
             self.has_next_page = False
@@ -113,18 +130,34 @@ class _RangePaginator:
         return self._known_total is not None and self._value + self._step - self._start >= self._known_total
 
     def _total(self, response: httpx.Response, body: Any) -> int:
+        name = type(self).__name__
+        if self._total_header:
+            try:
+                records = int(response.headers[self._total_header])
+            except (KeyError, ValueError):
+                raise FatalError(
+                    f"{name}: the answer from {response.url.path} has no integer {self._total_header} header; "
+                    f"fix total_header or take the total from the body with {self._total_path_setting}"
+                ) from None
+            return -(-records // self._records_per_unit)
         total = _lookup(body, self._total_path)
         if not isinstance(total, int):
-            raise FatalError(f"{type(self).__name__}: the answer from {response.url.path} has no integer at {self._total_path!r}")
+            raise FatalError(
+                f"{name}: the answer from {response.url.path} has no integer at {self._total_path!r}; "
+                f"fix {self._total_path_setting} (a dotted path in the body) or remove it"
+            )
         return total
 
 
 class PageNumberPaginator(_RangePaginator):
     """Pages numbered from `start_page` in the `page` parameter.
 
-    Stops when the page number reaches the total at `total_pages_path` (a dotted path like
-    `meta.total_pages`), on an empty page, or on a page shorter than `page_size`.
+    Stops when the page number reaches the total pages at `total_pages_path` (a dotted path like
+    `meta.total_pages`) or the total records in the header `total_header` (like `X-Total-Count`, with
+    `page_size`), on an empty page, or on a page shorter than `page_size`.
     """
+
+    _total_path_setting = "total_pages_path"
 
     def __init__(
         self,
@@ -133,18 +166,31 @@ class PageNumberPaginator(_RangePaginator):
         total_pages_path: str | None = None,
         stop_after_empty_page: bool = True,
         page_size: int | None = None,
+        total_header: str | None = None,
     ):
-        if total_pages_path is None and not stop_after_empty_page and page_size is None:
-            raise ValueError("PageNumberPaginator never stops: set total_pages_path, stop_after_empty_page or page_size")
-        super().__init__(page_param, start_page, 1, total_pages_path, stop_after_empty_page, page_size)
+        if not (total_pages_path or total_header or stop_after_empty_page or page_size):
+            raise ConfigError(
+                "PageNumberPaginator never stops: set total_pages_path, total_header, stop_after_empty_page or page_size"
+            )
+        if total_header and not page_size:
+            raise ConfigError(
+                f"PageNumberPaginator: total_header {total_header!r} counts records, not pages: "
+                "set page_size, the records per page (and send it in params)"
+            )
+        if page_size is not None and page_size < 1:
+            raise ConfigError(f"PageNumberPaginator needs a positive page_size, got {page_size}")
+        super().__init__(
+            page_param, start_page, 1, total_pages_path, total_header, page_size or 1, stop_after_empty_page, page_size
+        )
 
 
 class OffsetPaginator(_RangePaginator):
     """`limit` records from `offset`, moving on by `limit`.
 
-    Stops at the total at `total_path`, or, with `stop_after_empty_page`, on a page shorter
-    than `limit`: so `limit` must not exceed the API's maximum page size. For an API that caps
-    it, turn `stop_after_empty_page` off and rely on `total_path`.
+    Stops at the total at `total_path` in the body or in the header `total_header` (like
+    `X-Total-Count`), or, with `stop_after_empty_page`, on a page shorter than `limit`: so `limit`
+    must not exceed the API's maximum page size. For an API that caps it, turn
+    `stop_after_empty_page` off and rely on the total.
     """
 
     def __init__(
@@ -154,12 +200,16 @@ class OffsetPaginator(_RangePaginator):
         limit_param: str = "limit",
         total_path: str | None = None,
         stop_after_empty_page: bool = True,
+        total_header: str | None = None,
     ):
         if limit < 1:
-            raise ValueError(f"OffsetPaginator needs a positive limit, got {limit}")
-        if total_path is None and not stop_after_empty_page:
-            raise ValueError("OffsetPaginator never stops: set total_path or stop_after_empty_page")
-        super().__init__(offset_param, 0, limit, total_path, stop_after_empty_page, limit if stop_after_empty_page else None)
+            raise ConfigError(f"OffsetPaginator needs a positive limit, got {limit}")
+        if not (total_path or total_header or stop_after_empty_page):
+            raise ConfigError("OffsetPaginator never stops: set total_path, total_header or stop_after_empty_page")
+        super().__init__(
+            offset_param, 0, limit, total_path, total_header, 1, stop_after_empty_page,
+            limit if stop_after_empty_page else None,
+        )
         self._limit_param = limit_param
 
     def _params(self, value: int) -> dict[str, Any]:
@@ -214,7 +264,7 @@ class CursorPaginator(_ReferencePaginator):
 
     def __init__(self, cursor_path: str = "next_cursor", cursor_param: str = "cursor"):
         if not cursor_path:
-            raise ValueError("CursorPaginator needs a cursor_path to find the next cursor, and so the end")
+            raise ConfigError("CursorPaginator needs a cursor_path to find the next cursor, and so the end")
         super().__init__()
         self._cursor_path = cursor_path
         self._cursor_param = cursor_param
@@ -248,7 +298,7 @@ class NextUrlPaginator(_UrlPaginator):
 
     def __init__(self, next_url_path: str = "next"):
         if not next_url_path:
-            raise ValueError("NextUrlPaginator needs a next_url_path to find the next URL, and so the end")
+            raise ConfigError("NextUrlPaginator needs a next_url_path to find the next URL, and so the end")
         super().__init__()
         self._next_url_path = next_url_path
 
@@ -257,14 +307,103 @@ class NextUrlPaginator(_UrlPaginator):
 
 
 class LinkHeaderPaginator(_UrlPaginator):
-    """The next page's URL is the `Link` header's entry with relation `rel` (RFC 8288), as GitHub sends."""
+    """The next page's URL is the `Link` header's entry with relation `rel` (RFC 8288), as GitHub sends.
 
-    def __init__(self, rel: str = "next"):
+    Without a page size most such servers answer one giant page, or their own small default, so the first
+    request asks for `page_size` records (default 100) in the query parameter `page_size_param` (`per_page`
+    on GitHub, `_limit` on json-server, which also wants `_page=1` in the source's params). Only for a server
+    that pages by itself, set `page_size_param` to None, explicitly.
+
+    When the links also give `rel="last"` and the next and last URLs differ in one integer parameter (a page
+    number or an offset, stepping as from this page to the next), the pages up to the last are known, so
+    `ahead` hands several out to fetch at once; each page must then be the one its predecessor linked to.
+    """
+
+    def __init__(self, page_size_param: str | None, page_size: int | None = None, rel: str = "next"):
+        if page_size_param == "":
+            raise ConfigError("LinkHeaderPaginator: page_size_param is empty: name the page-size query parameter, e.g. per_page")
+        if page_size_param is None and page_size is not None:
+            raise ConfigError(
+                f"LinkHeaderPaginator: page_size={page_size} is never sent without page_size_param: "
+                "name its query parameter (per_page on GitHub, _limit on json-server)"
+            )
+        if page_size is not None and page_size < 1:
+            raise ConfigError(f"LinkHeaderPaginator needs a positive page_size, got {page_size}")
         super().__init__()
+        self._page_size_param = page_size_param
+        self._page_size = (page_size or 100) if page_size_param else None
         self._rel = rel
+        self._plan: tuple[str, int, int] | None = None  # the page parameter, its step, its value in the last page's URL
+        self._sequential_because: str | None = None
+        self._said_sequential = False
+
+    def init_request(self, request: PageRequest) -> None:
+        if self._next is None and self._page_size_param:
+            request.params = {**request.params, self._page_size_param: self._page_size}
+        super().init_request(request)
+
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
+        if self._plan and response.request.url != httpx.URL(self._next):
+            key = self._plan[0]
+            raise FatalError(
+                f"LinkHeaderPaginator: a page fetched ahead ({key}={response.url.params.get(key)}) is not the one "
+                f"the page before linked to ({key}={httpx.URL(self._next).params.get(key)}); "
+                "read these pages one at a time (concurrent_pages=1)"
+            )
+        super().update_state(response, body, records)
+        if self._pages == 1 and not response.links and self._page_size and len(records) >= self._page_size:
+            log.warning(
+                "%s: the first page is full (%d records) but has no Link header, so it is taken as the only page; "
+                "if the API pages only when asked for a page (json-server: _page=1), add that to the source's params",
+                response.url.path, len(records),
+            )
+        self._plan = self._plan_ahead(response)
+
+    def ahead(self, request: PageRequest, pages: int) -> list[PageRequest]:
+        """Requests for the next `pages` pages, from the current one; none past the last page's link."""
+        if self._plan is None:
+            if self._sequential_because and not self._said_sequential:
+                log.debug("LinkHeaderPaginator: reading pages one at a time: %s", self._sequential_because)
+                self._said_sequential = True
+            return [request]
+        key, step, last = self._plan
+        url = httpx.URL(request.url)
+        first = int(url.params[key])
+        return [request] + [
+            PageRequest(str(url.copy_set_param(key, value)), {})
+            for value in range(first + step, min(first + pages * step, last + 1), step)
+        ]
 
     def _url(self, response: httpx.Response, body: Any) -> str | None:
         return response.links.get(self._rel, {}).get("url")
+
+    def _plan_ahead(self, response: httpx.Response) -> tuple[str, int, int] | None:
+        """The parameter that numbers the pages, its step and its last value; None if they are not known."""
+        if self._next is None:
+            return None
+        last_url = response.links.get("last", {}).get("url")
+        if not last_url:
+            self._sequential_because = 'the server gives no rel="last" link'
+            return None
+        following, last = httpx.URL(self._next).params, response.url.join(last_url).params
+        keys = sorted(key for key in {*following, *last} if following.get_list(key) != last.get_list(key))
+        if len(keys) != 1:
+            if keys:
+                self._sequential_because = f"the next and last links differ in more than one parameter ({', '.join(keys)})"
+            return None  # no difference: the next page is the last
+        key = keys[0]
+        current = response.url.params.get(key)
+        if current is None:
+            return None  # a first page may not name its number; the next one will
+        try:
+            value, last_value, step = int(following[key]), int(last[key]), int(following[key]) - int(current)
+        except (KeyError, ValueError):
+            self._sequential_because = f"{key} in the next and last links is not an integer"
+            return None
+        if step < 1 or last_value < value:
+            self._sequential_because = f"{key} does not step up from this page through the next to the last"
+            return None
+        return key, step, last_value
 
 
 PAGINATORS: dict[str, Callable[..., Paginator]] = {
@@ -281,7 +420,12 @@ def from_config(config: dict[str, Any]) -> Paginator:
     options = dict(config)
     kind = options.pop("type", None)
     if kind not in PAGINATORS:
-        raise ValueError(f"unknown paginator type {kind!r}; known: {', '.join(PAGINATORS)}")
+        raise ConfigError(f"unknown paginator type {kind!r}; known: {', '.join(PAGINATORS)}")
+    signature = inspect.signature(PAGINATORS[kind])
+    try:
+        signature.bind(**options)
+    except TypeError as exc:
+        raise ConfigError(f"paginator {kind!r}: {exc}; its settings: {', '.join(signature.parameters)}") from None
     return PAGINATORS[kind](**options)
 
 

@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import httpx
@@ -24,10 +24,10 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 
 from connectors.auth import AuthConfig
 from connectors.breaker import CircuitBreaker
+from connectors.connections import RestConnection
 from connectors.errors import AuthError, FatalError, NotFound, RetriableError
 from connectors.pagination import PageRequest, Paginator
 from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
-from connectors.connections import RestConnection
 
 log = logging.getLogger(__name__)
 
@@ -108,11 +108,14 @@ class RestClient:
         records_path: str | None = None,
         concurrency: int = 1,
     ) -> Iterator[list[Any]]:
-        """Yield the records of each page of `path` (found at the dotted `records_path`) until the last page.
+        """Yield the records of each page of `path` until the last page.
 
-        With `concurrency` > 1 and a paginator that knows the pages `ahead`, that many pages are
-        fetched at once (each still within the rate budget) and yielded in order.
+        The records are at the dotted `records_path`; without one, a top-level array is the records, or else the
+        body's only list-valued key, found on the first page and kept for the rest. With `concurrency` > 1 and a
+        paginator that knows the pages `ahead`, that many pages are fetched at once (each still within the rate
+        budget) and yielded in order.
         """
+        where = f"{self.name} {path}"
         request = PageRequest(path, dict(params or {}))
         paginator.init_request(request)
         ahead = getattr(paginator, "ahead", None) if concurrency > 1 else None
@@ -120,13 +123,24 @@ class RestClient:
             batch = [request]
             while True:
                 for response, body in pool.map(self._get, batch) if len(batch) > 1 else [self._get(batch[0])]:
-                    records = _at(body, records_path)
-                    paginator.update_state(response, body, records)
+                    if records_path is None:
+                        records_path = _find_records(where, body)
+                    records = _at(where, body, records_path)
+                    with self._naming(where):
+                        paginator.update_state(response, body, records)
                     yield records
                     if not paginator.has_next_page:
                         return
                 paginator.update_request(request)
                 batch = ahead(request, concurrency) if ahead else [request]
+
+    @contextmanager
+    def _naming(self, where: str) -> Iterator[None]:
+        """A paginator's error, naming the connection and path, without the connection's secrets."""
+        try:
+            yield
+        except FatalError as exc:
+            raise type(exc)(f"{where}: {_redact(str(exc), self._secrets)}").with_traceback(exc.__traceback__) from None
 
     def _get(self, request: PageRequest) -> tuple[httpx.Response, Any]:
         response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
@@ -206,12 +220,54 @@ def _json(response: httpx.Response) -> Any:
         raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
 
 
-def _at(body: Any, path: str | None) -> list[Any]:
+def _find_records(where: str, body: Any) -> str:
+    """Where the records are when no `records_path` is set: "" for a top-level array, else the body's one list."""
+    if isinstance(body, list):
+        return ""
+    lists = _lists(body)
+    if len(lists) != 1:
+        raise FatalError(
+            f"{where}: no records_path is set and the answer is {_shape(body)}, not a top-level array nor an object "
+            f"with one list; {_fix(body)}"
+        )
+    log.debug("%s: the records are at %r", where, lists[0])
+    return lists[0]
+
+
+def _at(where: str, body: Any, path: str) -> list[Any]:
+    """The records at the dotted `path` ("" for the top level)."""
+    records = body
     for part in path.split(".") if path else ():
-        body = body.get(part) if isinstance(body, dict) else None
-    if not isinstance(body, list):
-        raise FatalError(f"expected a list of records at {path or 'the top level'!r}, got {type(body).__name__}")
-    return body
+        records = records.get(part) if isinstance(records, dict) else None
+    if not isinstance(records, list):
+        raise FatalError(
+            f"{where}: expected a list of records at {path or 'the top level'!r}, got {type(records).__name__}; "
+            f"the answer is {_shape(body)}: {_fix(body)}"
+        )
+    return records
+
+
+def _shape(body: Any) -> str:
+    """The body's shape for a message: its top-level keys at most, never a value (values may be personal data)."""
+    if isinstance(body, list):
+        return "a top-level array"
+    if isinstance(body, dict):
+        keys = list(body)
+        return f"an object with keys {keys[:20]}{' and more' if len(keys) > 20 else ''}"
+    return type(body).__name__
+
+
+def _fix(body: Any) -> str:
+    if isinstance(body, list):
+        return "set records_path=None on the RestSource, so the top-level array is taken"
+    if lists := _lists(body):
+        return f"set records_path to one of {lists} on the RestSource"
+    return "set records_path=... on the RestSource to the dotted path of the list of records"
+
+
+def _lists(body: Any) -> list[str]:
+    """The top-level keys of `body` that hold a list."""
+    return [key for key, value in body.items() if isinstance(value, list)] if isinstance(body, dict) else []
 
 
 def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, ...]) -> None:

@@ -57,9 +57,11 @@ class RestSource:
     `since_param` asks for records whose `cursor_field` is at or after the watermark
     (inclusive, so records sharing the watermark's time are never skipped; delivery
     recognises the ones it already has). `paginator` configures the strategy by name
-    (see `connectors.pagination.PAGINATORS`); records sit at the dotted `records_path`.
-    With page-number or offset pagination, `concurrent_pages` pages are fetched at once
-    (within the connection's rate budget and `max_concurrency`). `until_param`, if the API
+    (see `connectors.pagination.PAGINATORS`). Records sit at the dotted `records_path`;
+    without one, an answer that is a top-level array is the records, and an object's only
+    list-valued key holds them. With page-number or offset pagination, or `Link` headers that
+    link the last page, `concurrent_pages` pages are fetched at once (within the connection's
+    rate budget and `max_concurrency`). `until_param`, if the API
     has one, bounds `cursor_field` from above (exclusive), so a sync can be split into windows.
     """
 
@@ -68,7 +70,7 @@ class RestSource:
     cursor_field: str
     since_param: str
     paginator: dict[str, Any] = field(default_factory=lambda: {"type": "cursor"})
-    records_path: str | None = "data"
+    records_path: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     concurrent_pages: int = 1
     until_param: str | None = None
@@ -78,7 +80,10 @@ class RestSource:
         if until is None:
             return self
         if self.until_param is None:
-            raise ConfigError(f"{self.connection}{self.path} has no `until_param`: it cannot be read in windows")
+            raise ConfigError(
+                f"{self.connection} {self.path} has no until_param, so it cannot be read in windows: set until_param "
+                "on the RestSource to the API's exclusive upper bound on the cursor field"
+            )
         return replace(self, params={**self.params, self.until_param: until})
 
     def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
@@ -108,7 +113,10 @@ def fetch_chunk(
 
     Returns the chunk and the position of the next page (None when the source is exhausted).
     """
-    paginator = pagination.from_config(source.paginator)
+    try:
+        paginator = pagination.from_config(source.paginator)
+    except ConfigError as exc:
+        raise ConfigError(f"{source.connection} {source.path}: {exc}; fix paginator={{...}} on the RestSource") from None
     if position is not None:
         paginator.resume(position)
     params = dict(source.params)

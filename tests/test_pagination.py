@@ -1,12 +1,14 @@
 """Pagination strategies, each against a small mock API, driven the way `RestClient` drives them."""
 
 import json
+import logging
+import re
 from collections.abc import Callable
 
 import httpx
 import pytest
 
-from connectors.errors import FatalError, PaginationLoop
+from connectors.errors import ConfigError, FatalError, PaginationLoop
 from connectors.pagination import (
     PAGINATORS,
     CursorPaginator,
@@ -62,7 +64,7 @@ CASES = {
     "offset": ({"type": "offset", "limit": SIZE}, offset_api),
     "cursor": ({"type": "cursor", "cursor_path": "paging.next"}, cursor_api),
     "next_url": ({"type": "next_url"}, next_url_api),
-    "link_header": ({"type": "link_header"}, link_header_api),
+    "link_header": ({"type": "link_header", "page_size_param": "per_page", "page_size": SIZE}, link_header_api),
 }
 
 
@@ -181,7 +183,7 @@ def test_a_paginator_without_a_stop_condition_is_refused(make, message):
     [
         (CursorPaginator(), [{"next_cursor": "a"}, {"next_cursor": "b"}, {"next_cursor": "a"}]),
         (NextUrlPaginator(), [{"next": "/v1/items?p=2"}, {"next": f"{BASE}/items?p=2"}]),  # one URL, spelt two ways
-        (LinkHeaderPaginator(), [{}, {}]),  # every page links to itself
+        (LinkHeaderPaginator("per_page"), [{}, {}]),  # every page links to itself
     ],
     ids=["cursor", "next_url", "link_header"],
 )
@@ -245,3 +247,169 @@ def test_two_runs_from_one_config_share_no_state(config, handler):
     assert first.read() == RECORDS and second.read() == RECORDS
     assert [str(r.url) for r in first.requests] == [str(r.url) for r in second.requests]
     assert config == before
+
+
+# Totals from a response header, such as X-Total-Count -------------------------------------------------------
+
+
+def counted_api(total: int, header: str = "X-Total-Count") -> Handler:
+    """Records 0..total-1 by offset/limit or page/per_page, the total records only in a header."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        params = request.url.params
+        if "page" in params:
+            start, size = (int(params["page"]) - 1) * int(params["per_page"]), int(params["per_page"])
+        else:
+            start, size = int(params["offset"]), int(params["limit"])
+        return httpx.Response(200, json={"data": list(range(start, min(start + size, total)))}, headers={header: str(total)})
+
+    return api
+
+
+@pytest.mark.parametrize("total, requests", [(9, 3), (10, 4)], ids=["full last page", "short last page"])
+def test_offsets_stop_at_the_total_in_a_header(total, requests):
+    run = Run(OffsetPaginator(SIZE, total_header="X-Total-Count", stop_after_empty_page=False), counted_api(total))
+    assert run.read() == list(range(total)) and len(run.requests) == requests  # no empty page asked for
+
+
+@pytest.mark.parametrize("total, requests", [(9, 3), (10, 4)], ids=["full last page", "short last page"])
+def test_page_numbers_stop_at_the_total_records_in_a_header(total, requests):
+    paginator = PageNumberPaginator(page_size=SIZE, total_header="X-Total-Count", stop_after_empty_page=False)
+    run = Run(paginator, counted_api(total))
+    assert run.read(params={"per_page": SIZE}) == list(range(total)) and len(run.requests) == requests
+
+
+def test_pages_ahead_stop_at_the_total_in_a_header():
+    paginator = OffsetPaginator(SIZE, total_header="X-Total-Count")
+    request = PageRequest("/items", {})
+    paginator.init_request(request)
+    assert [r.params["offset"] for r in paginator.ahead(request, 5)] == [0, 3, 6, 9, 12]  # the total is not known yet
+    first = httpx.Response(200, headers={"X-Total-Count": "8"}, request=httpx.Request("GET", f"{BASE}/items"))
+    paginator.update_state(first, {}, [0, 1, 2])
+    paginator.update_request(request)
+    assert [r.params["offset"] for r in paginator.ahead(request, 5)] == [3, 6]
+
+
+def test_a_missing_total_header_is_a_broken_protocol_that_names_the_setting():
+    run = Run(OffsetPaginator(SIZE, total_header="X-Total"), counted_api(9))
+    with pytest.raises(FatalError, match="no integer X-Total header; fix total_header"):
+        run.read()
+
+
+# Configuration errors name the setting and the fix ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"type": "offset", "limit": 10, "total_path": "total", "total_header": "X-Total-Count"}, "both total_path and total_header"),
+        ({"type": "page_number", "total_header": "X-Total-Count"}, "counts records, not pages: set page_size"),
+        ({"type": "page_number", "page_size": 0}, "positive page_size"),
+        ({"type": "link_header"}, "missing a required argument: 'page_size_param'; its settings: page_size_param, page_size, rel"),
+        ({"type": "link_header", "page_size_param": None, "page_size": 50}, "never sent without page_size_param"),
+        ({"type": "link_header", "page_size_param": "", "page_size": 50}, "page_size_param is empty"),
+        ({"type": "link_header", "page_size_param": "per_page", "page_size": 0}, "positive page_size"),
+        ({"type": "offset", "limit": 10, "per_page": 10}, "unexpected keyword argument 'per_page'; its settings: limit, offset_param"),
+    ],
+)
+def test_an_inconsistent_config_is_a_config_error_naming_the_setting(config, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        from_config(config)
+
+
+# Link headers: an explicit page size, and the pages ahead when the last page is linked -----------------------
+
+
+def link_api(total: int, page_param: str = "page", step: int = 1, first: int = 1, last: bool = True) -> Handler:
+    """`total` records, `per_page` a page, numbered by `page_param` from `first` in steps of `step` (an offset
+    when `step` is the page size); Link headers give next and, with `last`, the last page."""
+
+    def api(request: httpx.Request) -> httpx.Response:
+        size = int(request.url.params["per_page"])
+        value = int(request.url.params.get(page_param, first))
+        start = (value - first) // step * size
+        pages = -(-total // size)
+        links = []
+        if start + size < total:
+            links.append(f'<{request.url.copy_set_param(page_param, value + step)}>; rel="next"')
+        if last:
+            links.append(f'<{request.url.copy_set_param(page_param, first + (pages - 1) * step)}>; rel="last"')
+        return httpx.Response(200, json={"data": list(range(start, min(start + size, total)))}, headers={"Link": ", ".join(links)})
+
+    return api
+
+
+def read_ahead(paginator: LinkHeaderPaginator, api: Handler, pages: int, params: dict | None = None) -> tuple[list, list]:
+    """Read as `RestClient.paginate(concurrency=pages)` does, sequentially: the records and the batch sizes."""
+    request = PageRequest("/items", dict(params or {}))
+    paginator.init_request(request)
+    records, batches, batch = [], [], [request]
+    with httpx.Client(base_url=BASE, transport=httpx.MockTransport(api)) as client:
+        for _ in range(50):
+            batches.append(len(batch))
+            for each in batch:
+                response = client.get(each.url, params=each.params or None)
+                paginator.update_state(response, response.json(), response.json()["data"])
+                records += response.json()["data"]
+                if not paginator.has_next_page:
+                    return records, batches
+            paginator.update_request(request)
+            batch = paginator.ahead(request, pages)
+    raise AssertionError("no last page after 50 batches")
+
+
+def test_the_link_paginator_asks_for_its_page_size_on_the_first_request_only():
+    run = Run(LinkHeaderPaginator("per_page", 4), link_api(10))
+    assert run.read() == list(range(10))
+    assert [dict(r.url.params) for r in run.requests] == [
+        {"per_page": "4"}, {"per_page": "4", "page": "2"}, {"per_page": "4", "page": "3"}  # later pages: the links' own query
+    ]
+    assert Run(LinkHeaderPaginator("per_page"), link_api(250)).read() == list(range(250))  # 100 a page by default
+
+
+def test_a_link_paginator_for_a_server_that_pages_by_itself_sends_no_page_size():
+    run = Run(LinkHeaderPaginator(page_size_param=None), link_api(6))
+    assert run.read(params={"per_page": 3}) == list(range(6))
+    assert dict(run.requests[0].url.params) == {"per_page": "3"}  # only the caller's own parameters
+
+
+@pytest.mark.parametrize(
+    "api, params, batches",
+    [
+        (link_api(23), {"page": 1}, [1, 4, 4, 3]),  # pages 1 | 2-5 | 6-9 | 10-12: none past the last
+        (link_api(23), {}, [1, 1, 4, 4, 2]),  # the first request names no page: the step is known from the second
+        (link_api(23, "offset", step=2, first=0), {"offset": 0}, [1, 4, 4, 3]),  # offsets, in steps of the page size
+    ],
+    ids=["page numbers", "first page unnumbered", "offsets"],
+)
+def test_link_pages_up_to_the_last_are_handed_out_ahead_in_order(api, params, batches):
+    records, seen = read_ahead(LinkHeaderPaginator("per_page", 2), api, 4, params)
+    assert records == list(range(23)) and seen == batches
+
+
+def test_without_a_last_link_the_pages_are_read_one_at_a_time_and_it_is_said_once(caplog):
+    caplog.set_level(logging.DEBUG, logger="connectors.pagination")
+    records, batches = read_ahead(LinkHeaderPaginator("per_page", 2), link_api(9, last=False), 4, {"page": 1})
+    assert records == list(range(9)) and batches == [1, 1, 1, 1, 1]
+    said = [r.getMessage() for r in caplog.records if "one at a time" in r.getMessage()]
+    assert said == ['LinkHeaderPaginator: reading pages one at a time: the server gives no rel="last" link']
+
+
+def test_link_pages_that_do_not_follow_their_links_fail_instead_of_losing_records():
+    def skipping_api(request: httpx.Request) -> httpx.Response:  # 1 links to 2, but 2 to 4, skipping 3
+        page = int(request.url.params.get("page", 1))
+        following = page + 1 if page == 1 else page + 2
+        links = f'<{BASE}/items?page={following}>; rel="next", <{BASE}/items?page=9>; rel="last"'
+        return httpx.Response(200, json={"data": [page]}, headers={"Link": links if page < 9 else ""})
+
+    with pytest.raises(FatalError, match=r"a page fetched ahead \(page=3\) is not the one the page before linked to \(page=4\)"):
+        read_ahead(LinkHeaderPaginator("per_page"), skipping_api, 4, {"page": 1})
+
+
+def test_a_full_first_page_without_a_link_header_is_warned_about(caplog):
+    def unpaged_api(request: httpx.Request) -> httpx.Response:  # like json-server given _limit without _page
+        return httpx.Response(200, json={"data": list(range(int(request.url.params["_limit"])))})
+
+    run = Run(LinkHeaderPaginator("_limit", 5), unpaged_api)
+    assert run.read() == list(range(5))
+    assert "the first page is full (5 records) but has no Link header" in caplog.text

@@ -7,11 +7,12 @@ import pytest
 from pydantic import SecretStr
 
 from connectors.auth import ApiKeyHeader
-from connectors.errors import AuthError, FatalError, NotFound, PaginationLoop, RetriableError
-from connectors.pagination import CursorPaginator, OffsetPaginator
+from connectors.errors import AuthError, ConfigError, FatalError, NotFound, PaginationLoop, RetriableError
+from connectors.pagination import CursorPaginator, OffsetPaginator, from_config
 from connectors.ratelimit import RateLimiter
 from connectors.rest import RestClient
 from interlink.settings import RestConnection
+from tasks.ingest import RestSource, fetch_chunk
 
 KEY = "sk-unit-5e1d"
 
@@ -238,7 +239,7 @@ def test_a_connection_closed_without_a_response_is_retried():
 
 def test_a_page_without_its_records_path_is_a_fatal_error():
     answer = httpx.Response(200, json={"items": [1, 2], "next_cursor": None})
-    with client(lambda request: answer, []) as rest, pytest.raises(FatalError, match="'data'"):
+    with client(lambda request: answer, []) as rest, pytest.raises(FatalError, match="crm /customers: .*'data'"):
         list(rest.paginate("/customers", CursorPaginator(), records_path="data"))
 
 
@@ -291,3 +292,100 @@ def test_concurrent_pages_stay_within_the_connections_concurrency_budget():
         pages = list(rest.paginate("/customers", OffsetPaginator(limit=100, total_path="total"), records_path="data", concurrency=6))
     assert sum(map(len, pages)) == 1000
     assert api.most == 2  # the pool had 6 threads; the budget let 2 through at a time
+
+
+# Where the records are: found when no records_path is set; errors that name the connection and the fix -----------
+
+
+def test_without_records_path_a_top_level_array_is_the_records():
+    pages = {"1": [{"id": 1}, {"id": 2}], "2": [{"id": 3}]}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        page = request.url.params.get("page", "1")
+        links = {"Link": '<https://crm.test/customers?page=2&per_page=2>; rel="next"'} if page == "1" else {}
+        return httpx.Response(200, json=pages[page], headers=links)
+
+    with client(handler) as rest:
+        paginator = from_config({"type": "link_header", "page_size_param": "per_page", "page_size": 2})
+        assert list(rest.paginate("/customers", paginator)) == [pages["1"], pages["2"]]
+
+
+def test_without_records_path_an_objects_only_list_is_found_on_the_first_page_and_kept():
+    answers = iter([
+        {"items": [1, 2], "next_cursor": "c1"},
+        {"items": [3], "warnings": [], "next_cursor": None},  # a second list: "items" still holds the records
+    ])
+    with client(lambda request: httpx.Response(200, json=next(answers))) as rest:
+        assert list(rest.paginate("/customers", CursorPaginator())) == [[1, 2], [3]]
+
+
+PERSONAL = "ada.lovelace@example.com"
+
+
+@pytest.mark.parametrize(
+    "body, records_path, found, fix",
+    [
+        ({"items": [], "errors": [], "owner": PERSONAL}, None, "an object with keys ['items', 'errors', 'owner']",
+         "set records_path to one of ['items', 'errors'] on the RestSource"),
+        ({"result": {"rows": []}, "owner": PERSONAL}, None, "an object with keys ['result', 'owner']",
+         "set records_path=... on the RestSource to the dotted path of the list of records"),
+        ({"items": [{"email": PERSONAL}], "count": 1}, "data", "an object with keys ['items', 'count']",
+         "set records_path to one of ['items'] on the RestSource"),
+        ([{"email": PERSONAL}], "data", "a top-level array",
+         "set records_path=None on the RestSource, so the top-level array is taken"),
+    ],
+    ids=["two lists", "nested list", "wrong path", "array with a path"],
+)
+def test_records_not_found_name_the_connection_what_was_found_and_the_fix_but_no_value(body, records_path, found, fix):
+    with client(lambda request: httpx.Response(200, json=body)) as rest, pytest.raises(FatalError) as raised:
+        list(rest.paginate("/customers", CursorPaginator(), records_path=records_path))
+    message = str(raised.value)
+    assert message.startswith("crm /customers: ")
+    assert f"the answer is {found}" in message and message.endswith(fix)
+    assert PERSONAL not in message
+
+
+def test_a_paginators_error_names_the_connection_and_hides_its_secrets():
+    answer = httpx.Response(200, json={"data": [], "next_cursor": f"token-{KEY}"})
+    with client(lambda request: answer) as rest, pytest.raises(PaginationLoop) as raised:
+        list(rest.paginate("/customers", CursorPaginator(), records_path="data"))
+    assert str(raised.value) == "crm /customers: the source repeated cursor 'token-***' after 2 pages"
+
+
+# Link headers with a last page: the pages ahead fetched several at once -----------------------------------------
+
+
+class LinkedPages(Inflight):
+    """`Inflight`, paged by page number with GitHub-style Link headers (next and last)."""
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        page = int(request.url.params["page"])
+        offset_request = httpx.Request("GET", request.url.copy_set_param("offset", (page - 1) * self.limit))
+        response = super().__call__(offset_request)
+        pages = -(-self.total // self.limit)
+        url = request.url.copy_remove_param("offset")
+        links = [f'<{url.copy_set_param("page", pages)}>; rel="last"']
+        if page < pages:
+            links.append(f'<{url.copy_set_param("page", page + 1)}>; rel="next"')
+        return httpx.Response(200, json=response.json()["data"], headers={"Link": ", ".join(links)})
+
+
+def test_link_header_pages_up_to_the_last_are_fetched_several_at_once_in_order_each_once():
+    api = LinkedPages(total=1050, limit=100, together=4)
+    paginator = from_config({"type": "link_header", "page_size_param": "per_page", "page_size": 100})
+    with client(api) as rest:
+        pages = list(rest.paginate("/customers", paginator, {"page": 1}, concurrency=4))
+    assert [r for page in pages for r in page] == list(range(1050))
+    assert sorted(api.offsets) == list(range(0, 1100, 100))  # 11 pages, none fetched twice or past the last
+    assert 2 <= api.most <= 4 and paginator.checkpoint() is None
+
+
+def test_source_settings_name_the_connection_and_the_fix():
+    source = RestSource("crm", "/customers", "updated_at", "since", paginator={"type": "link_header"})
+    connection = RestConnection(base_url="https://crm.test")
+    with pytest.raises(ConfigError) as raised:
+        fetch_chunk.fn(source, connection, None, None, 100)
+    assert str(raised.value).startswith("crm /customers: paginator 'link_header': missing a required argument: 'page_size_param'")
+    assert str(raised.value).endswith("fix paginator={...} on the RestSource")
+    with pytest.raises(ConfigError, match="crm /customers has no until_param.*set until_param on the RestSource"):
+        source.before("2026-01-01")
