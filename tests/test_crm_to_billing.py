@@ -128,7 +128,8 @@ def test_a_crash_mid_delivery_leaves_target_and_watermark_unchanged_and_the_next
     assert delivered.attrs["watermark"] == crm_rows(crm_db)["updated_at"].max()
 
 
-def test_a_wrong_api_key_fails_fast_with_a_clear_message_and_no_retries(systems, home):
+def test_a_wrong_api_key_fails_fast_with_a_clear_message_and_no_retries(systems, home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
     with systems(api_key="not-the-key") as app:
         state = crm_to_billing.sync(return_state=True)
     assert state.is_failed()

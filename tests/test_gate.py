@@ -30,7 +30,7 @@ from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
 
-CRM = crm_to_billing.PIPELINE
+CRM = crm_to_billing
 
 
 def billing(home):

@@ -77,8 +77,8 @@ def dask_scheduler() -> Iterator[str]:
 def test_windows_cover_the_range_once_from_the_watermark_to_an_open_end(systems, home):
     with systems():
         settings = Settings.load()
-        assert windows(crm_to_billing.PIPELINE.source, settings, "2026-09-01T00:00:00Z", 1) == [("2026-09-01T00:00:00Z", None)]
-        bounds = windows(crm_to_billing.PIPELINE.source, settings, "2026-09-01T00:00:00Z", 3)
+        assert windows(crm_to_billing.source, settings, "2026-09-01T00:00:00Z", 1) == [("2026-09-01T00:00:00Z", None)]
+        bounds = windows(crm_to_billing.source, settings, "2026-09-01T00:00:00Z", 3)
     assert len(bounds) == 3 and bounds[0][0] == "2026-09-01T00:00:00Z" and bounds[-1][1] is None
     assert all(end == start for (_, end), (start, _) in zip(bounds, bounds[1:]))  # contiguous: no gap, no overlap
     assert bounds[0][1] < bounds[1][1]
@@ -129,9 +129,9 @@ def test_a_failed_partition_leaves_the_watermark_and_the_next_run_redoes_its_win
 
 def test_only_a_windowed_rest_source_into_sql_without_an_approval_gate_can_be_partitioned():
     with pytest.raises(ConfigError, match="approve"):
-        partitioned_sync_flow(replace(crm_to_billing.PIPELINE, gate=Gate(policy="approve")))
+        partitioned_sync_flow(replace(crm_to_billing, gate=Gate(policy="approve")))
     with pytest.raises(ConfigError, match="until_param"):
-        partitioned_sync_flow(replace(crm_to_billing.PIPELINE, source=replace(crm_to_billing.PIPELINE.source, until_param=None)))
+        partitioned_sync_flow(replace(crm_to_billing, source=replace(crm_to_billing.source, until_param=None)))
 
 
 def test_with_a_dask_address_the_partitions_run_on_that_cluster(systems, crm_db, home, monkeypatch, dask_scheduler):

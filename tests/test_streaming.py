@@ -56,7 +56,7 @@ def test_a_200k_row_sync_holds_at_most_two_chunks_of_source_rows_at_once(billing
         connection="crm", path="/customers", cursor_field="updated_at", since_param="updated_since",
         paginator={"type": "offset", "limit": 1000, "total_path": "total"}, concurrent_pages=4,
     )
-    sync = sync_flow(replace(crm_to_billing.PIPELINE, source=source))
+    sync = sync_flow(replace(crm_to_billing, source=source))
     with serve(generated_crm()) as url:
         monkeypatch.setenv("INTERLINK_CRM__BASE_URL", url)
         monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", url)
