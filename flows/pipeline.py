@@ -16,7 +16,8 @@ from typing import Protocol
 
 import great_expectations as gx
 import pandas as pd
-from prefect import Flow, Task, flow, get_run_logger
+from prefect import Flow, Task, flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -65,13 +66,14 @@ class Pipeline:
     """An integration, declared.
 
     `transform` maps raw records to target rows, keeping for each row the index of a raw
-    record it came from; `source_key` names the raw field that identifies a record, so
-    a dead letter keeps every raw record of it, ready to replay.
+    record it came from (a plain function runs as a task named `transform`); `source_key`
+    names the raw field that identifies a record, so a dead letter keeps every raw record
+    of it, ready to replay.
     """
 
     name: str
     source: Source
-    transform: Task
+    transform: Callable[[pd.DataFrame], pd.DataFrame]
     suite: Callable[[], gx.ExpectationSuite]
     target: Target
     key: str
@@ -79,6 +81,10 @@ class Pipeline:
     enrichers: tuple[Enricher, ...] = ()
     gate: Gate = Gate()
     contract: SchemaContract | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.transform, Task):
+            object.__setattr__(self, "transform", task(self.transform, name="transform", cache_policy=NO_CACHE))
 
     @property
     def connections(self) -> list[str]:
