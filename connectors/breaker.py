@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 
-from connectors.errors import CircuitOpen
+from connectors.errors import CircuitOpen, RetriableError
 
 log = logging.getLogger(__name__)
 
@@ -138,3 +138,25 @@ class CircuitBreaker:
     def _forget_probe(self) -> None:
         with self._lock:
             self._probing = False
+
+
+_REGISTRY: dict[tuple, CircuitBreaker] = {}
+_REGISTRY_LOCK = threading.Lock()
+
+
+def breaker_for(name: str, threshold: int, cooldown_s: float) -> CircuitBreaker:
+    """The circuit breaker of connection `name`, one per process (and settings), shared by every thread of a run.
+
+    Only retriable failures count: a fatal one (a 4xx) says nothing of the system's health.
+    """
+    key = (name, threshold, cooldown_s)
+    with _REGISTRY_LOCK:
+        if key not in _REGISTRY:
+            _REGISTRY[key] = CircuitBreaker(name, threshold, cooldown_s, counts=lambda exc: isinstance(exc, RetriableError))
+        return _REGISTRY[key]
+
+
+def breakers() -> list[CircuitBreaker]:
+    """Every connection's circuit breaker in this process."""
+    with _REGISTRY_LOCK:
+        return list(_REGISTRY.values())

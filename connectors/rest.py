@@ -23,7 +23,7 @@ from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from connectors.auth import AuthConfig
-from connectors.breaker import CircuitBreaker
+from connectors.breaker import CircuitBreaker, breaker_for
 from connectors.connections import RestConnection
 from connectors.errors import AuthError, FatalError, NotFound, RetriableError
 from connectors.pagination import PageRequest, Paginator
@@ -171,7 +171,6 @@ class RestClient:
 
 _AUTHS: dict[tuple, httpx.Auth] = {}
 _LIMITERS: dict[tuple, Limiter] = {}
-_BREAKERS: dict[tuple, CircuitBreaker] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
@@ -196,21 +195,6 @@ def limiter_for(name: str, rate_per_s: float | None, max_concurrency: int | None
                 else RateLimiter(rate_per_s, burst=max(1, int(rate_per_s)), max_concurrency=max_concurrency)
             )
         return _LIMITERS[key]
-
-
-def breaker_for(name: str, threshold: int, cooldown_s: float) -> CircuitBreaker:
-    """The circuit breaker of connection `name`, one per process; only retriable failures count."""
-    key = (name, threshold, cooldown_s)
-    with _REGISTRY_LOCK:
-        if key not in _BREAKERS:
-            _BREAKERS[key] = CircuitBreaker(name, threshold, cooldown_s, counts=lambda exc: isinstance(exc, RetriableError))
-        return _BREAKERS[key]
-
-
-def breakers() -> list[CircuitBreaker]:
-    """Every connection's circuit breaker in this process."""
-    with _REGISTRY_LOCK:
-        return list(_BREAKERS.values())
 
 
 def _json(response: httpx.Response) -> Any:

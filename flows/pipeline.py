@@ -22,7 +22,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
 
-from connectors.rest import breakers
+from connectors.breaker import breakers
 from data_checks.gate import GateRejected
 from data_checks.guards import staleness
 from data_checks.policy import Gate, SchemaContract

@@ -137,8 +137,9 @@ import functools  # noqa: E402
 import uuid  # noqa: E402
 
 import connectors.rest as rest_module  # noqa: E402
+from connectors.breaker import breaker_for, breakers  # noqa: E402
 from connectors.errors import CircuitOpen  # noqa: E402
-from connectors.rest import breaker_for, breakers, limiter_for  # noqa: E402
+from connectors.rest import limiter_for  # noqa: E402
 
 
 def unique(prefix: str) -> str:

@@ -20,11 +20,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from connectors.auth import OAuth2ClientCredentialsConfig
-from connectors.breaker import BreakerState, CircuitBreaker
+from connectors.breaker import BreakerState, CircuitBreaker, breaker_for
 from connectors.errors import AuthError, CircuitOpen, NotFound, PaginationLoop, RetriableError
 from connectors.pagination import CursorPaginator, from_config
 from connectors.ratelimit import RateLimiter
-from connectors.rest import RestClient, breaker_for
+from connectors.rest import RestClient
 from demo_systems import storefront
 from demo_systems.server import serve
 from demo_systems.storefront_data import seed as seed_storefront
