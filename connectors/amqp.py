@@ -1,6 +1,6 @@
 """AMQP queues (RabbitMQ): publish messages, fetch them in batches, acknowledge each batch once handled.
 
-`QueueConnection` is a context manager over one pika `BlockingConnection` and channel,
+`AmqpQueue` is a context manager over one pika `BlockingConnection` and channel,
 with a durable queue declared on entry. Fetched messages stay unacknowledged until
 `ack` or `nack`; any still open when the connection closes go back on the queue, so a
 crash between fetch and ack loses nothing (delivery is at least once).
@@ -25,14 +25,16 @@ class Message:
     redelivered: bool = False
 
 
-class QueueConnection:
+class AmqpQueue:
+    """One queue on a broker, for the duration of a `with` block."""
+
     def __init__(self, url: str, queue: str):
         self.url = url
         self.queue = queue
         self._connection: pika.BlockingConnection | None = None
         self._channel = None
 
-    def __enter__(self) -> QueueConnection:
+    def __enter__(self) -> AmqpQueue:
         self._connection = pika.BlockingConnection(pika.URLParameters(self.url))
         self._channel = self._connection.channel()
         self._channel.confirm_delivery()  # publish returns only once the broker has the messages
@@ -83,3 +85,8 @@ class QueueConnection:
     def delete(self) -> None:
         """Delete the queue and every message on it."""
         self._channel.queue_delete(self.queue)
+
+
+def ping(url: str) -> None:
+    """Open and close a connection to the broker at `url`; raises if it cannot be reached or refuses the login."""
+    pika.BlockingConnection(pika.URLParameters(url)).close()

@@ -1,6 +1,6 @@
 """Typed connection settings: what a connector needs to reach one system.
 
-A connection is declared with its `kind` (`rest`, `sql`, `folder`). Where it is (`base_url`,
+A connection is declared with its `kind` (`rest`, `sql`, `folder`, `queue`). Where it is (`base_url`,
 `url`, `path`) may come later than the declaration (from the environment, say), so it is
 optional here and required by `require()` when the connection is used. Unknown fields are
 refused, so a misspelt setting fails instead of being ignored.
@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from connectors.auth import AuthConfig
 
-LOCATION = {"rest": "base_url", "sql": "url", "folder": "path"}  # the field that says where a system is
+LOCATION = {"rest": "base_url", "sql": "url", "folder": "path", "queue": "url"}  # the field that says where a system is
 
 
 class _Connection(BaseModel):
@@ -88,7 +88,18 @@ class FolderConnection(_Connection):
         return str(self.path) if self.path else "(not set)"
 
 
-Connection = Annotated[RestConnection | SqlConnection | FolderConnection, Field(discriminator="kind")]
+class QueueConnection(_Connection):
+    """A message broker, as an AMQP URL (any password in it is masked on display)."""
+
+    kind: Literal["queue"] = "queue"
+    url: str | None = Field(None, pattern=r"^amqps?://")
+
+    @property
+    def display(self) -> str:
+        return mask_url(self.url) if self.url else "(not set)"
+
+
+Connection = Annotated[RestConnection | SqlConnection | FolderConnection | QueueConnection, Field(discriminator="kind")]
 
 
 def mask_url(url: str) -> str:

@@ -10,6 +10,7 @@ on the queue and the run fails. Delivery is at least once: a redelivered order c
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 
@@ -18,15 +19,17 @@ from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from connectors.amqp import Message, QueueConnection
+from connectors.amqp import AmqpQueue, Message
 from flows.orders_to_erp import PIPELINE as ORDERS
 from flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report
+from interlink.cli import positive
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Entry
 from interlink.settings import Settings
 from tasks.ingest import Chunk
 
 FIELDS = list(ORDERS.contract.fields)
+QUEUE = "order_events"  # the connection of the broker the events come from
 
 
 @flow(name="consume_order_events", description="Order events from a queue → ERP, in micro-batches")
@@ -39,8 +42,8 @@ def consume_order_events(
 ) -> State:
     """Consume batches until `max_batches` are done or the queue stays empty for `idle_s` seconds."""
     settings = Settings.load()
-    url = queue_url or settings.order_events_url
-    with ledgered(ORDERS, settings, "stream", None) as entry, QueueConnection(url, queue) as conn:
+    url = queue_url or settings.connection(QUEUE).url
+    with ledgered(ORDERS, settings, "stream", None) as entry, AmqpQueue(url, queue) as conn:
         caches: list[dict] = [{} for _ in ORDERS.enrichers]
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -53,7 +56,7 @@ def consume_order_events(
     return final_state(ORDERS, entry)
 
 
-def _consume(conn: QueueConnection, settings: Settings, messages: list[Message], caches: list[dict], entry: Entry) -> None:
+def _consume(conn: AmqpQueue, settings: Settings, messages: list[Message], caches: list[dict], entry: Entry) -> None:
     """One batch: poison dead-lettered and acked at once, the orders processed, then acked (or requeued)."""
     orders, tags, poison = [], [], []
     for message in messages:
@@ -97,3 +100,20 @@ def _parse(text: str) -> tuple[dict | None, str | None]:
     if wrong := [f for f in FIELDS if f != "lines" and not isinstance(order.get(f), str | None)]:
         return None, f"not text: {', '.join(wrong)}"
     return order, None
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add `interlink consume` (registered through the `interlink.commands` entry point)."""
+    p = commands.add_parser("consume", help="feed order events from RabbitMQ to orders_to_erp until the queue is idle")
+    p.add_argument("--queue", default="orders")
+    p.add_argument("--batch-size", type=positive, default=200)
+    p.add_argument("--idle-s", type=float, default=5.0)
+    p.set_defaults(command=consume)
+
+
+def consume(args: argparse.Namespace, settings: Settings) -> None:
+    """Feed order events to orders_to_erp in micro-batches until the queue is idle."""
+    settings.require([QUEUE, *ORDERS.connections])
+    summary = consume_order_events(queue=args.queue, batch_size=args.batch_size, idle_s=args.idle_s)
+    print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
+          f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")

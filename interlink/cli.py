@@ -149,16 +149,6 @@ def webhooks_rerun(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def consume(args: argparse.Namespace, settings: Settings) -> None:
-    """Feed order events from RabbitMQ to orders_to_erp in micro-batches until the queue is idle."""
-    from flows.order_events import ORDERS, consume_order_events
-
-    settings.require(ORDERS.connections)
-    summary = consume_order_events(queue=args.queue, batch_size=args.batch_size, idle_s=args.idle_s)
-    print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
-          f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")
-
-
 def connectors(args: argparse.Namespace, settings: Settings) -> int:
     """Every configured connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
     from flows import users
@@ -223,12 +213,6 @@ def _parser() -> argparse.ArgumentParser:
     p = hooks.add_parser("rerun", help="trigger a stored event's integration again")
     p.add_argument("event", type=int, help="the event's id in the store")
     p.set_defaults(command=webhooks_rerun)
-
-    p = commands.add_parser("consume", help="feed order events from RabbitMQ to orders_to_erp until the queue is idle")
-    p.add_argument("--queue", default="orders")
-    p.add_argument("--batch-size", type=int, default=200)
-    p.add_argument("--idle-s", type=float, default=5.0)
-    p.set_defaults(command=consume)
 
     p = commands.add_parser("report", help="data quality over time per integration, as one offline HTML page")
     p.add_argument("--html", type=Path, metavar="PATH", help="where to write it (default <home>/reports/quality.html)")

@@ -19,10 +19,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from connectors.amqp import ping
 from connectors.errors import ConnectorError, NotFound, RetriableError
 from connectors.rest import RestClient
 from connectors.sql import create_engine
-from interlink.settings import FolderConnection, RestConnection, Settings, SqlConnection
+from interlink.settings import Connection, FolderConnection, QueueConnection, RestConnection, Settings, SqlConnection
 
 
 def inventory(settings: Settings, users: dict[str, list[str]]) -> list[dict]:
@@ -59,7 +60,7 @@ class _Timer:
             self.ms = round((time.perf_counter() - started) * 1000, 1)
 
 
-def _target(connection: RestConnection | SqlConnection | FolderConnection) -> str:
+def _target(connection: Connection) -> str:
     """Where the connection points, with any password masked."""
     if isinstance(connection, RestConnection) and connection.base_url:
         url = httpx.URL(connection.base_url)
@@ -115,8 +116,19 @@ def _check_folder(name: str, connection: FolderConnection, timer: _Timer) -> str
     return None if writable else f"{name}: folder {path} is not writable"
 
 
-CHECKS: dict[str, Callable[[str, RestConnection | SqlConnection | FolderConnection, _Timer], str | None]] = {
+def _check_queue(name: str, connection: QueueConnection, timer: _Timer) -> str | None:
+    """None if the broker accepts a connection; else the error's kind, without the URL."""
+    try:
+        with timer():
+            ping(connection.url)
+    except Exception as exc:  # noqa: BLE001 - pika raises many kinds; any of them means unhealthy
+        return f"{name}: {type(exc).__name__}"
+    return None
+
+
+CHECKS: dict[str, Callable[[str, Connection, _Timer], str | None]] = {
     "rest": _check_rest,
     "sql": _check_sql,
     "folder": _check_folder,
+    "queue": _check_queue,
 }

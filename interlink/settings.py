@@ -1,12 +1,12 @@
 """Settings and connections, from `deployments/connections.yaml` and `INTERLINK_*` environment variables.
 
-Every system Interlink talks to is a named, typed connection (`rest`, `sql` or `folder`),
-declared in the connections file (`INTERLINK_CONNECTIONS_FILE` names another) and/or the
-environment, whose variables win: `INTERLINK_<NAME>__<FIELD>`, nested with `__`, e.g.
+Every system Interlink talks to is a named, typed connection (`rest`, `sql`, `folder` or
+`queue`), declared in the connections file (`INTERLINK_CONNECTIONS_FILE` names another) and/or
+the environment, whose variables win: `INTERLINK_<NAME>__<FIELD>`, nested with `__`, e.g.
 `INTERLINK_CRM__BASE_URL`, `INTERLINK_CRM__AUTH__KEY`, `INTERLINK_BILLING__URL`. A connection
 only in the environment takes its kind from `INTERLINK_<NAME>__KIND` or from the field that
-says where it is (`BASE_URL`: rest, `URL`: sql, `PATH`: folder). Secrets never sit in the
-file: they come from the environment, or name a Prefect Secret block (`prefect-secret:crm-api-key`),
+says where it is (`BASE_URL`: rest, `URL`: sql, `PATH`: folder). Secrets never sit in the file:
+they come from the environment, or name a Prefect Secret block (`prefect-secret:crm-api-key`),
 the one place to rotate them. Nothing is filled in: a connection used without its URL or
 path is a `ConfigError` naming the variable to set.
 """
@@ -25,10 +25,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
 from connectors.auth import AuthConfig
-from connectors.connections import LOCATION, Connection, FolderConnection, RestConnection, SqlConnection, mask_url
+from connectors.connections import (
+    LOCATION,
+    Connection,
+    FolderConnection,
+    QueueConnection,
+    RestConnection,
+    SqlConnection,
+    mask_url,
+)
 from connectors.errors import ConfigError
 
-__all__ = ["ConfigError", "Connection", "FolderConnection", "RestConnection", "Settings", "SqlConnection", "mask_url"]
+__all__ = ["ConfigError", "Connection", "FolderConnection", "QueueConnection", "RestConnection", "Settings", "SqlConnection", "mask_url"]
 
 PREFIX = "INTERLINK_"
 SECRET_BLOCK = "prefect-secret:"
@@ -46,7 +54,6 @@ class Settings(BaseSettings):
     home: Path = Path(".interlink")
     state_url: str | None = None
     connections_file: Path = CONNECTIONS_FILE
-    order_events_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"  # RabbitMQ feeding orders_to_erp
     alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
     webhook_secrets: dict[str, SecretStr] = {}  # integration → HMAC secret, e.g. '{"orders_to_erp": "…"}'
     dask_address: str | None = None  # a Dask scheduler for partitioned syncs, e.g. tcp://10.0.0.5:8786; None: a local cluster
@@ -80,7 +87,7 @@ class Settings(BaseSettings):
         """The names of every declared connection."""
         return sorted(self.connections)
 
-    def connection(self, name: str) -> RestConnection | SqlConnection | FolderConnection:
+    def connection(self, name: str) -> RestConnection | SqlConnection | FolderConnection | QueueConnection:
         """Connection `name`, ready to use: every required field set, secrets from Prefect blocks resolved."""
         if name not in self.connections:
             raise ConfigError(
@@ -113,7 +120,7 @@ def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
         declared[name] = merged
     for name, fields in declared.items():
         if not fields.get("kind"):
-            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is (rest, sql or folder)")
+            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is (rest, sql, folder or queue)")
         try:
             _connection.validate_python(fields)
         except ValidationError as exc:
@@ -125,6 +132,7 @@ EXAMPLES = {
     "rest": "e.g. https://api.example.com",
     "sql": "a SQLAlchemy URL, e.g. postgresql+psycopg://user@host/db",
     "folder": "e.g. /srv/drops/erp",
+    "queue": "an AMQP URL, e.g. amqp://user@broker:5672/%2F",
 }
 
 
@@ -217,7 +225,7 @@ def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = 
 
 def _fields(name: str | None, kind: str | None, path: list[str]) -> list[str]:
     """The field names allowed at `path` inside a connection of `kind` (top level only; nested: none known)."""
-    model = {"rest": RestConnection, "sql": SqlConnection, "folder": FolderConnection}.get(kind or "")
+    model = {"rest": RestConnection, "sql": SqlConnection, "folder": FolderConnection, "queue": QueueConnection}.get(kind or "")
     return list(model.model_fields) if model and not path else []
 
 

@@ -111,7 +111,7 @@ def test_connectors_shows_what_is_configured_and_its_health(home: Path, systems,
     with systems():
         assert main(["connectors", "--json"]) == 1  # the storefront, rates, ERP and drop folder are not configured
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
-    assert set(rows) == {"crm", "finance", "billing", "storefront", "rates", "erp", "erp_stock"}
+    assert set(rows) == {"crm", "finance", "billing", "storefront", "rates", "erp", "erp_stock", "order_events"}
     assert all(rows[n]["healthy"] and rows[n]["latency_ms"] is not None for n in ("crm", "finance", "billing"))
     assert rows["storefront"]["reason"].startswith("INTERLINK_STOREFRONT__BASE_URL is not set")
     assert rows["storefront"]["used_by"] == ["inventory_to_storefront", "orders_to_erp"]

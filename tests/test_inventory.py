@@ -100,3 +100,14 @@ def test_folder_must_exist_and_be_a_folder(home, monkeypatch, tmp_path: Path):
     (tmp_path / "drop").mkdir()
     monkeypatch.setenv("INTERLINK_ERP_STOCK__PATH", str(tmp_path / "drop"))
     assert by_name()["erp_stock"]["healthy"]
+
+
+def test_a_queue_is_checked_by_connecting_to_its_broker(home, monkeypatch):
+    monkeypatch.setenv("INTERLINK_ORDER_EVENTS__URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
+    found = by_name()["order_events"]
+    assert found["kind"] == "queue" and found["healthy"], found
+    assert found["target"].startswith("amqp://guest:***@127.0.0.1:5672/")
+    monkeypatch.setenv("INTERLINK_ORDER_EVENTS__URL", "amqp://guest:pw-secret-5@127.0.0.1:1/%2F")
+    refused = by_name()["order_events"]
+    assert not refused["healthy"] and refused["reason"].startswith("order_events: ")
+    assert "pw-secret-5" not in json.dumps(refused)

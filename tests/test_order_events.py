@@ -10,7 +10,7 @@ import pika
 import pytest
 import sqlalchemy as sa
 
-from connectors.amqp import QueueConnection
+from connectors.amqp import AmqpQueue
 from connectors.sql import create_engine
 from demo_systems.storefront_data import STATUSES
 from flows.order_events import consume_order_events
@@ -27,7 +27,7 @@ def queue():
     REQUIRE_SERVICES=1) when RabbitMQ is not reachable."""
     name = f"interlink-test-{uuid.uuid4().hex[:12]}"
     try:
-        conn = QueueConnection(AMQP_URL, name).__enter__()
+        conn = AmqpQueue(AMQP_URL, name).__enter__()
     except pika.exceptions.AMQPConnectionError as exc:
         message = f"RabbitMQ is not reachable at {AMQP_URL}: {exc!r}"
         if os.environ.get("REQUIRE_SERVICES") == "1":
@@ -75,7 +75,7 @@ def erp_ids(url: str) -> tuple[int, int]:
     return total, distinct
 
 
-def consume(queue: QueueConnection, **options) -> dict:
+def consume(queue: AmqpQueue, **options) -> dict:
     return consume_order_events(queue_url=AMQP_URL, queue=queue.queue, idle_s=0.5, **options)
 
 
