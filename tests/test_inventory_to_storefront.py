@@ -2,11 +2,18 @@
 
 from pathlib import Path
 
+import pytest
+
 from demo_systems.erp_files import stock_changes, write_stock_export
 from demo_systems.storefront_data import product_stock
 from flows.inventory_to_storefront import PIPELINE as inventory_to_storefront
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def stock_folder(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERLINK_ERP_STOCK__PATH", str(drop(home)))
 
 
 def drop(home: Path) -> Path:

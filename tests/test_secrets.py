@@ -71,10 +71,11 @@ def test_a_database_password_is_masked_in_the_ledger_and_artifact(systems, home:
     assert "postgres:***@127.0.0.1" in kept and "db-pass-91c4" not in kept
 
 
-def test_the_oauth2_client_secret_never_leaks(storefront, home: Path, capfd):
+def test_the_oauth2_client_secret_never_leaks(storefront, home: Path, capfd, monkeypatch):
     from flows.orders_to_erp import PIPELINE as orders_to_erp
     from tests.conftest import STOREFRONT_SECRET
 
+    monkeypatch.setenv("INTERLINK_ERP__URL", f"sqlite:///{home / 'erp.db'}")
     wrong = "cs-wrong-0a9b8c7d"
     with storefront():
         ok = orders_to_erp.sync(return_state=True)
