@@ -90,6 +90,7 @@ def run_worker(args: argparse.Namespace) -> None:
             os.environ.update({
                 "INTERLINK_HOME": str(home), "INTERLINK_CRM__BASE_URL": url, "INTERLINK_CRM__AUTH__KIND": "api_key",
                 "INTERLINK_CRM__AUTH__KEY": API_KEY, "INTERLINK_FINANCE__BASE_URL": url,
+                "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
             })
             started = time.perf_counter()
             state = sync(partitions=args.partitions, chunk_size=args.chunk, return_state=True)
