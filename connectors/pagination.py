@@ -352,10 +352,10 @@ class LinkHeaderPaginator(_UrlPaginator):
             )
         super().update_state(response, body, records)
         if self._pages == 1 and not response.links and self._page_size and len(records) >= self._page_size:
-            log.warning(
-                "%s: the first page is full (%d records) but has no Link header, so it is taken as the only page; "
-                "if the API pages only when asked for a page (json-server: _page=1), add that to the source's params",
-                response.url.path, len(records),
+            raise FatalError(  # taken as the only page, the rest would be lost without a word
+                f"LinkHeaderPaginator: the first page of {response.url.path} is full ({len(records)} records) but has no "
+                "Link header, so the server is not paging as asked: if it pages only when asked for a page, add that to "
+                "the source's params (json-server: _page=1); if this really is every record, raise page_size"
             )
         self._plan = self._plan_ahead(response)
 

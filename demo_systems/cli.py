@@ -6,16 +6,19 @@ Registered through the `interlink.commands` entry point, so the core CLI knows n
 from __future__ import annotations
 
 import argparse
+import sys
 
+from flows import integrations
 from interlink.cli import positive, run_flows
-from interlink.settings import Settings
+from interlink.settings import ConfigError, Settings
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
     """Add `demo run`, `demo serve` and `demo mutate` to the `interlink` command line."""
     demo = commands.add_parser("demo", help="the embedded demo systems").add_subparsers(required=True, metavar="ACTION")
 
-    p = demo.add_parser("run", help="run integrations (all by default) against the demo systems, for what is not configured")
+    p = demo.add_parser("run", help="run integrations against the demo systems, for what is not configured "
+                        "(by default every integration the demo can stand in for)")
     p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
     p.add_argument("--chunk-size", type=positive, default=None, help="rows per batch")
     p.add_argument("--fault-rate", type=float, default=0.02, help="share of demo API requests answered 429/503 (default 0.02)")
@@ -33,11 +36,25 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    """The named integrations, or every one whose systems are configured or stood in for by the demo."""
     from demo_systems.wiring import demo_systems
 
     options = {"chunk_size": args.chunk_size} if args.chunk_size else {}
     with demo_systems(settings, args.fault_rate) as demo:
-        return run_flows(demo, args.integrations, "sync", **options)
+        return run_flows(demo, args.integrations or runnable(demo), "sync", **options)
+
+
+def runnable(demo: Settings) -> list[str]:
+    """The integrations whose every connection is usable in `demo`; a line on stderr for each of the others."""
+    names = []
+    for name, (_, pipeline) in integrations().items():
+        try:
+            demo.require(pipeline.connections)
+        except ConfigError as exc:
+            print(f"interlink demo: {name} skipped: the demo has no stand-in for it ({exc})", file=sys.stderr)
+            continue
+        names.append(name)
+    return names
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> None:

@@ -65,7 +65,10 @@ class Settings(BaseSettings):
         unknown = [n for n in os.environ if n.startswith(PREFIX) and "__" not in n and n.removeprefix(PREFIX).lower() not in cls.model_fields]
         if unknown:
             raise ConfigError(f"{unknown[0]} is not a setting{_did_you_mean(unknown[0], [PREFIX + f.upper() for f in cls.model_fields])}")
-        path = Path(os.environ.get(f"{PREFIX}CONNECTIONS_FILE") or CONNECTIONS_FILE)
+        named = os.environ.get(f"{PREFIX}CONNECTIONS_FILE")
+        if named and not Path(named).is_file():
+            raise ConfigError(f"{PREFIX}CONNECTIONS_FILE names {named}, which is not a file: fix the path, or unset it to use {CONNECTIONS_FILE}")
+        path = Path(named or CONNECTIONS_FILE)
         try:
             return cls(connections=declared_connections(path))
         except ValidationError as exc:
@@ -216,7 +219,7 @@ def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = 
             prefix = variable.rsplit("__", 1)[0]
             return f"{variable} is not a setting of a {kind} connection{_did_you_mean(variable, [f'{prefix}__{f.upper()}' for f in fields])}"
         case "union_tag_not_found" | "union_tag_invalid":
-            tags = error.get("ctx", {}).get("expected_tags") or ", ".join(AUTH_KINDS)
+            tags = ", ".join(AUTH_KINDS)
             return f"{variable}__KIND is not set or not known: use one of {tags}"
         case "string_pattern_mismatch" if loc[-1:] == ["base_url"]:
             return f"{variable} must be an http:// or https:// URL"
@@ -230,8 +233,11 @@ def _fields(name: str | None, kind: str | None, path: list[str]) -> list[str]:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
-    return f" (did you mean {close[0]}?)" if close else ""
+    """A hint at the closest choice, judged on what follows the last shared `__` (or the prefix)."""
+    stem = word.rsplit("__", 1)[0] + "__" if "__" in word else PREFIX
+    tails = {choice.removeprefix(stem): choice for choice in choices}
+    close = difflib.get_close_matches(word.removeprefix(stem), list(tails), n=1, cutoff=0.75)
+    return f" (did you mean {tails[close[0]]}?)" if close else ""
 
 
 def _resolved(model: BaseModel) -> BaseModel:

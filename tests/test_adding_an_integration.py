@@ -100,3 +100,16 @@ def test_the_readme_integration_runs_incrementally_into_postgresql(legacy: Path,
     capsys.readouterr()
     assert main(["reconcile", "suppliers_to_warehouse"]) == 0
     assert "missing 0, extra 0, changed 0" in capsys.readouterr().out
+
+
+def test_the_demo_runs_what_it_can_stand_in_for_and_says_what_it_skips(legacy: Path, monkeypatch, capsys):
+    from demo_systems.cli import runnable
+    from demo_systems.wiring import demo_systems
+    from interlink.settings import Settings
+
+    monkeypatch.delenv("INTERLINK_WAREHOUSE__URL")
+    with demo_systems(Settings.load(), fault_rate=0) as demo:
+        names = runnable(demo)
+    assert names == ["crm_to_billing", "inventory_to_storefront", "invoices_to_billing", "orders_to_erp"]
+    err = capsys.readouterr().err
+    assert "suppliers_to_warehouse skipped" in err and "connection 'warehouse' is not declared" in err

@@ -406,10 +406,16 @@ def test_link_pages_that_do_not_follow_their_links_fail_instead_of_losing_record
         read_ahead(LinkHeaderPaginator("per_page"), skipping_api, 4, {"page": 1})
 
 
-def test_a_full_first_page_without_a_link_header_is_warned_about(caplog):
+def test_a_full_first_page_without_a_link_header_fails_instead_of_losing_the_rest():
     def unpaged_api(request: httpx.Request) -> httpx.Response:  # like json-server given _limit without _page
         return httpx.Response(200, json={"data": list(range(int(request.url.params["_limit"])))})
 
-    run = Run(LinkHeaderPaginator("_limit", 5), unpaged_api)
-    assert run.read() == list(range(5))
-    assert "the first page is full (5 records) but has no Link header" in caplog.text
+    with pytest.raises(FatalError, match=r"first page of /v1/items is full \(5 records\) but has no Link header.*_page=1"):
+        Run(LinkHeaderPaginator("_limit", 5), unpaged_api).read()
+
+
+def test_a_short_first_page_without_a_link_header_is_the_only_page():
+    def small_api(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": [1, 2, 3]})
+
+    assert Run(LinkHeaderPaginator("_limit", 5), small_api).read() == [1, 2, 3]
