@@ -73,8 +73,7 @@ def _source_rows(pipeline: Pipeline, settings: Settings, since: str | None, chun
             parts.append(shape(pipeline, settings, chunk.records, caches))
     if not parts:
         return pd.DataFrame(columns=[pipeline.key, "row_hash"])
-    rows, updated = pd.concat(parts, ignore_index=True), pipeline.target.updated
-    rows = latest_per_key(rows, pipeline.key, updated) if updated else rows.drop_duplicates(pipeline.key, keep="last")
+    rows = latest_per_key(pd.concat(parts, ignore_index=True), pipeline.key, pipeline.target.updated)
     rows = rows[rows[pipeline.key].notna()]
     return rows.assign(row_hash=row_hashes(rows, pipeline.target))
 

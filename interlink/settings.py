@@ -215,7 +215,7 @@ def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = 
         case "missing":
             return f"{variable} is not set"
         case "extra_forbidden":
-            fields = _fields(name, kind, loc[:-1])
+            fields = _fields(kind, loc[:-1])
             prefix = variable.rsplit("__", 1)[0]
             return f"{variable} is not a setting of a {kind} connection{_did_you_mean(variable, [f'{prefix}__{f.upper()}' for f in fields])}"
         case "union_tag_not_found" | "union_tag_invalid":
@@ -226,7 +226,7 @@ def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = 
     return f"{variable}: {error['msg']}"
 
 
-def _fields(name: str | None, kind: str | None, path: list[str]) -> list[str]:
+def _fields(kind: str | None, path: list[str]) -> list[str]:
     """The field names allowed at `path` inside a connection of `kind` (top level only; nested: none known)."""
     model = {"rest": RestConnection, "sql": SqlConnection, "folder": FolderConnection, "queue": QueueConnection}.get(kind or "")
     return list(model.model_fields) if model and not path else []

@@ -84,8 +84,8 @@ def _each_distinct(values: pd.Series, normalise: Callable[[str | None], str | No
     return pd.Series(done.take(codes), index=values.index)
 
 
-def latest_per_key(frame: pd.DataFrame, key: str, updated: str) -> pd.DataFrame:
-    """One row per non-null key, the most recently updated; rows without a key are kept."""
-    ordered = frame.sort_values(updated, kind="stable", na_position="first")  # no valid time loses
+def latest_per_key(frame: pd.DataFrame, key: str, updated: str | None) -> pd.DataFrame:
+    """One row per non-null key, the most recently updated (without `updated`, the last); rows without a key are kept."""
+    ordered = frame.sort_values(updated, kind="stable", na_position="first") if updated else frame  # no valid time loses
     keyed = ordered[ordered[key].notna()].drop_duplicates(subset=key, keep="last")
     return pd.concat([keyed, ordered[ordered[key].isna()]]).sort_index()

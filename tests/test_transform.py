@@ -189,3 +189,9 @@ def test_us_national_number_with_trunk_prefix_1():
 def test_values_that_are_not_text_are_normalised_as_their_text_and_never_fail():
     names = pd.Series(["  Ann   Smith ", 42, 1.5, ["a", "b"], {"first": "Bo"}, float("nan"), pd.NA, None], dtype=object)
     assert values(blank_to_na(names)) == ["Ann Smith", "42", "1.5", "['a', 'b']", "{'first': 'Bo'}", None, None, None]
+
+
+def test_latest_per_key_without_an_update_time_keeps_the_last_row_of_each_key():
+    frame = pd.DataFrame({"key": ["a", "b", "a", None], "value": [1, 2, 3, 4]})
+    result = latest_per_key(frame, "key", None)
+    assert result["value"].tolist() == [2, 3, 4]
