@@ -67,8 +67,17 @@ def lookup_countries(connection: RestConnection, codes: Iterable[str]) -> Countr
 
 @task(name="enrich", cache_policy=NO_CACHE)
 def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
-    """Add `currency` and `tax_rate` by country; unknown countries get nulls for the checks to catch."""
-    known = {code: t for code, t in terms.items() if t}
+    """Add `currency` and `tax_rate` by country; unknown countries get nulls for the checks to catch.
+
+    A tax rate that is not a number fails the rows of that country only (they are dead-lettered).
+    """
+    countries = set(rows["country"].dropna())
+    known = {code: t for code, t in terms.items() if t and code in countries}
+    for code, t in known.items():
+        try:
+            float(t["tax_rate"] if t.get("tax_rate") is not None else "nan")
+        except (TypeError, ValueError):
+            raise ValueError(f"tax_rate: finance answered {str(t['tax_rate'])[:40]!r} for {code}, not a number") from None
     return rows.assign(
         currency=rows["country"].map({c: t["currency"] for c, t in known.items()}).astype("string"),
         tax_rate=rows["country"].map({c: t["tax_rate"] for c, t in known.items()}).astype("float64"),
@@ -85,6 +94,7 @@ PIPELINE = Pipeline(
         until_param="updated_before",
         paginator={"type": "cursor", "cursor_path": "next_cursor"},
         params={"limit": 500},
+        sorted=True,
     ),
     source_key="id",
     transform=to_billing_customers,

@@ -102,6 +102,7 @@ PIPELINE = Pipeline(
         paginator={"type": "page_number", "total_pages_path": "total_pages"},
         records_path="orders",
         params={"per_page": 200},
+        sorted=True,
     ),
     source_key="id",
     transform=to_erp_orders,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, replace
+from functools import reduce
 
 import distributed
 import pandas as pd
@@ -30,7 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect_dask import DaskTaskRunner
 
-from connectors.sql import WATERMARKS, create_engine, ensure_tables, select_in, write_watermark
+from connectors.sql import create_engine, select_in
 from flows import CHUNK_ROWS
 from flows.pipeline import Pipeline, Target, alert_hooks, final_state, guard_batch, ledgered, process_batch, run_report
 from interlink.deadletter import OPEN, RESOLVED, DeadLetters
@@ -39,6 +40,7 @@ from interlink.settings import ConfigError, Settings
 from tasks.deliver import Delivery, SqlTarget
 from tasks.gate import volume_guard
 from tasks.ingest import RestSource, fetch_chunk
+from tasks.watermark import later
 
 BISECT_STEPS = 12  # probes that find the newest record, to 1/4096 of the range up to now
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
@@ -81,9 +83,9 @@ def partitioned_sync_flow(pipeline: Pipeline) -> Flow:
             if pipeline.gate.volume_drop is not None and (note := volume_guard(settings.state_db, pipeline.name, entry.counts.rows_read, pipeline.gate)):
                 entry.notes.append(note)
             settle_superseded(pipeline, settings, flow_run.id)
-            if marks := [part.watermark for part in parts if part.watermark]:
-                entry.watermark = max(marks, key=_time)
-                commit_watermark(settings.connection(pipeline.target.connection).url, pipeline.name, entry.watermark, flow_run.id)
+            if newest := reduce(later, (part.watermark for part in parts), None):
+                entry.watermark = newest
+                pipeline.target.commit(settings, pipeline.name, newest)
             entry.report = run_report(pipeline, settings, entry, since)
         return final_state(pipeline, entry)
 
@@ -98,8 +100,8 @@ def sync_partition(pipeline: Pipeline, settings: Settings, since: str | None, un
     caches: list[dict] = [{} for _ in pipeline.enrichers]
     for chunk in pipeline.source.before(until).chunks(settings, since, chunk_size):
         guard_batch(pipeline, settings, replace(chunk, last=False), entry)  # the flow judges the run's volume
-        process_batch(pipeline, settings, chunk.records, caches, None, RESOLVED, entry)
-        entry.watermark = chunk.watermark or entry.watermark
+        process_batch(pipeline, settings, chunk.records, caches, None, RESOLVED, entry, chunk.refused)
+        entry.watermark = later(entry.watermark, chunk.watermark)
     return entry
 
 
@@ -117,9 +119,15 @@ class OneAtATime:
     def watermark(self, settings: Settings, integration: str) -> str | None:
         return self.target.watermark(settings, integration)
 
+    def refusals(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return self.target.refusals(rows)
+
     def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
         with distributed.Lock(self.lock):
             return self.target.deliver(settings, rows, integration, watermark)
+
+    def commit(self, settings: Settings, integration: str, watermark: str) -> None:
+        self.target.commit(settings, integration, watermark)
 
 
 @task(name="settle-superseded", cache_policy=NO_CACHE)
@@ -137,17 +145,6 @@ def settle_superseded(pipeline: Pipeline, settings: Settings, flow_run_id: str |
         engine.dispose()
     superseded = [key for key, at in failed.items() if key in held and pd.Timestamp(held[key]).tz_localize("UTC") > at]
     return DeadLetters(settings.state_db).settle(pipeline.name, superseded, RESOLVED)
-
-
-@task(name="commit-watermark", cache_policy=NO_CACHE)
-def commit_watermark(url: str, integration: str, watermark: str, flow_run_id: str | None) -> None:
-    engine = create_engine(url)
-    try:
-        ensure_tables(engine, WATERMARKS)
-        with engine.begin() as conn:
-            write_watermark(conn, integration, watermark, flow_run_id)
-    finally:
-        engine.dispose()
 
 
 def windows(source: RestSource, settings: Settings, since: str | None, count: int) -> list[tuple[str | None, str | None]]:

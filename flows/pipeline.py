@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property, partial
-from typing import Protocol
+from typing import Any, Protocol
 
 import great_expectations as gx
 import pandas as pd
-from prefect import Flow, Task, flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
+from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
@@ -31,16 +30,23 @@ from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
 from interlink.settings import Settings
+from tasks.admit import NO_FAILURES, admit, records_frame
 from tasks.check import check
 from tasks.deliver import Delivery
+from tasks.enrich import enrich_batch
 from tasks.gate import decide, schema_guard, volume_guard
 from tasks.ingest import Chunk
-from tasks.quarantine import quarantine
+from tasks.quarantine import quarantine, quarantine_records, settle
 from tasks.report import publish_report
+from tasks.transform import transform_batch
+from tasks.watermark import later
 
 
 class Source(Protocol):
     connection: str
+    cursor: str | None  # the field whose times or numbers the watermark follows
+    sorted: bool  # records come in cursor order, so each chunk's watermark may commit with it
+    setting: str  # where the source is declared, for messages
 
     def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]: ...
 
@@ -58,7 +64,15 @@ class Target(Protocol):
 
     def watermark(self, settings: Settings, integration: str) -> str | None: ...
 
+    def refusals(self, rows: pd.DataFrame) -> pd.DataFrame: ...
+
     def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery: ...
+
+    def commit(self, settings: Settings, integration: str, watermark: str) -> None: ...
+
+
+class SourceOrderError(Exception):
+    """A source declared sorted sent a record out of cursor order."""
 
 
 @dataclass(frozen=True)
@@ -66,7 +80,8 @@ class Pipeline:
     """An integration, declared.
 
     `transform` maps raw records to target rows, keeping for each row the index of a raw
-    record it came from (a plain function runs as a task named `transform`); `source_key`
+    record it came from (it runs in a task named `transform`, a record it fails on
+    dead-lettered); `source_key`
     names the raw field that identifies a record, so a dead letter keeps every raw record
     of it, ready to replay.
     """
@@ -81,10 +96,6 @@ class Pipeline:
     enrichers: tuple[Enricher, ...] = ()
     gate: Gate = Gate()
     contract: SchemaContract | None = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.transform, Task):
-            object.__setattr__(self, "transform", task(self.transform, name="transform", cache_policy=NO_CACHE))
 
     @property
     def connections(self) -> list[str]:
@@ -147,14 +158,26 @@ def sync_flow(pipeline: Pipeline) -> Flow:
     )
     def sync(full_refresh: bool = False, chunk_size: int = CHUNK_ROWS) -> State:
         settings = Settings.load()
+        source = pipeline.source
         since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
         with ledgered(pipeline, settings, "sync", since) as entry:
             caches: list[dict] = [{} for _ in pipeline.enrichers]
-            for chunk in pipeline.source.chunks(settings, since, chunk_size):
+            newest = since
+            for chunk in source.chunks(settings, since, chunk_size):
                 guard_batch(pipeline, settings, chunk, entry)
-                process_batch(pipeline, settings, chunk.records, caches, chunk.watermark, RESOLVED, entry)
-                pipeline.source.done(settings, chunk)
-                entry.watermark = chunk.watermark or entry.watermark
+                newest = later(newest, chunk.watermark)
+                mark = chunk.watermark if source.sorted and not chunk.disorder else None
+                process_batch(pipeline, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused)
+                source.done(settings, chunk)
+                entry.watermark = mark or entry.watermark
+                if chunk.disorder:
+                    raise SourceOrderError(
+                        f"{source.setting} says sorted=True, but its records are not in {source.cursor} order "
+                        f"({chunk.disorder}); this batch was delivered without moving the watermark: set sorted=False there"
+                    )
+            if not source.sorted and newest and newest != since:
+                pipeline.target.commit(settings, pipeline.name, newest)  # the whole run is delivered
+                entry.watermark = newest
             entry.report = run_report(pipeline, settings, entry, since)
         return final_state(pipeline, entry)
 
@@ -168,9 +191,9 @@ def replay_flow(pipeline: Pipeline) -> Flow:
     def replay() -> State:
         settings = Settings.load()
         letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)
-        records = pd.DataFrame.from_records([record for letter in letters for record in letter["payload"]])
+        records, refused = records_frame([record for letter in letters for record in letter["payload"]])
         with ledgered(pipeline, settings, "replay", None) as entry:
-            process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry)
+            process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry, tuple(refused))
             entry.report = run_report(pipeline, settings, entry, None)
         return final_state(pipeline, entry)
 
@@ -198,11 +221,61 @@ def process_batch(
     watermark: str | None,
     settled: str,
     entry: Entry,
+    refused: tuple[tuple[Any, str], ...] = (),
 ) -> None:
-    """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run."""
-    if raw.empty:
+    """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run.
+
+    A record that fails a step (read, transform, enrich, check, or the target's own limits) is
+    dead-lettered with the stage and the reason, and the rest go on. The watermark commits with
+    the delivered rows, or after the dead letters when the target had to be written in parts.
+    """
+    if raw.empty and not refused:
         return
-    rows = shape(pipeline, settings, raw, caches)
+    dead = partial(quarantined_at, pipeline, settings, raw)
+    quarantined = quarantine_records(settings.state_db, pipeline.name, refused, flow_run.id) if refused else 0
+    raw, failed = admit(raw, pipeline.contract, pipeline.source.cursor)
+    quarantined += dead("ingest", failed)
+    admitted = raw.drop(failed.index)
+    rows, failures = shape(pipeline, settings, admitted, caches)
+    shaped = rows.index.union(failures["transform"].index).union(failures["enrich"].index)
+    superseded = len(admitted.index.difference(shaped))  # records the transform merged into a newer one
+    quarantined += dead("transform", failures["transform"]) + dead("enrich", failures["enrich"])
+    failed = checked(pipeline, settings, rows, entry) if not rows.empty else NO_FAILURES
+    quarantined += dead("check", failed, rows)
+    passed = rows.drop(failed.index)
+    failed = pipeline.target.refusals(passed) if not passed.empty else NO_FAILURES
+    quarantined += dead("deliver", failed, passed)
+    passed = passed.drop(failed.index)
+    if passed.empty:
+        delivery = Delivery(Counts(), committed=watermark is None)
+    else:
+        delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark)
+        quarantined += dead("deliver", delivery.failures, passed)
+    if not delivery.committed:
+        pipeline.target.commit(settings, pipeline.name, watermark)
+    if not passed.empty:
+        settle(settings.state_db, pipeline.name, passed[pipeline.key].drop(delivery.failures.index), settled)
+    entry.counts += delivery.counts + Counts(rows_read=len(raw) + len(refused), rows_quarantined=quarantined, rows_superseded=superseded)
+
+
+def quarantined_at(
+    pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, stage: str, failed: pd.DataFrame, rows: pd.DataFrame | None = None
+) -> int:
+    """Dead-letter the `failed` records of `raw` at `stage`, named by their key in `rows` (before there are rows:
+    by a `key` column of `failed`, or their source key); returns how many."""
+    if failed.empty:
+        return 0
+    if rows is not None:
+        keys = rows.loc[failed.index, pipeline.key]
+    elif "key" in failed.columns:
+        keys = failed["key"]
+    else:
+        keys = raw[pipeline.source_key].reindex(failed.index) if pipeline.source_key in raw.columns else pd.Series(None, index=failed.index, dtype=object)
+    return quarantine(settings.state_db, pipeline.name, raw, failed, keys, pipeline.source_key, stage, flow_run.id)
+
+
+def checked(pipeline: Pipeline, settings: Settings, rows: pd.DataFrame, entry: Entry) -> pd.DataFrame:
+    """The rows' check failures (`reason`, `values`); a failed batch, or a person's rejection, raises."""
     validation = check(rows, pipeline.suite(), settings.home, run_name(), pipeline.gate.sensitive)
     try:
         if decision := decide(pipeline.name, rows, validation, pipeline.gate, partial(alert_pause, pipeline)):
@@ -210,22 +283,23 @@ def process_batch(
     except GateRejected as exc:
         entry.decision = exc.decision
         raise
-    keys = (pipeline.source_key, pipeline.key)
-    failures = validation.row_failures
-    quarantined = quarantine(settings.state_db, pipeline.name, raw, rows, failures, keys, "check", settled, flow_run.id)
-    passed = rows.drop(failures.index)
-    delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark)
-    if not delivery.failures.empty:
-        quarantined += quarantine(settings.state_db, pipeline.name, raw, passed, delivery.failures, keys, "deliver", settled, flow_run.id)
-    entry.counts += delivery.counts + Counts(rows_read=len(raw), rows_quarantined=quarantined)
+    return validation.row_failures
 
 
-def shape(pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: list[dict]) -> pd.DataFrame:
-    """Raw records as the target would get them: transformed, then enriched (`caches` keep each enricher's finds)."""
-    rows = pipeline.transform(raw)
+def shape(pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: list[dict]) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Raw records as the target would get them: transformed, then enriched (`caches` keep each enricher's finds);
+    and the records each step could not take, as failures (`reason`, `values`, and for enrich the row's `key`)."""
+    groups = raw[pipeline.source_key] if pipeline.source_key in raw.columns else None
+    rows, failed = transform_batch(pipeline.transform, raw, groups) if not raw.empty else (raw, NO_FAILURES)
+    failures = {"transform": failed, "enrich": NO_FAILURES}
     for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
-        rows = enricher.enrich(settings, rows, cache)
-    return rows
+        if rows.empty:
+            break
+        before = rows
+        rows, failed = enrich_batch(enricher, settings, rows, cache)
+        failed = failed.assign(key=before.loc[failed.index, pipeline.key])
+        failures["enrich"] = pd.concat([failures["enrich"], failed]) if not failures["enrich"].empty else failed
+    return rows, failures
 
 
 @contextmanager

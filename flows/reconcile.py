@@ -70,7 +70,7 @@ def _source_rows(pipeline: Pipeline, settings: Settings, since: str | None, chun
     parts = []
     for chunk in pipeline.source.chunks(settings, since, chunk_rows):
         if not chunk.records.empty:
-            parts.append(shape(pipeline, settings, chunk.records, caches))
+            parts.append(shape(pipeline, settings, chunk.records, caches)[0])  # what fails to shape is a sync's dead letter
     if not parts:
         return pd.DataFrame(columns=[pipeline.key, "row_hash"])
     rows = latest_per_key(pd.concat(parts, ignore_index=True), pipeline.key, pipeline.target.updated)
@@ -97,7 +97,7 @@ def _repair(pipeline: Pipeline, settings: Settings, url: str, source: pd.DataFra
         raise GateFailed(f"{validation.suite}: batch failed {', '.join(validation.batch_failures)}")
     passed = rows.drop(validation.row_failures.index)
     forget_hashes(url, pipeline.target, passed[pipeline.key][passed[pipeline.key].isin(found["changed"])])
-    return deliver(url, pipeline.target, passed, pipeline.name, None, flow_run.id)
+    return deliver(url, pipeline.target, passed, pipeline.name, None, flow_run.id).counts
 
 
 def _window(since: str | None) -> datetime | None:

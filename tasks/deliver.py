@@ -10,6 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from connectors.refusals import refusals
 from connectors.sql import (
     WATERMARKS,
     WRITE_BATCH,
@@ -24,15 +25,22 @@ from connectors.sql import (
 )
 from interlink.ledger import Counts
 from interlink.settings import Settings
-from tasks.watermark import committed_watermark
+from tasks.isolate import bisected, failures_frame, reason
+from tasks.watermark import commit_watermark, committed_watermark
 
 
 @dataclass(frozen=True)
 class Delivery:
-    """What became of a delivered batch; `failures` (indexed like the batch) are rows the target refused."""
+    """What became of a delivered batch; `failures` (indexed like the batch) are rows the target refused.
+
+    `committed` is False when the batch's watermark is still to be committed: its rows were
+    written part by part to find the ones refused, and the watermark moves only once those are
+    dead-lettered (`SqlTarget.commit`).
+    """
 
     counts: Counts
-    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["reason", "values"]))
+    failures: pd.DataFrame = field(default_factory=lambda: failures_frame({}))
+    committed: bool = True
 
 
 def tracked_table(name: str, *columns: sa.Column) -> sa.Table:
@@ -80,46 +88,108 @@ class SqlTarget:
     def watermark(self, settings: Settings, integration: str) -> str | None:
         return committed_watermark(settings.connection(self.connection).url, integration)
 
+    def refusals(self, rows: pd.DataFrame) -> pd.DataFrame:
+        """The rows the table or a child table would refuse: `reason` naming each column and why, `values`."""
+        found = refusals(self.table, rows)
+        for child in self.children:
+            for index, problems in _child_refusals(child, rows[child.column]).items():
+                found.setdefault(index, {}).update(problems)
+        return pd.DataFrame(
+            {
+                "reason": {i: "; ".join(f"{c}: {why}" for c, why in p.items()) for i, p in found.items()},
+                "values": {i: {c: _shown(rows, i, c) for c in p} for i, p in found.items()},
+            },
+            columns=["reason", "values"],
+        )
+
     def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
-        return Delivery(deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id))
+        return deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id)
+
+    def commit(self, settings: Settings, integration: str, watermark: str) -> None:
+        commit_watermark(settings.connection(self.connection).url, integration, watermark, flow_run.id)
+
+
+def _child_refusals(child: ChildTable, lists: pd.Series) -> dict:
+    """Problems of each parent's child rows, by the parent's index: `lines[2].sku: …`."""
+    found: dict = {}
+    lines, owners = [], []
+    for index, value in lists.items():
+        if isinstance(value, list):
+            for number, line in enumerate(value):
+                if isinstance(line, dict):
+                    lines.append(line)
+                    owners.append((index, number))
+                else:
+                    found.setdefault(index, {})[f"{child.column}[{number}]"] = "not an object"
+        elif value is not None and not (pd.api.types.is_scalar(value) and pd.isna(value)):
+            found.setdefault(index, {})[child.column] = "not a list"
+    frame = pd.DataFrame.from_records(lines, index=range(len(lines))).drop(columns=[child.parent_key], errors="ignore")
+    for position, problems in refusals(child.table, frame).items():
+        index, number = owners[position]
+        for column, why in problems.items():
+            found.setdefault(index, {})[f"{child.column}[{number}].{column}"] = why
+    return found
+
+
+def _shown(rows: pd.DataFrame, index: object, column: str) -> object:
+    """The offending value of `column` (a child column's path shows the parent's whole list)."""
+    return rows.at[index, column.split("[", 1)[0].split(".", 1)[0]]
 
 
 @task(name="deliver", cache_policy=NO_CACHE)
 def deliver(
     url: str, target: SqlTarget, rows: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None
-) -> Counts:
+) -> Delivery:
     """Insert the new rows, upsert the changed ones (replacing their children) and move the watermark, in one transaction.
 
     New rows are plain inserts (COPY on PostgreSQL): should another writer add one of their keys
     meanwhile, the transaction fails and rolls back, and a retry sees the row as existing.
+    When the database refuses the batch for its data (a value, a constraint), the rows are
+    written part by part, halving the parts that fail, and the ones refused alone come back as
+    failures; the watermark is then left for the caller to commit once they are dead-lettered.
     """
     engine = create_engine(url)
     try:
         ensure_tables(engine, target.table, *(child.table for child in target.children), WATERMARKS)
         prepared = _prepared(rows, target)
-        columns = [c for c in prepared.columns if c in target.table.columns]
-        with engine.begin() as conn:
-            plan = _plan(conn, target, prepared)
-            write(conn, target.table, prepared.loc[plan == "insert", columns], WriteMode.APPEND)
-            write(conn, target.table, prepared.loc[plan.isin(["update", "touch"]), columns], WriteMode.UPSERT, [target.key])
-            if target.children:
-                changed = prepared[plan != "unchanged"]
-                for child in target.children:
-                    _replace_children(conn, child, changed, target.key)
-            if watermark is not None:
-                write_watermark(conn, integration, watermark, flow_run_id)
+        try:
+            counts = _write(engine, target, prepared, integration, watermark, flow_run_id)
+            delivery = Delivery(counts)
+        except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
+            get_run_logger().warning("%s refused the batch (%s); writing it in parts to find the rows it refuses", target.table.name, reason(exc))
+            parts, failures = bisected(
+                lambda part: _write(engine, target, part, integration, None, flow_run_id),
+                prepared, errors=(sa.exc.DataError, sa.exc.IntegrityError),
+            )
+            delivery = Delivery(sum(parts, Counts()), failures, committed=watermark is None)
     finally:
         engine.dispose()
-    counts = Counts(
+    get_run_logger().info(
+        "%s: inserted %d, updated %d, unchanged %d, refused %d; watermark %s",
+        target.table.name, delivery.counts.rows_inserted, delivery.counts.rows_updated, delivery.counts.rows_unchanged,
+        len(delivery.failures), watermark if delivery.committed else "not yet moved",
+    )
+    return delivery
+
+
+def _write(engine: sa.Engine, target: SqlTarget, prepared: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None) -> Counts:
+    """Write prepared rows (and the watermark, if any) in one transaction; what became of them."""
+    columns = [c for c in prepared.columns if c in target.table.columns]
+    with engine.begin() as conn:
+        plan = _plan(conn, target, prepared)
+        write(conn, target.table, prepared.loc[plan == "insert", columns], WriteMode.APPEND)
+        write(conn, target.table, prepared.loc[plan.isin(["update", "touch"]), columns], WriteMode.UPSERT, [target.key])
+        if target.children:
+            changed = prepared[plan != "unchanged"]
+            for child in target.children:
+                _replace_children(conn, child, changed, target.key)
+        if watermark is not None:
+            write_watermark(conn, integration, watermark, flow_run_id)
+    return Counts(
         rows_inserted=int((plan == "insert").sum()),
         rows_updated=int((plan == "update").sum()),
         rows_unchanged=int(plan.isin(["touch", "unchanged"]).sum()),
     )
-    get_run_logger().info(
-        "%s: inserted %d, updated %d, unchanged %d; watermark %s",
-        target.table.name, counts.rows_inserted, counts.rows_updated, counts.rows_unchanged, watermark,
-    )
-    return counts
 
 
 def _replace_children(conn: sa.Connection, child: ChildTable, parents: pd.DataFrame, key: str) -> None:

@@ -3,9 +3,11 @@
 from dataclasses import dataclass
 
 import pandas as pd
-from prefect import Task
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
 
 from interlink.settings import Settings
+from tasks.isolate import isolated
 
 
 @dataclass(frozen=True)
@@ -25,4 +27,10 @@ class Lookup:
         missing = set(rows[self.column].dropna().unique()) - cache.keys()
         if missing:
             cache.update(self.fetch(settings.connection(self.connection), missing))
-        return self.apply(rows, cache)
+        return getattr(self.apply, "fn", self.apply)(rows, cache)  # inside the `enrich` task, which isolates failing rows
+
+
+@task(name="enrich", cache_policy=NO_CACHE)
+def enrich_batch(enricher: Lookup, settings: Settings, rows: pd.DataFrame, cache: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`enricher` on a batch; the rows it fails on for their values come back as failures instead of failing the batch."""
+    return isolated(lambda part: enricher.enrich(settings, part, cache), rows)

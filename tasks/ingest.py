@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -35,19 +35,21 @@ from connectors.sql import (
 )
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
-
-FUTURE = timedelta(days=1)  # a cursor time further ahead than this does not move the watermark
+from tasks.admit import records_frame
+from tasks.watermark import FUTURE, order_break, positions
 
 
 @dataclass(frozen=True)
 class Chunk:
     """Raw records of one batch, the newest source watermark in them, the file they came from,
-    and whether it is the run's last batch."""
+    whether it is the run's last batch, and the records that are not even objects, each with why."""
 
     records: pd.DataFrame
     watermark: str | None = None
     file: Path | None = None
     last: bool = True
+    refused: tuple[tuple[Any, str], ...] = ()
+    disorder: str | None = None  # where a source declared sorted went backwards in this chunk
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,9 @@ class RestSource:
     link the last page, `concurrent_pages` pages are fetched at once (within the connection's
     rate budget and `max_concurrency`). `until_param`, if the API
     has one, bounds `cursor_field` from above (exclusive), so a sync can be split into windows.
+    `sorted`: the API returns records in `cursor_field` order, so each chunk's watermark can
+    commit with it (a record out of order then fails the run, naming this setting); otherwise
+    the watermark moves only when the whole run is delivered.
     """
 
     connection: str
@@ -74,6 +79,16 @@ class RestSource:
     params: dict[str, Any] = field(default_factory=dict)
     concurrent_pages: int = 1
     until_param: str | None = None
+    sorted: bool = False
+
+    @property
+    def cursor(self) -> str:
+        return self.cursor_field
+
+    @property
+    def setting(self) -> str:
+        """Where the source is declared, for messages that ask to change it."""
+        return f"the RestSource of {self.connection} {self.path}"
 
     def before(self, until: str | None) -> RestSource:
         """This source, reading only records whose `cursor_field` is before `until` (None: no bound)."""
@@ -91,12 +106,17 @@ class RestSource:
         connection = settings.connection(self.connection)
         # A thread of our own rather than `fetch_chunk.submit`: a Prefect future keeps its result
         # for the whole flow run, and so would keep every chunk.
+        newest = None  # the newest position so far, to hold a sorted source to its order
         with ThreadPoolExecutor(1, thread_name_prefix=f"read-{self.connection}") as reader:
             ahead = reader.submit(copy_context().run, fetch_chunk, self, connection, since, None, chunk_rows)
             while True:
                 chunk, position = ahead.result()
                 if position is not None:
                     ahead = reader.submit(copy_context().run, fetch_chunk, self, connection, since, position, chunk_rows)
+                if self.sorted and self.cursor_field in chunk.records.columns:
+                    chunk = replace(chunk, disorder=order_break(chunk.records[self.cursor_field], newest))
+                    if not (known := positions(chunk.records[self.cursor_field]).dropna()).empty:
+                        newest = known.max() if newest is None else max(newest, known.max())
                 yield chunk
                 if position is None:
                     return
@@ -123,17 +143,20 @@ def fetch_chunk(
     if since:
         params[source.since_param] = since
     pages: list[pd.DataFrame] = []  # a frame per page: far smaller than the page's dicts
+    refused: list[tuple[Any, str]] = []
     rows = 0
     with RestClient.connect(source.connection, connection) as client:
         for page in client.paginate(source.path, paginator, params, source.records_path, source.concurrent_pages):
-            pages.append(pd.DataFrame.from_records(page))
+            frame, not_objects = records_frame(page)
+            pages.append(frame)
+            refused += not_objects
             rows += len(page)
             if rows >= max_rows:
                 break
     frame = ROWS_HELD.track(pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0])
-    get_run_logger().info("read %d records from %s%s (since %s)", len(frame), source.connection, source.path, since)
+    get_run_logger().info("read %d records from %s%s (since %s)", len(frame) + len(refused), source.connection, source.path, since)
     position = paginator.checkpoint()
-    return Chunk(frame, newest(frame, source.cursor_field), last=position is None), position
+    return Chunk(frame, newest(frame, source.cursor_field), last=position is None, refused=tuple(refused)), position
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,10 +179,15 @@ class SqlSource:
     query: str | None = None
     lag: timedelta | int = timedelta(0)
     columns: tuple[str, ...] | None = None
+    sorted: ClassVar[bool] = True  # read in cursor order by the database itself
 
     def __post_init__(self) -> None:
         if (self.table is None) == (self.query is None):
             raise ConfigError(f"SqlSource on {self.connection!r}: set exactly one of `table` and `query`")
+
+    @property
+    def setting(self) -> str:
+        return f"the SqlSource of {self.connection} {self.table or 'query'}"
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -270,6 +298,12 @@ class FolderSource:
 
     connection: str
     suffix: str = ".csv"
+    cursor: ClassVar[None] = None  # files are delivered in name order, each with its name as the watermark
+    sorted: ClassVar[bool] = True
+
+    @property
+    def setting(self) -> str:
+        return f"the FolderSource of {self.connection}"
 
     def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
         folder = settings.connection(self.connection).path
@@ -302,8 +336,8 @@ def archive_file(folder: Path, suffix: str, file: Path) -> Path:
 
 
 def newest(frame: pd.DataFrame, column: str) -> str | None:
-    """The value of `column` with the latest time, as the source wrote it."""
-    if frame.empty:
+    """The value of `column` with the latest position (a time not beyond the horizon, or a number), as the source wrote it."""
+    if frame.empty or column not in frame.columns:
         return None
-    times = pd.to_datetime(frame[column], utc=True, errors="coerce", format="ISO8601")
-    return None if times.isna().all() else frame[column].loc[times.idxmax()]
+    known = positions(frame[column]).dropna()
+    return None if known.empty else frame[column].loc[known.idxmax()]

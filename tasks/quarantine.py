@@ -1,7 +1,11 @@
-"""Quarantine: failing rows go to the dead-letter store with their reason and source records."""
+"""Quarantine: records that fail a step go to the dead-letter store with the stage, the reason and their source records."""
+
+from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -15,54 +19,75 @@ def quarantine(
     state_url: str,
     integration: str,
     raw: pd.DataFrame,
-    rows: pd.DataFrame,
     failures: pd.DataFrame,
-    keys: tuple[str, str],
+    record_keys: pd.Series,
+    source_key: str,
     stage: str,
-    settled: str,
     flow_run_id: str | None,
 ) -> int:
-    """Dead-letter the rows that failed at `stage`; entries of records that now pass are closed as `settled`.
+    """Dead-letter the records that failed at `stage`; returns how many.
 
-    Each row's index points at a raw record it came from; its dead letter keeps every raw
-    record with the same source key (`keys[0]`), so a replay sees all of them again.
+    `failures` (`reason`, `values`) is indexed like the raw records each failing row came from,
+    `record_keys` names each failing row (the target key, or the source key before there is
+    one). A dead letter keeps every raw record with the same source key, so a replay sees all
+    of them again; one entry per record key, replacing an earlier one.
     """
-    source_key, key = keys
-    store = DeadLetters(state_url)
-    failing = raw.loc[failures.index, source_key]
-    related = raw[raw[source_key].isin(failing.dropna())]
+    sources = (raw[source_key] if source_key in raw.columns else pd.Series(None, index=raw.index, dtype=object)).map(_token)
+    failing = sources.loc[failures.index]
+    related = raw[sources.isin(set(failing.dropna()))]
     by_key: dict = {}
-    for record_key, record in zip(related[source_key], _records(related), strict=True):
-        by_key.setdefault(record_key, []).append(record)
+    for source, record in zip(sources.loc[related.index], _records(related), strict=True):
+        by_key.setdefault(source, []).append(record)
     own = _records(raw.loc[failures.index])  # for a record without a source key: itself
-    values = json.loads(failures["values"].to_json(date_format="iso")) if len(failures) else {}
-    rejects = [
-        Reject(
-            record_key=_record_key(target_key, payload := by_key.get(source, [record])),
-            stage=stage,
-            reason=reason,
-            values=values[str(index)],
-            payload=payload,
-        )
-        for index, source, target_key, reason, record in zip(
-            failures.index, failing, rows.loc[failures.index, key], failures["reason"], own, strict=True
-        )
-    ]
-    store.put(integration, rejects, flow_run_id)
-    passing = rows.loc[rows.index.difference(failures.index), key].dropna()
-    closed = store.settle(integration, passing.astype(str), settled)
-    get_run_logger().info("quarantined %d rows; %d earlier dead letters now %s", len(rejects), closed, settled)
+    values = json.loads(failures["values"].to_json(date_format="iso", default_handler=str))
+    rejects: dict[str, Reject] = {}
+    for index, source, key, why, record in zip(
+        failures.index, failing, record_keys.loc[failures.index], failures["reason"], own, strict=True
+    ):
+        payload = by_key[source] if source is not None else [record]
+        record_key = _record_key(key, payload)
+        rejects[record_key] = Reject(record_key=record_key, stage=stage, reason=why, values=values[str(index)], payload=payload)
+    DeadLetters(state_url).put(integration, rejects.values(), flow_run_id)
+    get_run_logger().warning("%d records dead-lettered at %s", len(failures), stage)
+    return len(failures)
+
+
+@task(name="quarantine", cache_policy=NO_CACHE)
+def quarantine_records(state_url: str, integration: str, refused: Iterable[tuple[Any, str]], flow_run_id: str | None) -> int:
+    """Dead-letter records refused before they could be read as rows (e.g. not objects), each as it came."""
+    rejects = {
+        (key := _record_key(None, [record])): Reject(record_key=key, stage="ingest", reason=why, values={}, payload=[record])
+        for record, why in refused
+    }
+    DeadLetters(state_url).put(integration, rejects.values(), flow_run_id)
+    get_run_logger().warning("%d records dead-lettered at ingest: not objects", len(rejects))
     return len(rejects)
+
+
+@task(name="settle", cache_policy=NO_CACHE)
+def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> int:
+    """Close the open dead letters of records now delivered (as `status`); returns how many."""
+    closed = DeadLetters(state_url).settle(integration, keys.dropna().astype(str), status)
+    if closed:
+        get_run_logger().info("%d earlier dead letters now %s", closed, status)
+    return closed
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
     """`frame`'s rows as JSON-able dicts, times in ISO 8601."""
-    return json.loads(frame.to_json(orient="records", date_format="iso"))
+    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
 
 
-def _record_key(key: object, payload: list[dict]) -> str:
+def _token(value: object) -> str | None:
+    """A source key value as hashable text (it may be anything a hostile source sends); None when missing."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+
+
+def _record_key(key: object, payload: list) -> str:
     """The record's key, or for a record without one a stable digest of its content."""
-    if pd.notna(key):
-        return str(key)
-    digest = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+    if (text := _token(key)) is not None:
+        return text[:200]
+    digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"no-key:{digest}"

@@ -18,6 +18,7 @@ from connectors.rest import RestClient
 from interlink.delivered import Delivered
 from interlink.ledger import Counts
 from interlink.settings import RestConnection, Settings
+from tasks.admit import NO_FAILURES
 from tasks.deliver import Delivery
 
 
@@ -39,6 +40,12 @@ class RestTarget:
 
     def watermark(self, settings: Settings, integration: str) -> str | None:
         return None  # the source keeps its own position (e.g. archived files)
+
+    def refusals(self, rows: pd.DataFrame) -> pd.DataFrame:
+        return NO_FAILURES  # the API says what it refuses, record by record
+
+    def commit(self, settings: Settings, integration: str, watermark: str) -> None:
+        """Nothing to commit: the source keeps its own position."""
 
     def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
         return send_changed(settings.connection(self.connection), settings.state_db, self, rows, integration, flow_run.id)

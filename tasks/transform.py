@@ -1,13 +1,26 @@
 """Transform: map source records to the target's shape and normalise them, a batch at a time.
 
 Transforms never drop or reject a record: what cannot be normalised is left as it is
-(or null) for the data checks to name.
+(or null) for the data checks to name. A record a transform raises on is isolated and
+dead-lettered (`transform_batch`).
 """
 
 import re
 from collections.abc import Callable
 
 import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from tasks.isolate import isolated
+
+
+@task(name="transform", cache_policy=NO_CACHE)
+def transform_batch(step: Callable, raw: pd.DataFrame, groups: pd.Series | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """An integration's transform on a batch; the records it fails on (all of a `groups` value together)
+    come back as failures instead of failing the batch."""
+    return isolated(getattr(step, "fn", step), raw, groups)
+
 
 COUNTRY_ALIASES = {"UK": "GB", "USA": "US", "U.S.": "US", "GER": "DE", "DEU": "DE", "FRA": "FR"}
 CALLING_CODES = {

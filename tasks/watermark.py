@@ -1,9 +1,61 @@
-"""The committed watermark of an integration, read from its target."""
+"""The watermark: the committed position of an integration, and the rules that keep any source from poisoning it.
 
+A cursor time further ahead than `FUTURE` never moves a watermark (its record is dead-lettered
+instead): it would hide every later change. A source that says its records come in cursor
+order is held to it (`order_break`); one that does not moves its watermark only when a whole
+run has been delivered.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import create_engine, read_watermark
+from connectors.sql import WATERMARKS, create_engine, ensure_tables, read_watermark, write_watermark
+
+FUTURE = timedelta(days=1)  # how far ahead of now a cursor time may be
+
+
+def horizon() -> pd.Timestamp:
+    """The latest cursor time a watermark may take: now plus `FUTURE`, in UTC."""
+    return pd.Timestamp(datetime.now(UTC) + FUTURE)
+
+
+def positions(values: pd.Series) -> pd.Series:
+    """Cursor values as comparable positions: numbers as they are, anything else as UTC times
+    (missing where a value is neither, or a time is beyond the `horizon`)."""
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        return values.astype("float64")
+    numbers = pd.to_numeric(values, errors="coerce") if values.dtype == object else None
+    if numbers is not None and numbers.notna().sum() == values.notna().sum() > 0:
+        return numbers.astype("float64")
+    times = pd.to_datetime(values.astype("string") if values.dtype == object else values, utc=True, errors="coerce", format="ISO8601")
+    return times.where(times <= horizon())
+
+
+def order_break(values: pd.Series, after: object | None = None) -> str | None:
+    """Where `values` (one chunk's cursor values, in the order read) go backwards, or go below
+    `after` (the newest position of the chunk before); None when they are in order."""
+    known = positions(values).dropna()
+    previous, shown = after, after
+    for index, position in known.items():
+        if previous is not None and position < previous:
+            return f"{values[index]} came after {shown}"
+        previous, shown = position, values[index]
+    return None
+
+
+def later(a: str | None, b: str | None) -> str | None:
+    """The later of two watermarks as text (None counts as earliest)."""
+    if a is None or b is None:
+        return a if b is None else b
+    first, second = positions(pd.Series([a, b], dtype=object)).tolist()
+    if pd.isna(second):
+        return a
+    return b if pd.isna(first) or second >= first else a
 
 
 @task(name="read-watermark", cache_policy=NO_CACHE)
@@ -11,5 +63,18 @@ def committed_watermark(url: str, integration: str) -> str | None:
     engine = create_engine(url)
     try:
         return read_watermark(engine, integration)
+    finally:
+        engine.dispose()
+
+
+@task(name="commit-watermark", cache_policy=NO_CACHE)
+def commit_watermark(url: str, integration: str, value: str, flow_run_id: str | None) -> None:
+    """Move the watermark on its own: after a batch whose rows were written part by part, or at the end
+    of a run of a source whose records are not in cursor order."""
+    engine = create_engine(url)
+    try:
+        ensure_tables(engine, WATERMARKS)
+        with engine.begin() as conn:
+            write_watermark(conn, integration, value, flow_run_id)
     finally:
         engine.dispose()

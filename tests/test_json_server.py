@@ -5,12 +5,7 @@ these tests skip, or fail under REQUIRE_SERVICES=1."""
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,8 +15,8 @@ from connectors.pagination import from_config
 from connectors.rest import RestClient
 from interlink.settings import RestConnection
 from tasks.ingest import RestSource, fetch_chunk
+from tests.json_server import json_server as start_json_server
 
-JSON_SERVER = Path(__file__).resolve().parents[1] / ".interlink" / "tools" / "node_modules" / ".bin" / "json-server"
 TOTAL = 2503  # 26 pages of 100, the last one short
 LINK = {"type": "link_header", "page_size_param": "_limit", "page_size": 100}
 
@@ -39,42 +34,12 @@ def record(i: int) -> dict:
 RECORDS = [record(i) for i in range(1, TOTAL + 1)]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def json_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """json-server on a free local port, serving the records and a singular `profile` object; its base URL."""
-    if not JSON_SERVER.exists():
-        message = f"json-server is not installed at {JSON_SERVER}: run `make tools`"
-        if os.environ.get("REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    db = tmp_path_factory.mktemp("json-server") / "db.json"
-    db.write_text(json.dumps({"records": RECORDS, "profile": {"owner": "ada@example.com", "plan": "pro"}}))
-    log = db.with_name("json-server.log")
-    port = free_port()
-    with log.open("wb") as output:
-        server = subprocess.Popen(
-            [JSON_SERVER, "--host", "127.0.0.1", "--port", str(port), "--quiet", str(db)], stdout=output, stderr=output
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while True:  # poll the port until it answers
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"json-server did not answer on port {port}: {log.read_text()[-2000:]}")
-                time.sleep(0.05)  # the polling interval, not a wait for an event
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.kill()
-        server.wait()
+    """json-server serving the records and a singular `profile` object; its base URL."""
+    data = {"records": RECORDS, "profile": {"owner": "ada@example.com", "plan": "pro"}}
+    with start_json_server(data, tmp_path_factory.mktemp("json-server")) as url:
+        yield url
 
 
 def read(url: str, path: str, config: dict, params: dict, concurrency: int = 1) -> tuple[list[dict], list[int]]:

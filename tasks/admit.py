@@ -1,0 +1,82 @@
+"""Admit: which raw records of a batch go on to the transform, and why the others cannot.
+
+A record is refused (dead-lettered at stage `ingest`) when it is not an object, when a field
+holds a list or an object where the source contract declares a scalar (or a scalar where it
+declares a list or an object), or when its cursor time lies further ahead than
+`tasks.watermark.FUTURE`. A field the contract declares but the batch lacks becomes nulls.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from numbers import Number
+from typing import Any
+
+import pandas as pd
+
+from data_checks.policy import SchemaContract
+from tasks.watermark import FUTURE, horizon
+
+CONTAINERS = {"list": list, "object": dict}
+NO_FAILURES = pd.DataFrame(columns=["reason", "values"])
+
+
+def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str]]]:
+    """The records that are objects, as a frame, and each other one with the reason it is refused."""
+    objects = [r for r in records if isinstance(r, dict)]
+    refused = [(r, f"the record is {_json_kind(r)}, not an object") for r in records if not isinstance(r, dict)]
+    return pd.DataFrame.from_records(objects), refused
+
+
+def admit(raw: pd.DataFrame, contract: SchemaContract | None, cursor: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`raw` with the contract's missing fields as nulls, and the refused records (`reason`, `values`), indexed like it."""
+    if contract and (missing := [f for f in contract.fields if f not in raw.columns]):
+        raw = raw.assign(**dict.fromkeys(missing))
+    reasons: dict[Any, list[str]] = {}
+    values: dict[Any, dict[str, Any]] = {}
+
+    def refuse(index: Any, field: str, reason: str) -> None:
+        reasons.setdefault(index, []).append(f"{field}: {reason}")
+        values.setdefault(index, {})[field] = raw.at[index, field]
+
+    for field, kind in (contract.fields.items() if contract else ()):
+        for index, wrong in _mistyped(raw[field], kind).items():
+            refuse(index, field, f"{wrong} where the contract says {kind}")
+    if cursor and cursor in raw.columns and not pd.api.types.is_numeric_dtype(raw[cursor]):
+        column = raw[cursor]
+        times = pd.to_datetime(column.astype("string") if column.dtype == object else column, utc=True, errors="coerce", format="ISO8601")
+        for index in times.index[times > horizon()]:
+            refuse(index, cursor, f"{column[index]} is in the future (more than {FUTURE / timedelta(hours=1):g} h ahead): it would move the watermark past every later change")
+    if not reasons:
+        return raw, NO_FAILURES
+    failures = pd.DataFrame({"reason": {i: "; ".join(r) for i, r in reasons.items()}, "values": values}, columns=["reason", "values"])
+    return raw, failures
+
+
+def _mistyped(values: pd.Series, kind: str) -> pd.Series:
+    """What each value wrongly is ('an object', 'a list', 'text', …), for the values that do not fit `kind`."""
+    if values.dtype != object:
+        return pd.Series(dtype=object) if kind not in CONTAINERS or values.isna().all() else values[values.notna()].map(_json_kind)
+    container = CONTAINERS.get(kind)
+    wrong = [
+        (index, _json_kind(v))
+        for index, v in values.items()
+        if (isinstance(v, dict | list) if container is None else not isinstance(v, container) and not _missing(v))
+    ]
+    return pd.Series(dict(wrong), dtype=object)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (pd.api.types.is_scalar(value) and pd.isna(value))
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a number" if isinstance(value, Number) else f"a {type(value).__name__}"
