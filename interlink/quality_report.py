@@ -106,14 +106,14 @@ def _summary(runs: list[dict[str, Any]], letters: list[dict[str, Any]], name: st
     if not runs:
         return '<p class="muted">No runs recorded.</p>'
     read = sum(r["rows_read"] for r in runs)
-    quarantined = sum(r["rows_quarantined"] for r in runs)
     delivered = sum(r["rows_inserted"] + r["rows_updated"] for r in runs)
-    still_open = sum(d["integration"] == name and d["status"] == "open" for d in letters)
+    mine = [d for d in letters if d["integration"] == name]  # one per record, however often it failed again
+    still_open = sum(d["status"] == "open" for d in mine)
     last = runs[-1]
     return (
         f'<p>{len(runs)} runs shown; the last, run {last["id"]}, is <span class="{_text(last["state"])}">{_text(last["state"])}'
-        f"</span> (started {last['started_at']:%Y-%m-%d %H:%M} UTC). Read {read:,}, delivered {delivered:,}, quarantined "
-        f"{quarantined:,} ({quarantined / read if read else 0:.1%} of read). Open dead letters: {still_open:,}.</p>"
+        f"</span> (started {last['started_at']:%Y-%m-%d %H:%M} UTC). Read {read:,}, delivered {delivered:,}, dead-lettered "
+        f"{len(mine):,} records ({len(mine) / read if read else 0:.1%} of read). Open dead letters: {still_open:,}.</p>"
     )
 
 

@@ -138,3 +138,13 @@ def test_declared_sensitive_columns_are_masked_in_examples():
     assert "915.246.0195" in render([], [letter])
     masked = render([], [letter], {"crm_to_billing": ("phone",)})
     assert "915.246.0195" not in masked and "&#x27;9***&#x27;" in masked
+
+
+def test_a_record_dead_lettered_by_two_runs_counts_once(tmp_path: Path):
+    url = f"sqlite:///{tmp_path}/state.db"
+    ledger, letters = Ledger(url), DeadLetters(url)
+    for _ in range(2):  # a full refresh fails the same record again
+        run(ledger, "crm_to_billing", Counts(rows_read=10, rows_inserted=9, rows_quarantined=1), "w1")
+        letters.put("crm_to_billing", [reject("C1", "expect_column_values_to_not_be_null(email)")], None)
+    text = re.sub(r"<[^>]+>", "", build_report(url, tmp_path / "quality.html").read_text())
+    assert "dead-lettered 1 records (5.0% of read). Open dead letters: 1." in text
