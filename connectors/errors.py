@@ -2,7 +2,9 @@
 
     ConnectorError             any failure talking to a system
      ├── RetriableError        429, 5xx, timeouts, refused connections: worth another attempt
-     ├── CircuitOpen           the system's circuit is open: failing fast; neither retriable nor fatal, callers decide later
+     │                         (`opened_circuit`: this failure opened its circuit, so an attempt now would fail fast)
+     ├── CircuitOpen           the system's circuit is open: failing fast; `cause` is the failure that opened it,
+     │                         and the message leads with it; neither retriable nor fatal
      └── FatalError            any other 4xx, a broken protocol: retrying cannot help
           ├── AuthError        401 / 403: the credentials were rejected
           ├── NotFound         404: no such resource
@@ -17,15 +19,23 @@ class ConnectorError(Exception):
 
 
 class RetriableError(ConnectorError):
-    """A failure that may pass: `retry_after` is the server's hint in seconds, if it gave one."""
+    """A failure that may pass: `retry_after` is the server's hint in seconds, if it gave one.
 
-    def __init__(self, message: str, retry_after: float | None = None):
+    `opened_circuit` is true when this failure opened the system's circuit: retrying now would only fail fast.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None, *, opened_circuit: bool = False):
         super().__init__(message)
         self.retry_after = retry_after
+        self.opened_circuit = opened_circuit
 
 
 class CircuitOpen(ConnectorError):
-    """Calls to a system fail fast while its circuit is open."""
+    """Calls to a system fail fast while its circuit is open; `cause` is the failure that opened it, if known."""
+
+    def __init__(self, message: str, cause: BaseException | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 class FatalError(ConnectorError):

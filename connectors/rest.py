@@ -3,8 +3,16 @@
 Every request is classified once, here: 429, 5xx, timeouts and connection errors are
 retried with exponential backoff and jitter (honouring `Retry-After`) up to
 `max_attempts`; 401/403 raise `AuthError`, 404 `NotFound` and other 4xx `FatalError`
-at once. Requests are paced by the connection's rate budget, and a run of retriable
-failures opens its circuit breaker, after which calls fail fast until a probe succeeds.
+at once. A request that still fails raises its last error, which names the cause, the host for
+a transport error, and the attempts made: `crm: GET /customers: cannot connect to
+10.0.0.5:8080 (ConnectError: [Errno 111] Connection refused) after 5 attempts`.
+
+Requests are paced by the connection's rate budget. To the connection's circuit breaker a
+request is one call, whatever its attempts: `breaker_threshold` consecutive failed requests
+open the circuit (so the default 5 exceeds the 3 attempts of a task that retries twice, and
+those retries are all made). The request whose failure opens the circuit raises its own error,
+marked `opened_circuit` and ending `; circuit now open for 30s`; later requests fail fast with
+`CircuitOpen`, whose message leads with that error, until a probe request succeeds.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_aft
 from connectors.auth import AuthConfig
 from connectors.breaker import CircuitBreaker, breaker_for
 from connectors.connections import RestConnection
-from connectors.errors import AuthError, FatalError, NotFound, RetriableError
+from connectors.errors import AuthError, CircuitOpen, FatalError, NotFound, RetriableError
 from connectors.pagination import PageRequest, Paginator
 from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
 
@@ -147,20 +155,74 @@ class RestClient:
         return response, _json(response)
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        """One request, paced, guarded by the breaker, retried while retriable."""
-        return self._retrying(self._attempt, method, url, **kwargs)
+        """One request, paced, retried while retriable; to the breaker it is one call, however many attempts it took.
+
+        A request that fails after all its attempts raises its last error, saying how many attempts were made, and,
+        if this failure opened the circuit, for how long (`opened_circuit`: a retry now would only fail fast).
+        """
+        breaker = self._breaker
+        probe = breaker.before_call() if breaker else False
+        attempts = 0
+
+        def attempt() -> httpx.Response:
+            nonlocal attempts
+            attempts += 1
+            if breaker and attempts > 1:  # before the rate limiter: an open circuit must not spend the rate budget
+                breaker.check()  # another request opened the circuit meanwhile: stop here
+            return self._attempt(method, url, **kwargs)
+
+        try:
+            response = self._retrying(attempt)
+        except RetriableError as exc:
+            error = RetriableError(f"{exc} after {attempts} attempt{'' if attempts == 1 else 's'}", exc.retry_after)
+            if breaker and self._recorded(breaker, probe, error):
+                error = RetriableError(f"{error}; circuit now open for {breaker.cooldown_s:g}s", exc.retry_after, opened_circuit=True)
+            raise error.with_traceback(exc.__traceback__) from None
+        except BaseException as exc:
+            if breaker:
+                self._recorded(breaker, probe, exc)
+            raise
+        if breaker:
+            breaker.record_success()
+        return response
+
+    @staticmethod
+    def _recorded(breaker: CircuitBreaker, probe: bool, exc: BaseException) -> bool:
+        """Record a failed request on the breaker if its error counts; True when it opened the circuit."""
+        if isinstance(exc, CircuitOpen) or not breaker.counts(exc):  # failing fast, or a failure that says nothing of health
+            breaker.release(probe)
+            return False
+        return breaker.record_failure(exc)
 
     def _attempt(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
-        # The breaker goes first: an open circuit must not spend the rate budget.
-        with self._breaker.guard() if self._breaker else nullcontext(), self._limiter.slot() if self._limiter else nullcontext():
+        with self._limiter.slot() if self._limiter else nullcontext():
             try:
                 response = self._client.request(method, url, **kwargs)
             except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                raise RetriableError(f"{self.name}: {method} {httpx.URL(url).path}: {type(exc).__name__}") from None
+                raise RetriableError(self._transport_failure(method, url, exc)) from None
             except httpx.TransportError as exc:  # e.g. a base URL without http(s)://: no retry will help
                 raise FatalError(f"{self.name}: {method} {httpx.URL(url).path}: {type(exc).__name__}: {exc}") from None
             _raise_for_status(self.name, response, self._secrets)
             return response
+
+    def _transport_failure(self, method: str, url: str, exc: httpx.TransportError) -> str:
+        """What went wrong and with which host: `crm: GET /customers: cannot connect to 10.0.0.5:443 (ConnectError: …)`.
+
+        The host and port only, never the rest of the URL (its user part or query may hold a secret).
+        """
+        try:
+            target = exc.request.url  # the URL as sent: the base URL's path included
+        except RuntimeError:  # raised without its request (httpx sets it on every error it raises)
+            target = httpx.URL(url) if httpx.URL(url).is_absolute_url else self._client.base_url.copy_with(path=httpx.URL(url).path)
+        host = target.netloc.decode("ascii", "replace")
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            what = f"cannot connect to {host}"
+        elif isinstance(exc, httpx.TimeoutException):
+            what = f"no answer in time from {host}"
+        else:
+            what = f"connection to {host} lost"
+        detail = _redact(str(exc), self._secrets)
+        return f"{self.name}: {method} {target.path}: {what} ({type(exc).__name__}{': ' + detail if detail else ''})"
 
     def _log_retry(self, state: RetryCallState) -> None:
         log.warning(

@@ -8,5 +8,12 @@ from connectors.errors import RetriableError
 
 
 def retriable(task: Task, task_run: TaskRun, state: State) -> bool:
-    """Prefect `retry_condition_fn`: retry a task only when its failure may pass."""
-    return isinstance(state.result(raise_on_failure=False), RetriableError)
+    """Prefect `retry_condition_fn`: retry a task only when its failure may pass.
+
+    A `RetriableError` is retried unless it opened its system's circuit: the retry would only fail fast
+    (`CircuitOpen`) and bury the real error under the breaker's. `CircuitOpen` and fatal errors are not retried.
+    With the connection defaults (5 attempts per request, a breaker threshold of 5 failed requests), a task
+    declaring `retries=2` makes all three of its attempts before any circuit opens.
+    """
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, RetriableError) and not error.opened_circuit

@@ -1,4 +1,5 @@
-"""The circuit breaker: opening, failing fast, one probe after the cool-down, what counts, and its log."""
+"""The circuit breaker: opening, failing fast with the cause that opened it, one probe after the cool-down,
+what counts, and its log."""
 
 from __future__ import annotations
 
@@ -66,12 +67,33 @@ def test_fails_fast_while_open_without_calling_the_system():
     cb = open_breaker(clock)
     clock.now = 29.9
     called = []
-    with pytest.raises(CircuitOpen, match=r"crm: circuit open; failing fast for another 0\.1s") as raised:
+    with pytest.raises(CircuitOpen) as raised:
         with cb.guard():
             called.append(True)
     assert called == []
     assert isinstance(raised.value, ConnectorError) and not isinstance(raised.value, (RetriableError, FatalError))
     assert cb.state == "open"
+    # the message leads with the failure that opened the circuit, which it carries
+    assert str(raised.value) == "crm: GET /customers answered 503; circuit open, failing fast for another 0.1s"
+    assert raised.value.cause is cb.cause and str(raised.value.cause) == "crm: GET /customers answered 503"
+
+
+def test_a_fast_failure_names_the_cause_that_opened_the_circuit_and_the_connection():
+    clock = FakeClock()
+    cb = breaker(clock)
+    fail(cb, RetriableError("crm: GET /a answered 502"))
+    fail(cb, RetriableError("crm: GET /b answered 503"))
+    fail(cb, ConnectionResetError("peer went away"))  # not a connector error: its type is named, and the connection
+    with pytest.raises(CircuitOpen, match=r"^crm: ConnectionResetError: peer went away; circuit open, failing fast for another 30\.0s$"):
+        cb.before_call()
+
+    cb = breaker(clock)
+    for _ in range(3):
+        cb.before_call()
+        cb.record_failure()  # no cause given: the message says only that the circuit is open
+    with pytest.raises(CircuitOpen, match=r"^crm: circuit open, failing fast for another 30\.0s$") as raised:
+        cb.before_call()
+    assert raised.value.cause is None
 
 
 def test_after_the_cool_down_exactly_one_probe_goes_through_while_the_others_fail_fast():
@@ -144,17 +166,59 @@ def test_a_probe_that_raises_an_error_that_does_not_count_leaves_the_next_call_t
 def test_the_explicit_api_matches_guard():
     clock = FakeClock()
     cb = breaker(clock)
+    down = RetriableError("crm: GET /customers answered 503")
+    opened = []
     for _ in range(3):
-        cb.before_call()
-        cb.record_failure()
+        assert cb.before_call() is False  # not a probe
+        opened.append(cb.record_failure(down))
+    assert opened == [False, False, True]  # the failure that opened the circuit knows it
     with pytest.raises(CircuitOpen):
         cb.before_call()
     clock.now = 30.0
-    cb.before_call()
-    with pytest.raises(CircuitOpen, match="probe call is in flight"):
+    assert cb.before_call() is True  # the probe
+    with pytest.raises(CircuitOpen, match="^crm: GET /customers answered 503; circuit half-open and its probe call is in flight"):
         cb.before_call()
     cb.record_success()
     assert cb.state == "closed"
+
+
+def test_a_failed_probe_says_it_opened_the_circuit_again():
+    clock = FakeClock()
+    cb = open_breaker(clock)
+    clock.now = 30.0
+    assert cb.before_call() is True
+    assert cb.record_failure(RetriableError("crm: GET /customers answered 502")) is True
+    with pytest.raises(CircuitOpen, match=r"^crm: GET /customers answered 502; circuit open, failing fast for another 30\.0s$"):
+        cb.before_call()
+
+
+def test_check_fails_fast_while_open_but_lets_a_call_in_flight_go_on_while_half_open():
+    clock = FakeClock()
+    cb = breaker(clock)
+    cb.check()  # closed
+    for _ in range(3):
+        fail(cb)
+    with pytest.raises(CircuitOpen, match="circuit open, failing fast for another 30.0s"):
+        cb.check()
+    clock.now = 30.0
+    assert cb.before_call() is True
+    cb.check()  # the probe's further attempts go on
+    cb.record_success()
+
+
+def test_a_call_that_is_not_the_probe_ending_with_an_error_that_does_not_count_leaves_the_probe_alone():
+    clock = FakeClock()
+    cb = breaker(clock, counts=lambda exc: isinstance(exc, RetriableError))
+    assert cb.before_call() is False  # a long call, let through while closed
+    for _ in range(3):
+        fail(cb)
+    clock.now = 30.0
+    assert cb.before_call() is True  # the probe
+    cb.release(False)  # the long call ends with a 404: no failure, and it was not the probe
+    with pytest.raises(CircuitOpen, match="probe call is in flight"):
+        cb.before_call()
+    cb.release(True)  # the probe ends with a 404: the next call probes
+    assert cb.before_call() is True
 
 
 def test_every_state_change_is_logged(caplog: pytest.LogCaptureFixture):

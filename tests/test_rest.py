@@ -390,3 +390,132 @@ def test_source_settings_name_the_connection_and_the_fix():
     assert str(raised.value).endswith("fix paginator={...} on the RestSource")
     with pytest.raises(ConfigError, match="crm /customers has no until_param.*set until_param on the RestSource"):
         source.before("2026-01-01")
+
+
+# Errors that name the real cause; one failed request is one failure to the breaker ------------------------------
+
+from connectors.breaker import CircuitBreaker  # noqa: E402
+
+
+def refused(calls: list[str]):
+    """A handler that refuses every connection, recording the host asked."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.netloc.decode())
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    return handler
+
+
+@pytest.mark.parametrize(
+    "exc, message",
+    [
+        (httpx.ConnectError("[Errno 111] Connection refused"), "cannot connect to crm.test:8443 (ConnectError: [Errno 111] Connection refused)"),
+        (httpx.ConnectTimeout("timed out"), "cannot connect to crm.test:8443 (ConnectTimeout: timed out)"),
+        (httpx.ReadTimeout(""), "no answer in time from crm.test:8443 (ReadTimeout)"),
+        (httpx.ReadError(f"reset, key {KEY}"), "connection to crm.test:8443 lost (ReadError: reset, key ***)"),
+    ],
+    ids=["refused", "connect timeout", "read timeout", "reset"],
+)
+def test_a_transport_failure_names_the_host_the_cause_and_the_attempts_but_no_secret(exc, message):
+    def handler(request: httpx.Request) -> httpx.Response:
+        exc.request = request
+        raise exc
+
+    rest = RestClient(
+        "crm", "https://svc:hunter2@crm.test:8443/api", max_attempts=3, transport=httpx.MockTransport(handler),
+        secrets=(KEY,), sleep=[].append,
+    )
+    with rest, pytest.raises(RetriableError) as raised:
+        rest.get_json("/customers", {"api_key": KEY})
+    assert str(raised.value) == f"crm: GET /api/customers: {message} after 3 attempts"
+    assert not raised.value.opened_circuit
+    assert "hunter2" not in str(raised.value) and KEY not in str(raised.value)
+
+
+def test_a_next_page_on_another_host_is_named_by_its_own_host():
+    calls: list[str] = []
+    with RestClient("crm", "https://crm.test", max_attempts=1, transport=httpx.MockTransport(refused(calls))) as rest:
+        with pytest.raises(RetriableError, match=r"^crm: GET /page/2: cannot connect to cdn\.crm\.test \(ConnectError: .*\) after 1 attempt$"):
+            rest.get_json("https://cdn.crm.test/page/2")
+    assert calls == ["cdn.crm.test"]
+
+
+def test_a_failed_request_counts_once_on_the_breaker_however_many_attempts_it_took():
+    calls: list[str] = []
+    breaker = CircuitBreaker("crm", failure_threshold=2, cooldown_s=60, counts=lambda exc: isinstance(exc, RetriableError))
+    rest = RestClient("crm", "https://crm.test", max_attempts=3, breaker=breaker, transport=httpx.MockTransport(refused(calls)), sleep=[].append)
+    cause = r"crm: GET /customers: cannot connect to crm\.test \(ConnectError: \[Errno 111\] Connection refused\) after 3 attempts"
+    with rest:
+        with pytest.raises(RetriableError, match=f"^{cause}$") as first:
+            rest.get_json("/customers")
+        assert (len(calls), breaker.state, first.value.opened_circuit) == (3, "closed", False)  # 3 attempts, one failure
+
+        with pytest.raises(RetriableError, match=f"^{cause}; circuit now open for 60s$") as second:
+            rest.get_json("/customers")  # the second failed request reaches the threshold of 2
+        assert (len(calls), breaker.state, second.value.opened_circuit) == (6, "open", True)
+
+        with pytest.raises(CircuitOpen, match=rf"^{cause}; circuit open, failing fast for another \d+\.\ds$") as third:
+            rest.get_json("/customers")
+    assert len(calls) == 6  # failing fast made no request
+    assert str(third.value.cause) == str(first.value)
+
+
+def test_a_request_stops_retrying_once_another_request_opened_the_circuit_and_says_why():
+    breaker = CircuitBreaker("crm", failure_threshold=1, cooldown_s=60, counts=lambda exc: isinstance(exc, RetriableError))
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        # meanwhile, another thread's request fails for good and opens the circuit
+        breaker.record_failure(RetriableError("crm: GET /countries: cannot connect to crm.test (ConnectError: refused) after 5 attempts"))
+        return httpx.Response(503)
+
+    rest = RestClient("crm", "https://crm.test", max_attempts=5, breaker=breaker, transport=httpx.MockTransport(handler), sleep=[].append)
+    with rest, pytest.raises(CircuitOpen, match=r"^crm: GET /countries: cannot connect to crm\.test .*; circuit open, failing fast"):
+        rest.get_json("/customers")
+    assert calls == ["/customers"]  # its second attempt failed fast
+    assert (breaker.state, breaker.opened_times) == ("open", 1)
+
+
+def test_after_the_cool_down_the_probe_is_one_request_with_its_retries():
+    now = [0.0]
+    breaker = CircuitBreaker("crm", failure_threshold=1, cooldown_s=30, counts=lambda exc: isinstance(exc, RetriableError), clock=lambda: now[0])
+    answers = iter([503, 503, 503, 503, 503, 200])
+    calls: list[int] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(status := next(answers))
+        return httpx.Response(status, json={"ok": True})
+
+    rest = RestClient("crm", "https://crm.test", max_attempts=2, breaker=breaker, transport=httpx.MockTransport(handler), sleep=[].append)
+    with rest:
+        with pytest.raises(RetriableError, match="answered 503 after 2 attempts; circuit now open for 30s"):
+            rest.get_json("/x")
+        now[0] = 30.0
+        with pytest.raises(RetriableError, match="answered 503 after 2 attempts; circuit now open for 30s") as probe:
+            rest.get_json("/x")  # the probe, with its 2 attempts, fails: open again
+        assert probe.value.opened_circuit and breaker.opened_times == 2
+        now[0] = 60.0
+        assert rest.get_json("/x") == {"ok": True}  # the probe's first attempt fails, its second succeeds
+    assert calls == [503, 503, 503, 503, 503, 200]
+    assert breaker.state == "closed"
+
+
+def test_a_request_refused_with_a_4xx_does_not_touch_the_breaker_nor_the_probe():
+    now = [0.0]
+    breaker = CircuitBreaker("crm", failure_threshold=1, cooldown_s=30, counts=lambda exc: isinstance(exc, RetriableError), clock=lambda: now[0])
+    answers = iter([503, 404, 200])
+    rest = RestClient(
+        "crm", "https://crm.test", max_attempts=1, breaker=breaker, sleep=[].append,
+        transport=httpx.MockTransport(lambda request: httpx.Response(next(answers), json={})),
+    )
+    with rest:
+        with pytest.raises(RetriableError):
+            rest.get_json("/x")
+        now[0] = 30.0
+        with pytest.raises(NotFound):
+            rest.get_json("/x")  # the probe answered 404: says nothing of the system's health
+        assert breaker.state == "half_open"
+        assert rest.get_json("/x") == {}  # so the next request probes, and closes the circuit
+    assert breaker.state == "closed"
