@@ -20,6 +20,7 @@ from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
+from tasks.ingest import fetch_chunk
 
 
 def crm_rows(crm_db) -> pd.DataFrame:
@@ -205,14 +206,17 @@ def test_each_run_publishes_its_counts_and_data_docs_as_an_artifact(systems, hom
 
 def test_an_open_circuit_fails_the_run_fast_and_is_in_the_ledger(systems, home, monkeypatch):
     monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
-    monkeypatch.setenv("INTERLINK_CRM__BREAKER_THRESHOLD", "3")
+    monkeypatch.setenv("INTERLINK_CRM__BREAKER_THRESHOLD", "2")
     monkeypatch.setenv("INTERLINK_CRM__BREAKER_COOLDOWN_S", "3600")  # a breaker of its own for this test
-    monkeypatch.setenv("INTERLINK_CRM__MAX_ATTEMPTS", "10")
+    monkeypatch.setenv("INTERLINK_CRM__MAX_ATTEMPTS", "2")
+    monkeypatch.setattr(fetch_chunk, "retry_delay_seconds", [0, 0])  # the task's retries as declared, without waiting
     with systems(fault_rate=1.0, retry_after=0) as app:
         state = crm_to_billing.sync(return_state=True)
     assert state.is_failed()
-    # 3 failures open the circuit; the ingest task's 2 retries then fail fast without a request
-    assert app.state.hits["/customers"] == 3
+    # a failed request (2 attempts) is one failure: the task's first retry makes the 2nd, which opens the circuit,
+    # so the task does not retry again only to fail fast, and the run's error is the real one
+    assert app.state.hits["/customers"] == 4
     run = last_run()
-    assert run["state"] == "FAILED" and "CircuitOpen" in run["error"]
+    assert run["state"] == "FAILED"
+    assert re.fullmatch(r"RetriableError: crm: GET /customers answered (429|503) after 2 attempts; circuit now open for 3600s", run["error"])
     assert run["circuits"] == "crm opened 1x, now open"

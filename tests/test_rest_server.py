@@ -167,7 +167,7 @@ class FakeClock:
         return self.now
 
 
-def test_the_breaker_opens_after_the_threshold_fails_fast_and_lets_one_probe_through_after_the_cool_down():
+def test_the_breaker_opens_after_the_threshold_of_failed_requests_fails_fast_and_lets_one_probe_through_after_the_cool_down():
     up = False
 
     def answer(number: int, request: Request) -> Response:
@@ -179,30 +179,34 @@ def test_the_breaker_opens_after_the_threshold_fails_fast_and_lets_one_probe_thr
     clock = FakeClock()
     breaker = CircuitBreaker("flaky", failure_threshold=3, cooldown_s=60, clock=clock)
     sleeps: list[float] = []
-    with serve(server.app()) as url, RestClient("flaky", url, max_attempts=10, breaker=breaker, sleep=sleeps.append) as rest:
-        with pytest.raises(CircuitOpen, match="flaky: circuit open"):
-            rest.get_json("/status")
-        assert len(server.seen) == 3  # the 4th attempt failed fast, without a request
-        assert sleeps == [0.0, 0.0, 0.0]  # Retry-After: 0 honoured after each 503
+    with serve(server.app()) as url, RestClient("flaky", url, max_attempts=2, breaker=breaker, sleep=sleeps.append) as rest:
+        for _ in range(2):  # a failed request is one failure, however many attempts it took
+            with pytest.raises(RetriableError, match="^flaky: GET /status answered 503 after 2 attempts$"):
+                rest.get_json("/status")
+        assert breaker.state == BreakerState.CLOSED
+        with pytest.raises(RetriableError, match="^flaky: GET /status answered 503 after 2 attempts; circuit now open for 60s$"):
+            rest.get_json("/status")  # the third failed request opens the circuit, and says so
+        assert len(server.seen) == 6
+        assert sleeps == [0.0, 0.0, 0.0]  # Retry-After: 0 honoured after each first 503
         assert breaker.state == BreakerState.OPEN and breaker.opened_times == 1
 
-        with pytest.raises(CircuitOpen):
+        with pytest.raises(CircuitOpen, match=r"^flaky: GET /status answered 503 after 2 attempts; circuit open, failing fast for another 60\.0s$"):
             rest.get_json("/status")
-        assert len(server.seen) == 3  # a second call fails fast too
+        assert len(server.seen) == 6  # failing fast, without a request, naming the failure that opened the circuit
 
         clock.now += 59.9
         with pytest.raises(CircuitOpen):
             rest.get_json("/status")
-        assert len(server.seen) == 3  # still cooling down
+        assert len(server.seen) == 6  # still cooling down
 
         up = True
         clock.now += 0.2  # past the cool-down
         assert breaker.state == BreakerState.HALF_OPEN
-        assert rest.get_json("/status") == {"ok": 4}
-        assert len(server.seen) == 4  # exactly one probe
+        assert rest.get_json("/status") == {"ok": 7}
+        assert len(server.seen) == 7  # exactly one probe
         assert breaker.state == BreakerState.CLOSED
 
-        assert rest.get_json("/status") == {"ok": 5}  # closed: calls go through again
+        assert rest.get_json("/status") == {"ok": 8}  # closed: calls go through again
     assert breaker.opened_times == 1
 
 
@@ -212,13 +216,16 @@ def test_a_failed_probe_reopens_the_circuit_after_one_request():
 
     server = Server(answer)
     clock = FakeClock()
-    breaker = CircuitBreaker("flaky", failure_threshold=3, cooldown_s=60, clock=clock)
-    with serve(server.app()) as url, RestClient("flaky", url, max_attempts=10, breaker=breaker, sleep=[].append) as rest:
-        with pytest.raises(CircuitOpen):
+    breaker = CircuitBreaker("flaky", failure_threshold=1, cooldown_s=60, clock=clock)
+    with serve(server.app()) as url, RestClient("flaky", url, max_attempts=2, breaker=breaker, sleep=[].append) as rest:
+        with pytest.raises(RetriableError, match="circuit now open for 60s"):
             rest.get_json("/status")
         clock.now += 60
+        with pytest.raises(RetriableError, match="circuit now open for 60s") as probe:
+            rest.get_json("/status")  # the probe request, with its 2 attempts, fails: open again
+        assert probe.value.opened_circuit
         with pytest.raises(CircuitOpen, match="failing fast for another 60.0s"):
-            rest.get_json("/status")  # the probe reaches the server, fails, and the retry fails fast
+            rest.get_json("/status")
     assert len(server.seen) == 4
     assert breaker.state == BreakerState.OPEN and breaker.opened_times == 2
 
@@ -237,9 +244,10 @@ def test_an_open_circuit_does_not_spend_the_rate_budget():
     server = Server(answer)
     limiter = RateLimiter(rate_per_s=0.01, burst=3, clock=clock, sleep=limiter_sleep)
     breaker = CircuitBreaker("flaky", failure_threshold=3, cooldown_s=10_000, clock=clock)
-    with serve(server.app()) as url, RestClient("flaky", url, limiter=limiter, breaker=breaker, sleep=[].append) as rest:
-        with pytest.raises(CircuitOpen):
-            rest.get_json("/status")  # three requests spend the three tokens of the burst
+    with serve(server.app()) as url, RestClient("flaky", url, max_attempts=1, limiter=limiter, breaker=breaker, sleep=[].append) as rest:
+        for _ in range(3):
+            with pytest.raises(RetriableError):
+                rest.get_json("/status")  # three requests spend the three tokens of the burst, and open the circuit
         for _ in range(5):
             with pytest.raises(CircuitOpen):
                 rest.get_json("/status")
