@@ -2,27 +2,49 @@
 
 `AmqpQueue` is a context manager over one pika `BlockingConnection` and channel,
 with a durable queue declared on entry. Fetched messages stay unacknowledged until
-`ack` or `nack`; any still open when the connection closes go back on the queue, so a
-crash between fetch and ack loses nothing (delivery is at least once).
+`ack`, `nack` or `retry`; any still open when the connection closes go back on the
+queue, so a crash between fetch and ack loses nothing (delivery is at least once).
+
+Failed deliveries are counted in the message itself: `retry` puts a copy back at the end
+of the queue with the `x-interlink-deliveries` header raised by one, then acks the
+original (RabbitMQ's own `x-delivery-count` exists only on quorum queues).
+
+pika's blocking connection answers the broker's heartbeats only while it is called, so
+long work on fetched messages goes through `call`, which runs it in a thread while this
+one keeps the connection alive.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import copy_context
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import pika
 
+from connectors.errors import RetriableError
+
 POLL_S = 0.05  # pause between polls of an empty queue
+DELIVERIES = "x-interlink-deliveries"  # header: how many deliveries of the message failed before
+Result = TypeVar("Result")
 
 
 @dataclass(frozen=True)
 class Message:
-    """A fetched message: its tag on the channel (to ack or nack it) and its body."""
+    """A fetched message: its tag on the channel (to ack or nack it), its body, and its headers."""
 
     delivery_tag: int
     body: bytes
     redelivered: bool = False
+    headers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def failed(self) -> int:
+        """How many earlier deliveries of this message failed (as counted by `retry`)."""
+        return int(self.headers.get(DELIVERIES, 0))
 
 
 class AmqpQueue:
@@ -45,9 +67,9 @@ class AmqpQueue:
         if self._connection and self._connection.is_open:
             self._connection.close()  # unacknowledged messages are requeued by the broker
 
-    def publish(self, bodies: list[bytes]) -> None:
+    def publish(self, bodies: list[bytes], headers: dict[str, Any] | None = None) -> None:
         """Put `bodies` on the queue as persistent messages, each confirmed by the broker."""
-        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent)
+        properties = pika.BasicProperties(delivery_mode=pika.DeliveryMode.Persistent, headers=headers)
         for body in bodies:
             self._channel.basic_publish("", self.queue, body, properties, mandatory=True)
 
@@ -59,9 +81,9 @@ class AmqpQueue:
         messages: list[Message] = []
         deadline = time.monotonic() + wait_s
         while len(messages) < max_messages:
-            method, _, body = self._channel.basic_get(self.queue, auto_ack=False)
+            method, properties, body = self._channel.basic_get(self.queue, auto_ack=False)
             if method is not None:
-                messages.append(Message(method.delivery_tag, body, method.redelivered))
+                messages.append(Message(method.delivery_tag, body, method.redelivered, dict(properties.headers or {})))
             elif messages or time.monotonic() >= deadline:
                 break
             else:
@@ -77,6 +99,37 @@ class AmqpQueue:
         """Refuse the messages: back on the queue (`requeue`) or dropped / dead-lettered by the broker."""
         for tag in tags:
             self._channel.basic_nack(tag, requeue=requeue)
+
+    def retry(self, messages: list[Message]) -> None:
+        """Put each message back at the end of the queue with one more failed delivery counted, then ack it.
+
+        The copy is confirmed by the broker before the original is acked: a crash in between
+        leaves both, never neither.
+        """
+        for message in messages:
+            self.publish([message.body], {**message.headers, DELIVERIES: message.failed + 1})
+        self.ack([message.delivery_tag for message in messages])
+
+    def call(self, work: Callable[..., Result], *args: Any) -> Result:
+        """`work(*args)` in a worker thread (in a copy of this thread's context), while this thread keeps the
+        connection's heartbeats going; returns what it returns, or raises what it raises.
+
+        Should the connection be lost meanwhile, the work still finishes, then `RetriableError` is raised
+        (the broker has requeued every unacknowledged message by then).
+        """
+        with ThreadPoolExecutor(1, thread_name_prefix=f"amqp-{self.queue}") as worker:
+            done = worker.submit(copy_context().run, work, *args)
+            try:
+                while not done.done():
+                    self._connection.process_data_events(time_limit=0.1)
+            except pika.exceptions.AMQPError as exc:
+                raise RetriableError(f"queue {self.queue}: the connection to the broker was lost ({exc!r})") from exc
+            return done.result()
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the channel can still ack or nack the messages fetched on it."""
+        return bool(self._channel and self._channel.is_open)
 
     def depth(self) -> int:
         """Messages ready on the queue (not counting fetched ones awaiting ack)."""
