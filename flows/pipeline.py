@@ -191,13 +191,22 @@ def replay_flow(pipeline: Pipeline) -> Flow:
     def replay() -> State:
         settings = Settings.load()
         letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)
-        records, refused = records_frame([record for letter in letters for record in letter["payload"]])
+        keyed = [letter for letter in letters if all(_keyed(record, pipeline.source_key) for record in letter["payload"])]
+        records, refused = records_frame([record for letter in keyed for record in letter["payload"]])
         with ledgered(pipeline, settings, "replay", None) as entry:
+            if len(keyed) < len(letters):
+                entry.notes.append(f"{len(letters) - len(keyed)} dead letters hold records without {pipeline.source_key!r}: "
+                                   "left open, as no replay can deliver them; fix them at the source")
             process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry, tuple(refused))
             entry.report = run_report(pipeline, settings, entry, None)
         return final_state(pipeline, entry)
 
     return replay
+
+
+def _keyed(record: Any, source_key: str) -> bool:
+    """Whether a dead-lettered record can be replayed: it has its source key (or is not even an object, and is refused again)."""
+    return not isinstance(record, dict) or record.get(source_key) not in (None, "")
 
 
 def guard_batch(pipeline: Pipeline, settings: Settings, chunk: Chunk, entry: Entry) -> None:

@@ -82,7 +82,7 @@ def _token(value: object) -> str | None:
     """A source key value as hashable text (it may be anything a hostile source sends); None when missing."""
     if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
         return None
-    return value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else str(value)
 
 
 def _record_key(key: object, payload: list) -> str:

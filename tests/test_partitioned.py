@@ -39,13 +39,14 @@ def open_keys() -> set[str]:
 
 
 @contextmanager
-def refusing_updates_of(url: str, crm_id: str) -> Iterator[None]:
-    """A SQLite trigger that makes the target refuse any update of one customer."""
+def failing_updates_of(url: str, crm_id: str) -> Iterator[None]:
+    """A SQLite trigger that breaks the target (not one of its values) on any update of one customer:
+    the trigger writes to a table that is not there, so the partition fails instead of dead-lettering the row."""
     engine = sa.create_engine(url)
     with engine.begin() as conn:
         conn.execute(sa.text(
             f"CREATE TRIGGER refuse BEFORE UPDATE ON customers WHEN NEW.crm_id = '{crm_id}'"
-            " BEGIN SELECT RAISE(ABORT, 'injected refusal'); END"
+            " BEGIN INSERT INTO injected_missing_table VALUES (1); END"
         ))
     try:
         yield
@@ -111,11 +112,11 @@ def test_a_failed_partition_leaves_the_watermark_and_the_next_run_redoes_its_win
         first = crm_to_billing.sync_partitioned(partitions=3)
         before = target(url)
         changed = mutate(crm_db, 25, seed=1)
-        with refusing_updates_of(url, changed[0]):
+        with failing_updates_of(url, changed[0]):
             state = crm_to_billing.sync_partitioned(partitions=3, return_state=True)
         assert state.is_failed()
         assert target(url).attrs["watermark"] == first["watermark"]
-        assert last_run()["state"] == "FAILED" and "injected refusal" in last_run()["error"]
+        assert last_run()["state"] == "FAILED" and "injected_missing_table" in last_run()["error"]
         failed = [run for run in partition_runs(state.state_details.flow_run_id) if run.state.is_failed()]
         assert len(failed) == 1
 
