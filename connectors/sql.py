@@ -62,6 +62,18 @@ def identifier(name: str, what: str = "name") -> str:
     return name
 
 
+# MySQL/MariaDB errors about the data that its drivers report as OperationalError (e.g. 4025, a CHECK constraint).
+_MYSQL_DATA_ERRORS = {1048, 1062, 1216, 1217, 1264, 1292, 1366, 1406, 1451, 1452, 3819, 4025}
+
+
+def refused_data(exc: BaseException) -> bool:
+    """Whether a database error is about the rows written (a value, a constraint), not the database or the connection."""
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
+    code = getattr(getattr(exc, "orig", None), "args", (None,))[0]
+    return isinstance(exc, sa.exc.OperationalError) and not exc.connection_invalidated and code in _MYSQL_DATA_ERRORS
+
+
 def utcnow() -> datetime:
     """Now, as the naive UTC timestamp that every dialect stores alike."""
     return datetime.now(UTC).replace(tzinfo=None)

@@ -18,6 +18,7 @@ from connectors.sql import (
     WriteMode,
     create_engine,
     ensure_tables,
+    refused_data,
     select_in,
     utcnow,
     write,
@@ -155,12 +156,11 @@ def deliver(
         try:
             counts = _write(engine, target, prepared, integration, watermark, flow_run_id)
             delivery = Delivery(counts)
-        except (sa.exc.DataError, sa.exc.IntegrityError) as exc:
+        except sa.exc.DBAPIError as exc:
+            if not refused_data(exc):
+                raise
             get_run_logger().warning("%s refused the batch (%s); writing it in parts to find the rows it refuses", target.table.name, reason(exc))
-            parts, failures = bisected(
-                lambda part: _write(engine, target, part, integration, None, flow_run_id),
-                prepared, errors=(sa.exc.DataError, sa.exc.IntegrityError),
-            )
+            parts, failures = bisected(lambda part: _refusable_write(engine, target, part, integration, flow_run_id), prepared, errors=(Refused,))
             delivery = Delivery(sum(parts, Counts()), failures, committed=watermark is None)
     finally:
         engine.dispose()
@@ -170,6 +170,24 @@ def deliver(
         len(delivery.failures), watermark if delivery.committed else "not yet moved",
     )
     return delivery
+
+
+class Refused(Exception):
+    """The database refused a part of a batch for its data."""
+
+    def __init__(self, cause: sa.exc.DBAPIError):
+        super().__init__(str(cause.orig))
+        self.orig = cause.orig
+
+
+def _refusable_write(engine: sa.Engine, target: SqlTarget, part: pd.DataFrame, integration: str, flow_run_id: str | None) -> Counts:
+    """`_write` of a part without the watermark; a refusal for its data raised as `Refused`, anything else as it is."""
+    try:
+        return _write(engine, target, part, integration, None, flow_run_id)
+    except sa.exc.DBAPIError as exc:
+        if refused_data(exc):
+            raise Refused(exc) from None
+        raise
 
 
 def _write(engine: sa.Engine, target: SqlTarget, prepared: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None) -> Counts:
