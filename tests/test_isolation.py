@@ -1,0 +1,59 @@
+"""Row isolation and admission, called directly with small frames."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from data_checks.policy import SchemaContract
+from tasks.admit import admit, records_frame
+from tasks.isolate import isolated
+
+CONTRACT = SchemaContract(version="1", fields={"id": "string", "name": "string", "phone": "string", "tags": "list", "updated_at": "string"})
+
+
+def to_number(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.assign(n=frame["v"].astype(float))
+
+
+def test_a_step_that_fails_on_some_records_runs_on_the_rest_and_names_the_others():
+    frame = pd.DataFrame({"k": ["a", "b", "b", "c", None, "d"], "v": ["1", "2", "x", "4", "5", "y"]})
+    calls = []
+    out, failures = isolated(lambda part: calls.append(len(part)) or to_number(part), frame, frame["k"])
+    assert list(out.index) == [0, 3, 4] and list(out["n"]) == [1.0, 4.0, 5.0]
+    assert list(failures.index) == [1, 2, 5]  # both records of key b go together
+    assert failures["reason"].str.startswith("ValueError: could not convert string to float").all()
+    assert len(calls) < 2 * len(frame)  # bisected, not one call per record
+
+
+def test_a_step_that_fails_for_a_system_reason_is_not_isolated():
+    def down(part: pd.DataFrame) -> pd.DataFrame:
+        raise ConnectionError("finance is down")
+
+    with pytest.raises(ConnectionError):
+        isolated(down, pd.DataFrame({"v": ["1", "2"]}))
+
+
+def test_a_step_that_fails_on_every_record_dead_letters_each():
+    out, failures = isolated(to_number, pd.DataFrame({"v": ["x", "y", "z"]}))
+    assert out.empty and list(failures.index) == [0, 1, 2]
+
+
+def test_admission_refuses_what_breaks_the_contract_or_lies_in_the_future_and_fills_missing_fields():
+    frame, refused = records_frame([
+        {"id": "1", "name": "A", "tags": ["x"], "updated_at": "2026-01-01T00:00:00Z"},
+        "not an object",
+        {"id": "2", "name": {"first": "B"}, "tags": None, "updated_at": "2026-01-01T00:00:00Z"},
+        {"id": "3", "name": "C", "tags": "x", "updated_at": "2026-01-01T00:00:00Z"},
+        {"id": "4", "name": "D", "tags": [], "updated_at": "2200-01-01T00:00:00Z"},
+        [1, 2],
+    ])
+    assert [why for _, why in refused] == ["the record is text, not an object", "the record is a list, not an object"]
+    raw, failures = admit(frame, CONTRACT, "updated_at")
+    assert raw["phone"].isna().all()  # a field no record had is a null, not a KeyError
+    assert failures.to_dict()["reason"] == {
+        1: "name: an object where the contract says string",
+        2: "tags: text where the contract says list",
+        3: "updated_at: 2200-01-01T00:00:00Z is in the future (more than 24 h ahead): it would move the watermark past every later change",
+    }
+    assert failures.at[1, "values"] == {"name": {"first": "B"}}
