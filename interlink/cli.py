@@ -67,6 +67,19 @@ def runs(args: argparse.Namespace, settings: Settings) -> None:
     _emit(rows, RUN_COLUMNS, args.json)
 
 
+def state_upgrade(args: argparse.Namespace, settings: Settings) -> None:
+    """Bring the state database (ledger, dead letters, …) to the newest schema; every run also does it on start."""
+    from connectors.sql import create_engine
+    from interlink import migrations
+    from interlink.settings import mask_url
+
+    engine = create_engine(settings.state_db)
+    before, after = migrations.upgrade(engine)
+    engine.dispose()
+    where = mask_url(settings.state_db)
+    print(f"state database {where}: " + (f"at {after}, the newest" if before == after else f"upgraded from {before or 'nothing'} to {after}"))
+
+
 def dlq_list(args: argparse.Namespace, settings: Settings) -> None:
     entries = DeadLetters(settings.state_db).entries(args.integration, args.status)
     _emit(entries, DLQ_COLUMNS, args.json)
@@ -195,6 +208,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true")
     p.set_defaults(command=runs)
+
+    state = commands.add_parser("state", help="Interlink's own database").add_subparsers(required=True, metavar="ACTION")
+    p = state.add_parser("upgrade", help="bring it to the newest schema (every run does so on start)")
+    p.set_defaults(command=state_upgrade)
 
     p = commands.add_parser("connectors", help="the connection inventory, with a live health check")
     p.add_argument("--json", action="store_true")

@@ -1,27 +1,50 @@
-"""The run ledger: one row per run — what moved where, when, and how much."""
+"""The run ledger: one row per run — what moved where, when, and how much.
+
+A run's row is RUNNING while it runs. `Entry.checkpoint()` writes its counts and watermark after
+each committed batch, so the row is true even if the process dies; the row ends COMPLETED or
+FAILED. A RUNNING row whose process is gone is marked CRASHED by the next run of any integration
+(`Ledger.record`) and by `Ledger.runs` (`interlink runs`): its Prefect flow run is set Crashed too,
+which frees its concurrency slot, and an alert is sent. Only rows of this host are judged; a run on
+another machine is left to that machine.
+"""
 
 from __future__ import annotations
 
+import logging
+import socket
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+import psutil
 import sqlalchemy as sa
 
 from connectors.sql import utcnow
 from interlink.state import RUNS, state_engine
 
+log = logging.getLogger(__name__)
+
+RUNNING, COMPLETED, FAILED, CRASHED = "RUNNING", "COMPLETED", "FAILED", "CRASHED"
+PROCESS_START_TOLERANCE_S = 1.0  # a pid whose process started further from the recorded time is another process
+
 
 @dataclass
 class Counts:
-    """Rows through one batch or run: read from the source, and what became of them."""
+    """Rows through one batch or run: read from the source, and what became of them.
+
+    read = inserted + updated + unchanged + quarantined + superseded, where superseded rows are
+    those dropped because a newer record of the same key was in the same batch.
+    """
 
     rows_read: int = 0
     rows_inserted: int = 0
     rows_updated: int = 0
     rows_unchanged: int = 0
     rows_quarantined: int = 0
+    rows_superseded: int = 0
 
     def __add__(self, other: Counts) -> Counts:
         return Counts(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
@@ -29,7 +52,8 @@ class Counts:
 
 @dataclass
 class Entry:
-    """A run in progress; the flow fills it in, the ledger saves it when the run ends."""
+    """A run in progress; the flow fills it in, `checkpoint()` saves it after each committed batch,
+    and the ledger saves it when the run ends."""
 
     counts: Counts = field(default_factory=Counts)
     watermark: str | None = None
@@ -37,6 +61,15 @@ class Entry:
     circuits: str | None = None  # circuit breakers that opened during the run
     decision: str | None = None  # a person's approval or rejection, with who, when and why
     notes: list[str] = field(default_factory=list)  # warnings the run raised (schema changes, stale data, …)
+    _row: tuple[Ledger, int] | None = field(default=None, init=False, repr=False, compare=False)
+
+    def checkpoint(self) -> None:
+        """Write the counts, watermark, notes, decision and circuits so far to the run's ledger row, which stays
+        RUNNING. Call it after each batch whose data and watermark are committed. An entry that no ledger row
+        backs (e.g. a partition's, summed into its parent's) has nothing to write."""
+        if self._row is not None:
+            ledger, run_id = self._row
+            ledger._write(run_id, self)
 
 
 class Ledger:
@@ -45,24 +78,31 @@ class Ledger:
 
     @contextmanager
     def record(self, integration: str, *, kind: str, flow_run_id: str | None, target: str, watermark: str | None) -> Iterator[Entry]:
-        """Ledger a run: RUNNING now, then COMPLETED, or FAILED with the error if the block raises."""
+        """Ledger a run: RUNNING now, then COMPLETED, or FAILED with the error if the block raises.
+
+        Runs of this host whose process died are marked CRASHED first (see `reap`)."""
+        self.reap()
         entry = Entry(watermark=watermark)
+        process = psutil.Process()
         with self._engine.begin() as conn:
             run_id = conn.execute(
                 RUNS.insert().values(
-                    integration=integration, kind=kind, flow_run_id=flow_run_id, state="RUNNING",
+                    integration=integration, kind=kind, flow_run_id=flow_run_id, state=RUNNING,
                     started_at=utcnow(), target=target, watermark_before=watermark, watermark=watermark,
+                    host=socket.gethostname(), pid=process.pid, process_started_at=_utc(process.create_time()),
                 )
             ).inserted_primary_key[0]
+        entry._row = (self, run_id)
         try:
             yield entry
         except BaseException as exc:
-            self._finish(run_id, entry, "FAILED", f"{type(exc).__name__}: {exc}"[:2000])
+            self._write(run_id, entry, FAILED, f"{type(exc).__name__}: {exc}"[:2000])
             raise
-        self._finish(run_id, entry, "COMPLETED", None)
+        self._write(run_id, entry, COMPLETED)
 
     def runs(self, integration: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """The latest runs, newest first."""
+        """The latest runs, newest first (runs whose process died are marked CRASHED first)."""
+        self.reap()
         query = sa.select(RUNS).order_by(RUNS.c.id.desc()).limit(limit)
         if integration:
             query = query.where(RUNS.c.integration == integration)
@@ -73,20 +113,98 @@ class Ledger:
         """Rows read by the latest successful syncs of `integration`, newest first."""
         query = (
             sa.select(RUNS.c.rows_read)
-            .where(RUNS.c.integration == integration, RUNS.c.kind == "sync", RUNS.c.state == "COMPLETED")
+            .where(RUNS.c.integration == integration, RUNS.c.kind == "sync", RUNS.c.state == COMPLETED)
             .order_by(RUNS.c.id.desc())
             .limit(limit)
         )
         with self._engine.connect() as conn:
             return list(conn.scalars(query))
 
-    def _finish(self, run_id: int, entry: Entry, state: str, error: str | None) -> None:
-        with self._engine.begin() as conn:
-            conn.execute(
-                RUNS.update().where(RUNS.c.id == run_id).values(
-                    state=state, finished_at=utcnow(), watermark=entry.watermark, report=entry.report, circuits=entry.circuits,
-                    decision=entry.decision, notes="\n".join(entry.notes) or None,
-                    error=error, **asdict(entry.counts),
-                )
+    def reap(self) -> list[dict[str, Any]]:
+        """Mark CRASHED every RUNNING run of this host whose process is gone, or whose pid another process now
+        has; returns those runs. Each one's Prefect flow run is set Crashed if it is not final yet (freeing its
+        concurrency slot), and an alert is sent. Runs of other hosts, and runs ledgered before the ledger knew
+        their process, are left alone."""
+        host = socket.gethostname()
+        query = sa.select(RUNS).where(RUNS.c.state == RUNNING, RUNS.c.host == host, RUNS.c.pid.is_not(None))
+        with self._engine.connect() as conn:
+            dead = [dict(row._mapping) for row in conn.execute(query) if not _alive(row.pid, row.process_started_at)]
+        reaped = []
+        for run in dead:
+            message = (
+                f"the process running this run (pid {run['pid']} on {host}) ended without finishing it "
+                f"(killed, out of memory, or the machine stopped); found at {utcnow():%Y-%m-%d %H:%M:%S} UTC. "
+                "Its counts and watermark are those of its last committed batch; the next sync resumes from there."
             )
+            with self._engine.begin() as conn:
+                won = conn.execute(
+                    RUNS.update()
+                    .where(RUNS.c.id == run["id"], RUNS.c.state == RUNNING)  # another reaper may have been first
+                    .values(state=CRASHED, finished_at=utcnow(), error=message)
+                ).rowcount
+            if not won:
+                continue
+            run |= {"state": CRASHED, "error": message}
+            log.warning("run %s of %s marked CRASHED: %s", run["id"], run["integration"], message)
+            if run["flow_run_id"]:
+                _crash_flow_run(run["flow_run_id"], message)
+            _alert(run, message)
+            reaped.append(run)
+        return reaped
 
+    def _write(self, run_id: int, entry: Entry, state: str = RUNNING, error: str | None = None) -> None:
+        """Save `entry` to row `run_id`; a final `state` also ends the run."""
+        values = dict(
+            watermark=entry.watermark, report=entry.report, circuits=entry.circuits, decision=entry.decision,
+            notes="\n".join(entry.notes) or None, **asdict(entry.counts),
+        )
+        if state != RUNNING:
+            values |= {"state": state, "finished_at": utcnow(), "error": error}
+        with self._engine.begin() as conn:
+            conn.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
+
+
+def _utc(epoch_s: float) -> datetime:
+    return datetime.fromtimestamp(epoch_s, UTC).replace(tzinfo=None)
+
+
+def _alive(pid: int, started: datetime | None) -> bool:
+    """Whether process `pid` of this host is still the one that started at `started`."""
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:  # dead, waiting for its parent to collect it
+            return False
+        created = _utc(process.create_time())
+    except psutil.NoSuchProcess:
+        return False
+    except psutil.Error:  # e.g. access denied: it exists, and cannot be told apart; leave it
+        return True
+    return started is None or abs((created - started).total_seconds()) <= PROCESS_START_TOLERANCE_S
+
+
+def _crash_flow_run(flow_run_id: str, message: str) -> None:
+    """Set Prefect flow run `flow_run_id` Crashed unless it is final already; a failure is only logged."""
+    try:
+        run_uuid = uuid.UUID(flow_run_id)
+    except ValueError:
+        return  # not a Prefect flow run's id
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.states import Crashed
+
+        with get_client(sync_client=True) as client:
+            flow_run = client.read_flow_run(run_uuid)
+            if flow_run.state is None or not flow_run.state.is_final():
+                client.set_flow_run_state(run_uuid, Crashed(message=message), force=True)
+    except Exception as exc:  # the API down or the run unknown: the ledger row is CRASHED all the same
+        log.warning("could not mark Prefect flow run %s Crashed: %s: %s", flow_run_id, type(exc).__name__, exc)
+
+
+def _alert(run: dict[str, Any], message: str) -> None:
+    from interlink.alerts import alert  # it reads the ledger itself
+
+    counts = {k: v for k, v in run.items() if k.startswith("rows_")}
+    try:
+        alert(run["integration"], CRASHED, run["flow_run_id"], message, counts)
+    except Exception as exc:  # e.g. settings that do not load: the run that reaps goes on
+        log.warning("crash alert for run %s not sent: %s: %s", run["id"], type(exc).__name__, exc)

@@ -1,4 +1,8 @@
-"""Interlink's own metadata database: the run ledger and the dead-letter store live here."""
+"""Interlink's own metadata database: the run ledger and the dead-letter store live here.
+
+The tables below are the newest schema; `interlink/migrations/` holds every change that led to
+them, and `state_engine` applies the missing ones to a database on first use.
+"""
 
 from functools import cache
 
@@ -6,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from connectors.sql import Timestamp, create_engine
+from interlink import migrations
 
 METADATA = sa.MetaData()
 
@@ -16,7 +21,7 @@ RUNS = sa.Table(
     sa.Column("integration", sa.String(100), nullable=False, index=True),
     sa.Column("kind", sa.String(20), nullable=False),
     sa.Column("flow_run_id", sa.String(36)),
-    sa.Column("state", sa.String(20), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, index=True),  # RUNNING → COMPLETED / FAILED / CRASHED
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
     sa.Column("rows_read", sa.Integer, nullable=False, default=0),
@@ -24,6 +29,7 @@ RUNS = sa.Table(
     sa.Column("rows_updated", sa.Integer, nullable=False, default=0),
     sa.Column("rows_unchanged", sa.Integer, nullable=False, default=0),
     sa.Column("rows_quarantined", sa.Integer, nullable=False, default=0),
+    sa.Column("rows_superseded", sa.Integer, nullable=False, default=0, server_default="0"),
     sa.Column("watermark_before", sa.String(64)),
     sa.Column("watermark", sa.String(64)),
     sa.Column("target", sa.String(500), nullable=False),
@@ -32,6 +38,9 @@ RUNS = sa.Table(
     sa.Column("decision", sa.String(1000)),
     sa.Column("notes", sa.Text),
     sa.Column("error", sa.Text),
+    sa.Column("host", sa.String(255)),  # the process running the run: a RUNNING row whose process is gone crashed
+    sa.Column("pid", sa.Integer),
+    sa.Column("process_started_at", Timestamp),  # tells a reused pid from the run's own process
 )
 
 DEAD_LETTERS = sa.Table(
@@ -77,7 +86,7 @@ WEBHOOK_EVENTS = sa.Table(
 
 @cache
 def state_engine(url: str) -> Engine:
-    """The engine for the metadata database at `url`, its tables created on first use."""
+    """The engine for the metadata database at `url`, its schema upgraded to the newest on first use."""
     engine = create_engine(url)
-    METADATA.create_all(engine)
+    migrations.upgrade(engine)
     return engine
