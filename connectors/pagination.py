@@ -11,6 +11,7 @@ A paginator carries state, so each run makes its own (`from_config` builds a fre
 """
 
 import inspect
+import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -293,6 +294,62 @@ class _UrlPaginator(_ReferencePaginator):
     def _url(self, response: httpx.Response, body: Any) -> str | None: ...
 
 
+class KeysetPaginator(_ReferencePaginator):
+    """Pages by the records' own sort key: each next page asks for the records from the last one's
+    `key_field` on (in `key_param`, inclusive), the first page of that query. A record that changes
+    during the read cannot shift later records onto a page already read, as it can with page numbers.
+
+    The API must return records in `key_field` order and filter on `key_param` (at or after); the
+    records at a boundary come twice, and `unseen` drops the second copy. A full page whose records
+    all share the key value it asked for cannot advance: it fails, asking for a larger `page_size`.
+    """
+
+    _noun = "key"
+
+    def __init__(self, key_field: str, key_param: str, page_size: int, page_size_param: str | None = None):
+        if not key_field or not key_param or not page_size or page_size < 2:
+            raise ConfigError("KeysetPaginator needs key_field, key_param and a page_size of at least 2 (a short page is the end)")
+        super().__init__()
+        self._field, self._param, self._size, self._size_param = key_field, key_param, page_size, page_size_param
+        self._tail: list[str] = []  # the records at the last key of the latest page, as JSON
+        self._repeated: list[str] = []  # those of the page before: this page's first records again
+
+    def init_request(self, request: PageRequest) -> None:
+        if self._size_param:
+            request.params = {**request.params, self._size_param: self._size}
+        super().init_request(request)
+
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
+        self._pages += 1
+        last = records[-1].get(self._field) if records and isinstance(records[-1], dict) else None
+        self._repeated, self._tail = self._tail, [_json_text(r) for r in records if isinstance(r, dict) and r.get(self._field) == last]
+        if len(records) < self._size or last is None:
+            self._next, self.has_next_page = None, False
+            return
+        if str(last) == response.request.url.params.get(self._param):
+            raise PaginationLoop(
+                f"a full page of {len(records)} records all at {self._field} {last!r}: keyset reads cannot advance; raise page_size"
+            )
+        self._next, self.has_next_page = last, True
+
+    def checkpoint(self) -> Any:
+        return None if self._next is None else [self._next, self._tail]
+
+    def resume(self, checkpoint: Any) -> None:
+        super().resume(checkpoint[0])
+        self._tail = checkpoint[1]
+
+    def unseen(self, records: list[Any]) -> list[Any]:
+        """The latest page's records without those the page before ended with (the boundary, asked for again)."""
+        return [r for r in records if _json_text(r) not in self._repeated] if self._repeated else records
+
+    def update_request(self, request: PageRequest) -> None:
+        request.params = {**request.params, self._param: self._next}
+
+    def _reference(self, response: httpx.Response, body: Any) -> Any:
+        raise NotImplementedError  # the reference is the last record's key, read in update_state
+
+
 class NextUrlPaginator(_UrlPaginator):
     """The answer gives the next page's URL at `next_url_path` (dotted)."""
 
@@ -412,6 +469,7 @@ PAGINATORS: dict[str, Callable[..., Paginator]] = {
     "cursor": CursorPaginator,
     "next_url": NextUrlPaginator,
     "link_header": LinkHeaderPaginator,
+    "keyset": KeysetPaginator,
 }
 
 
@@ -427,6 +485,10 @@ def from_config(config: dict[str, Any]) -> Paginator:
     except TypeError as exc:
         raise ConfigError(f"paginator {kind!r}: {exc}; its settings: {', '.join(signature.parameters)}") from None
     return PAGINATORS[kind](**options)
+
+
+def _json_text(record: Any) -> str:
+    return json.dumps(record, sort_keys=True, default=str)
 
 
 def _lookup(body: Any, path: str) -> Any:

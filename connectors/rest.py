@@ -136,7 +136,7 @@ class RestClient:
                     records = _at(where, body, records_path)
                     with self._naming(where):
                         paginator.update_state(response, body, records)
-                    yield records
+                    yield paginator.unseen(records) if hasattr(paginator, "unseen") else records
                     if not paginator.has_next_page:
                         return
                 paginator.update_request(request)

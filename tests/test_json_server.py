@@ -113,3 +113,24 @@ def test_a_rest_source_reads_top_level_arrays_in_chunks_that_resume_where_the_la
         assert json.loads(json.dumps(position)) == position  # a checkpoint Prefect can store
     assert ids == [r["id"] for r in RECORDS] and chunks == 4  # 700 rows a chunk: pages of 100, 7 to a chunk, then 5
     assert chunk.last
+
+
+@pytest.mark.parametrize(
+    ("paginator", "loses_a_record"),
+    [
+        ({"type": "page_number", "page_param": "_page", "page_size": 10}, True),
+        ({"type": "keyset", "key_field": "updated_at", "key_param": "updated_at_gte", "page_size": 10}, False),
+    ],
+)
+def test_a_record_changed_during_the_read_shifts_numbered_pages_but_not_keyset_pages(tmp_path, paginator, loses_a_record):
+    items = [{"id": i, "updated_at": f"2026-01-01T00:{i:02d}:00Z"} for i in range(45)]
+    params = {"_sort": "updated_at,id", "_order": "asc,asc", "_limit": 10, "updated_at_gte": "2026-01-01T00:00:00Z"}
+    seen: list[int] = []
+    with start_json_server({"items": items}, tmp_path) as url, httpx.Client(base_url=url) as admin:
+        with RestClient.connect("items", RestConnection(base_url=url)) as client:
+            for number, page in enumerate(client.paginate("/items", from_config(paginator), params)):
+                seen += [r["id"] for r in page]
+                if number == 0:  # the first record changes while the rest is read: it moves to the end
+                    admin.patch("/items/0", json={"updated_at": "2026-01-02T00:00:00Z"}).raise_for_status()
+    missing = {r["id"] for r in items} - set(seen)
+    assert (missing == {10}) if loses_a_record else not missing  # page 2 now starts one record later

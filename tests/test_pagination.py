@@ -231,9 +231,11 @@ def test_a_next_url_carries_its_own_query_and_replaces_the_parameters():
 
 
 def test_from_config_builds_each_type_and_rejects_unknown_ones():
-    assert {name: type(from_config(config)) for name, (config, _) in CASES.items()} == PAGINATORS
+    built = {name: type(from_config(config)) for name, (config, _) in CASES.items()}
+    built["keyset"] = type(from_config({"type": "keyset", "key_field": "k", "key_param": "since", "page_size": 3}))
+    assert built == PAGINATORS
     with pytest.raises(
-        ValueError, match="unknown paginator type 'seek'; known: page_number, offset, cursor, next_url, link_header"
+        ValueError, match="unknown paginator type 'seek'; known: page_number, offset, cursor, next_url, link_header, keyset"
     ):
         from_config({"type": "seek"})
     with pytest.raises(ValueError, match="unknown paginator type None"):
@@ -419,3 +421,29 @@ def test_a_short_first_page_without_a_link_header_is_the_only_page():
         return httpx.Response(200, json={"data": [1, 2, 3]})
 
     assert Run(LinkHeaderPaginator("_limit", 5), small_api).read() == [1, 2, 3]
+
+
+def keyset_api(keys: list[int]) -> Handler:
+    """Records `{"k": …}` in key order, from `since` on (inclusive), `per_page` at a time."""
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        since = int(request.url.params.get("since", 0))
+        chosen = [{"k": k} for k in keys if k >= since][: int(request.url.params["per_page"])]
+        return httpx.Response(200, json={"data": chosen})
+
+    return answer
+
+
+def test_keyset_pages_ask_from_the_last_key_read_and_stop_at_a_short_page():
+    config = {"type": "keyset", "key_field": "k", "key_param": "since", "page_size": 3, "page_size_param": "per_page"}
+    paginator = from_config(config)
+    run = Run(paginator, keyset_api([1, 2, 3, 4, 5, 5, 6, 7]))
+    assert [r["k"] for r in run.read()] == [1, 2, 3, 3, 4, 5, 5, 5, 6, 6, 7]  # each boundary asked for again
+    assert [r.url.params.get("since") for r in run.requests] == [None, "3", "5", "6"]
+    assert paginator.unseen([{"k": 6}, {"k": 7}]) == [{"k": 7}]  # what the client yields of the last page
+
+
+def test_a_full_keyset_page_of_one_key_cannot_advance():
+    config = {"type": "keyset", "key_field": "k", "key_param": "since", "page_size": 3, "page_size_param": "per_page"}
+    with pytest.raises(PaginationLoop, match="all at k 2: keyset reads cannot advance; raise page_size"):
+        Run(from_config(config), keyset_api([1, 2, 2, 2, 2, 3])).read()
