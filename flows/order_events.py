@@ -71,6 +71,7 @@ def consume_order_events(
             if not (messages := conn.fetch(batch_size, idle_s)):
                 break
             _consume(conn, settings, messages, caches, entry, max_deliveries)
+            entry.checkpoint()
             batches += 1
         get_run_logger().info("%d batches from queue %s: %s", batches, queue, entry.counts)
         entry.report = run_report(ORDERS, settings, entry, None)

@@ -84,8 +84,9 @@ def partitioned_sync_flow(pipeline: Pipeline) -> Flow:
                 entry.notes.append(note)
             settle_superseded(pipeline, settings, flow_run.id)
             if newest := reduce(later, (part.watermark for part in parts), None):
-                entry.watermark = newest
                 pipeline.target.commit(settings, pipeline.name, newest)
+                entry.watermark = newest
+                entry.checkpoint()
             entry.report = run_report(pipeline, settings, entry, since)
         return final_state(pipeline, entry)
 

@@ -159,8 +159,9 @@ def sync_flow(pipeline: Pipeline) -> Flow:
     def sync(full_refresh: bool = False, chunk_size: int = CHUNK_ROWS) -> State:
         settings = Settings.load()
         source = pipeline.source
-        since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
-        with ledgered(pipeline, settings, "sync", since) as entry:
+        with ledgered(pipeline, settings, "sync", None) as entry:
+            since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
+            entry.since = entry.watermark = since
             caches: list[dict] = [{} for _ in pipeline.enrichers]
             newest = since
             for chunk in source.chunks(settings, since, chunk_size):
@@ -170,6 +171,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
                 process_batch(pipeline, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused)
                 source.done(settings, chunk)
                 entry.watermark = mark or entry.watermark
+                entry.checkpoint()
                 if chunk.disorder:
                     raise SourceOrderError(
                         f"{source.setting} says sorted=True, but its records are not in {source.cursor} order "
@@ -178,6 +180,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
             if not source.sorted and newest and newest != since:
                 pipeline.target.commit(settings, pipeline.name, newest)  # the whole run is delivered
                 entry.watermark = newest
+                entry.checkpoint()
             entry.report = run_report(pipeline, settings, entry, since)
         return final_state(pipeline, entry)
 
@@ -198,6 +201,7 @@ def replay_flow(pipeline: Pipeline) -> Flow:
                 entry.notes.append(f"{len(letters) - len(keyed)} dead letters hold records without {pipeline.source_key!r}: "
                                    "left open, as no replay can deliver them; fix them at the source")
             process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry, tuple(refused))
+            entry.checkpoint()
             entry.report = run_report(pipeline, settings, entry, None)
         return final_state(pipeline, entry)
 
@@ -255,6 +259,8 @@ def process_batch(
     failed = pipeline.target.refusals(passed) if not passed.empty else NO_FAILURES
     quarantined += dead("deliver", failed, passed)
     passed = passed.drop(failed.index)
+    if watermark is not None and not passed.empty:  # before the commit that moves past them: a crash after it
+        settle(settings.state_db, pipeline.name, passed[pipeline.key], settled)  # cannot leave them open
     if passed.empty:
         delivery = Delivery(Counts(), committed=watermark is None)
     else:
@@ -262,7 +268,7 @@ def process_batch(
         quarantined += dead("deliver", delivery.failures, passed)
     if not delivery.committed:
         pipeline.target.commit(settings, pipeline.name, watermark)
-    if not passed.empty:
+    if watermark is None and not passed.empty:  # read again until delivered (replay: while still open)
         settle(settings.state_db, pipeline.name, passed[pipeline.key].drop(delivery.failures.index), settled)
     entry.counts += delivery.counts + Counts(rows_read=len(raw) + len(refused), rows_quarantined=quarantined, rows_superseded=superseded)
 

@@ -57,6 +57,7 @@ class Entry:
 
     counts: Counts = field(default_factory=Counts)
     watermark: str | None = None
+    since: str | None = None  # the watermark the run started from
     report: str | None = None
     circuits: str | None = None  # circuit breakers that opened during the run
     decision: str | None = None  # a person's approval or rejection, with who, when and why
@@ -82,7 +83,7 @@ class Ledger:
 
         Runs of this host whose process died are marked CRASHED first (see `reap`)."""
         self.reap()
-        entry = Entry(watermark=watermark)
+        entry = Entry(watermark=watermark, since=watermark)
         process = psutil.Process()
         with self._engine.begin() as conn:
             run_id = conn.execute(
@@ -155,7 +156,7 @@ class Ledger:
     def _write(self, run_id: int, entry: Entry, state: str = RUNNING, error: str | None = None) -> None:
         """Save `entry` to row `run_id`; a final `state` also ends the run."""
         values = dict(
-            watermark=entry.watermark, report=entry.report, circuits=entry.circuits, decision=entry.decision,
+            watermark=entry.watermark, watermark_before=entry.since, report=entry.report, circuits=entry.circuits, decision=entry.decision,
             notes="\n".join(entry.notes) or None, **asdict(entry.counts),
         )
         if state != RUNNING:
