@@ -8,11 +8,14 @@ not one or does not fit its integer column, an infinite float, a time that is no
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
+_SURROGATE = "[\ud800-\udfff]"
+_ODD = re.compile(f"[\x00{_SURROGATE[1:-1]}]")
 INTEGER_LIMITS = ((sa.SmallInteger, 2**15), (sa.BigInteger, 2**63), (sa.Integer, 2**31))
 
 
@@ -57,8 +60,9 @@ def _column_refusals(column: sa.Column, values: pd.Series) -> pd.Series:
 def _text_refusals(values: pd.Series, length: int | None) -> pd.Series:
     text = values.astype("string") if values.dtype != object else values.map(lambda v: v if isinstance(v, str) else str(v))
     reasons = pd.Series(None, index=values.index, dtype=object)
-    reasons[text.str.contains("[\ud800-\udfff]", regex=True)] = "holds a lone surrogate, which is not valid Unicode text"
-    reasons[text.str.contains("\x00", regex=False)] = "holds a NUL byte"
+    if _ODD.search("".join(text.dropna().to_numpy(dtype=object))):  # rare: one scan of the whole column, then value by value
+        reasons[text.str.contains(_SURROGATE, regex=True).fillna(False)] = "holds a lone surrogate, which is not valid Unicode text"
+        reasons[text.str.contains("\x00", regex=False).fillna(False)] = "holds a NUL byte"
     if length is not None:
         lengths = text.str.len()
         too_long = lengths > length
