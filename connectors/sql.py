@@ -163,11 +163,14 @@ def read_page(
         return pd.DataFrame(list(result), columns=list(result.keys()), dtype=object)
 
 
-def count_untracked(engine: Engine, source: sa.FromClause, cursor: str) -> int:
-    """How many rows of `source` `read_page` leaves out: those without a (readable) cursor value."""
-    order = cursor_expression(source.c[cursor], engine.dialect.name)
+def read_untracked(engine: Engine, source: sa.FromClause, cursor: str, columns: Sequence[str] | None, limit: int) -> pd.DataFrame:
+    """Up to `limit` of the rows `read_page` leaves out (those without a readable cursor value), as raw values."""
+    dialect = engine.dialect.name
+    selected = [source.c[c] for c in columns] if columns else list(source.c)
+    query = sa.select(*(_raw(c, dialect) for c in selected)).where(cursor_expression(source.c[cursor], dialect).is_(None)).limit(limit)
     with engine.connect() as conn:
-        return conn.scalar(sa.select(sa.func.count()).select_from(source).where(order.is_(None)))
+        result = conn.execute(query)
+        return pd.DataFrame(list(result), columns=list(result.keys()), dtype=object)
 
 
 def cursor_expression(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:

@@ -245,7 +245,7 @@ def process_batch(
     if raw.empty and not refused:
         return
     dead = partial(quarantined_at, pipeline, settings, raw)
-    quarantined = quarantine_records(settings.state_db, pipeline.name, refused, flow_run.id) if refused else 0
+    quarantined = quarantine_records(settings.state_db, pipeline.name, refused, pipeline.source_key, flow_run.id) if refused else 0
     raw, failed = admit(raw, pipeline.contract, pipeline.source.cursor)
     quarantined += dead("ingest", failed)
     admitted = raw.drop(failed.index)

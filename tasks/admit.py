@@ -71,6 +71,8 @@ def _missing(value: Any) -> bool:
 
 
 def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
     if isinstance(value, dict):
         return "an object"
     if isinstance(value, list):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -23,20 +24,16 @@ from connectors.files import DropFolder
 from connectors.gauge import ROWS_HELD
 from connectors.rest import RestClient
 from connectors.sql import (
-    count_untracked,
     create_engine,
-    cursor_text,
     identifier,
-    naive_utc,
     read_page,
+    read_untracked,
     reflect,
-    to_datetime,
-    utcnow,
 )
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
 from tasks.admit import records_frame
-from tasks.watermark import FUTURE, order_break, positions
+from tasks.watermark import newest, order_break, positions
 
 
 @dataclass(frozen=True)
@@ -156,7 +153,8 @@ def fetch_chunk(
     frame = ROWS_HELD.track(pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0])
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame) + len(refused), source.connection, source.path, since)
     position = paginator.checkpoint()
-    return Chunk(frame, newest(frame, source.cursor_field), last=position is None, refused=tuple(refused)), position
+    mark = newest(frame[source.cursor_field], since) if source.cursor_field in frame.columns else None
+    return Chunk(frame, mark, last=position is None, refused=tuple(refused)), position
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,22 +232,6 @@ class SqlSource:
         """The columns read: `columns` with the cursor and keys, or None for all."""
         return list(dict.fromkeys([*self.columns, self.cursor, *self.keys])) if self.columns else None
 
-    def watermark(self, cursors: pd.Series) -> str | None:
-        """The newest cursor value of a chunk (which is in cursor order), as text.
-
-        A time further in the future than `FUTURE` is passed over: it would hide every later change.
-        """
-        horizon = utcnow() + FUTURE
-        for value in reversed(cursors.tolist()):
-            if isinstance(value, int | float | Decimal):
-                return cursor_text(value)
-            try:
-                if naive_utc(to_datetime(value)) <= horizon:
-                    return cursor_text(value)
-            except ValueError:
-                continue
-        return None
-
 
 def _probe(engine: Engine, query: str) -> list[sa.ColumnClause]:
     """The columns of `query`'s result, typed from its first row (text when it has none)."""
@@ -271,10 +253,7 @@ def read_rows(
     engine = create_engine(url)
     try:
         selectable = source.selectable(engine)
-        if after is None and (untracked := count_untracked(engine, selectable, source.cursor)):
-            get_run_logger().warning(
-                "%d rows of %s have no readable %s: they cannot be read incrementally", untracked, source.connection, source.cursor
-            )
+        untracked = read_untracked(engine, selectable, source.cursor, source.selected(), max_rows) if after is None else None
         frame = read_page(
             engine, selectable, cursor=source.cursor, keys=source.keys, limit=max_rows,
             since=since, lag=source.lag, after=after, columns=source.selected(),
@@ -289,7 +268,11 @@ def read_rows(
     get_run_logger().info("read %d rows from %s.%s (since %s)", len(frame), source.connection, source.table or "query", since)
     last = len(frame) < max_rows
     position = None if last else tuple(frame.iloc[-1][[source.cursor, *source.keys]])
-    return Chunk(frame, source.watermark(frame[source.cursor]) if len(frame) else None, last=last), position
+    refused = () if untracked is None else tuple(
+        (row, f"{source.cursor}: no readable value, so the row cannot be read incrementally")
+        for row in json.loads(untracked.to_json(orient="records", date_format="iso", default_handler=str))
+    )
+    return Chunk(frame, newest(frame[source.cursor], since), last=last, refused=refused), position
 
 
 @dataclass(frozen=True)
@@ -333,11 +316,3 @@ def read_file(folder: Path, suffix: str, file: Path) -> Chunk:
 @task(name="archive-file", cache_policy=NO_CACHE)
 def archive_file(folder: Path, suffix: str, file: Path) -> Path:
     return DropFolder(folder, suffix).archive(file)
-
-
-def newest(frame: pd.DataFrame, column: str) -> str | None:
-    """The value of `column` with the latest position (a time not beyond the horizon, or a number), as the source wrote it."""
-    if frame.empty or column not in frame.columns:
-        return None
-    known = positions(frame[column]).dropna()
-    return None if known.empty else frame[column].loc[known.idxmax()]

@@ -53,21 +53,23 @@ def quarantine(
 
 
 @task(name="quarantine", cache_policy=NO_CACHE)
-def quarantine_records(state_url: str, integration: str, refused: Iterable[tuple[Any, str]], flow_run_id: str | None) -> int:
-    """Dead-letter records refused before they could be read as rows (e.g. not objects), each as it came."""
-    rejects = {
-        (key := _record_key(None, [record])): Reject(record_key=key, stage="ingest", reason=why, values={}, payload=[record])
-        for record, why in refused
-    }
+def quarantine_records(
+    state_url: str, integration: str, refused: Iterable[tuple[Any, str]], source_key: str, flow_run_id: str | None
+) -> int:
+    """Dead-letter records refused before they became rows (not objects, rows without a readable cursor), each as it came."""
+    rejects = {}
+    for record, why in refused:
+        key = _record_key(record.get(source_key) if isinstance(record, dict) else None, [record])
+        rejects[key] = Reject(record_key=key, stage="ingest", reason=why, values={}, payload=[record])
     DeadLetters(state_url).put(integration, rejects.values(), flow_run_id)
-    get_run_logger().warning("%d records dead-lettered at ingest: not objects", len(rejects))
+    get_run_logger().warning("%d records dead-lettered at ingest", len(rejects))
     return len(rejects)
 
 
 @task(name="settle", cache_policy=NO_CACHE)
 def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> int:
     """Close the open dead letters of records now delivered (as `status`); returns how many."""
-    closed = DeadLetters(state_url).settle(integration, keys.dropna().astype(str), status)
+    closed = DeadLetters(state_url).settle(integration, [_record_key(key, []) for key in keys.dropna()], status)
     if closed:
         get_run_logger().info("%d earlier dead letters now %s", closed, status)
     return closed
@@ -87,7 +89,7 @@ def _token(value: object) -> str | None:
 
 def _record_key(key: object, payload: list) -> str:
     """The record's key, or for a record without one a stable digest of its content."""
-    if (text := _token(key)) is not None:
-        return text[:200]
+    if (text := _token(key)) is not None:  # a key too long for the store keeps a digest of the rest
+        return text if len(text) <= 200 else f"{text[:183]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"no-key:{digest}"

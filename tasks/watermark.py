@@ -1,20 +1,23 @@
 """The watermark: the committed position of an integration, and the rules that keep any source from poisoning it.
 
-A cursor time further ahead than `FUTURE` never moves a watermark (its record is dead-lettered
-instead): it would hide every later change. A source that says its records come in cursor
-order is held to it (`order_break`); one that does not moves its watermark only when a whole
-run has been delivered.
+A watermark is a cursor value as the source wrote it (it goes back to the source as the next
+`since`), never one ahead of now, and for text, only one written like the watermark before it
+(or like most of the batch): a source may compare the text, so one odd value would hide every
+later change. A cursor time further ahead than `FUTURE` is dead-lettered (`tasks.admit`). A
+source that says its records come in cursor order is held to it (`order_break`); one that does
+not moves its watermark only when a whole run has been delivered.
 """
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import WATERMARKS, create_engine, ensure_tables, read_watermark, write_watermark
+from connectors.sql import WATERMARKS, create_engine, cursor_text, ensure_tables, read_watermark, write_watermark
 
 FUTURE = timedelta(days=1)  # how far ahead of now a cursor time may be
 
@@ -24,16 +27,37 @@ def horizon() -> pd.Timestamp:
     return pd.Timestamp(datetime.now(UTC) + FUTURE)
 
 
-def positions(values: pd.Series) -> pd.Series:
+def positions(values: pd.Series, until: pd.Timestamp | None = None) -> pd.Series:
     """Cursor values as comparable positions: numbers as they are, anything else as UTC times
-    (missing where a value is neither, or a time is beyond the `horizon`)."""
+    (missing where a value is neither, or a time is beyond `until`, by default the `horizon`)."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
     numbers = pd.to_numeric(values, errors="coerce") if values.dtype == object else None
     if numbers is not None and numbers.notna().sum() == values.notna().sum() > 0:
         return numbers.astype("float64")
-    times = pd.to_datetime(values.astype("string") if values.dtype == object else values, utc=True, errors="coerce", format="ISO8601")
-    return times.where(times <= horizon())
+    if values.dtype == object:  # text, or times and dates as a driver reads them: all as ISO text
+        values = values.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v).astype("string")
+    times = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    return times.where(times <= (horizon() if until is None else until))
+
+
+def newest(values: pd.Series, since: str | None) -> str | None:
+    """The value of a chunk's cursor to commit as its watermark, as text: the latest not after now, and, for
+    text, written like `since` (where none is, like most of the values). None when no value qualifies."""
+    present = values.dropna()
+    if present.empty:
+        return None
+    if present.map(lambda v: isinstance(v, str)).all():
+        shapes = present.map(_shape)
+        usual = _shape(since) if since is not None and (shapes == _shape(since)).any() else shapes.mode().iloc[0]
+        present = present[shapes == usual]
+    known = positions(present, until=pd.Timestamp(datetime.now(UTC))).dropna()
+    return None if known.empty else cursor_text(present[known.idxmax()])
+
+
+def _shape(text: str) -> str:
+    """How a value is written: its digits as 9s (`2026-01-01T00:00:00Z` → `9999-99-99T99:99:99Z`)."""
+    return re.sub(r"\d", "9", text)
 
 
 def order_break(values: pd.Series, after: object | None = None) -> str | None:

@@ -193,3 +193,35 @@ def test_a_source_declared_sorted_that_is_not_fails_naming_the_setting_and_loses
 
     replace(PIPELINE, source=replace(source, sorted=False)).sync(chunk_size=100)
     assert set(delivered(billing_url).index) == {r["id"] for r in shuffled}
+
+
+@pytest.fixture
+def odd_times(tmp_path: Path, billing_url: str, monkeypatch: pytest.MonkeyPatch):
+    """json-server serving good customers, one whose update time is written in ISO 8601's basic format (two hours
+    ago) and one 20 hours ahead: json-server compares `updated_at_gte` as text."""
+    now = datetime.now(UTC)
+    records = [
+        *GOOD,
+        customer(950, updated_at=(now - timedelta(hours=2)).strftime("%Y%m%dT%H%M%SZ")),
+        customer(951, updated_at=(now + timedelta(hours=20)).strftime("%Y-%m-%dT%H:%M:%SZ")),
+    ]
+    with json_server({"customers": records, "countries": COUNTRIES}, tmp_path) as url:
+        monkeypatch.setenv("INTERLINK_CRM__BASE_URL", url)
+        monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", url)
+        with httpx.Client(base_url=url) as client:
+            yield client
+
+
+@pytest.mark.parametrize("billing_url", ["postgresql"], indirect=True)
+def test_a_time_written_differently_or_ahead_of_now_never_becomes_the_watermark(odd_times, billing_url):
+    pipeline = replace(PIPELINE, source=crm_source(sorted_=False))
+    pipeline.sync()
+    assert len(delivered(billing_url)) == 202  # both delivered: neither is a bad record
+    assert delivered(billing_url).attrs["watermark"] == GOOD[-1]["updated_at"]  # not "2026…T…Z", not tomorrow
+
+    changed = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    odd_times.patch(f"/customers/{GOOD[3]['id']}", json={"name": "Renamed", "updated_at": changed}).raise_for_status()
+    pipeline.sync()
+    assert delivered(billing_url).at[GOOD[3]["id"], "name"] == "Renamed"
+    assert delivered(billing_url).attrs["watermark"] == changed
+    assert last_run()["rows_updated"] == 1 and adds_up(last_run())

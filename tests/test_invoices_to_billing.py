@@ -214,11 +214,13 @@ def test_hostile_rows_are_delivered_correctly_or_dead_lettered_with_their_reason
         hostile.append({"id": 2006, "notes": "before\x00after", "updated_at": dbs.time(mark + timedelta(seconds=3))})
     if dbs.dialect == "sqlite":
         hostile[2]["due_date"] = "9999-12-31"
+    hostile.append({"id": 2007, "updated_at": "not a time" if dbs.dialect == "sqlite" else None})  # cannot be read incrementally
     add(dbs, *hostile)
 
     second = PIPELINE.sync()
     target, letters = delivered(dbs.billing), open_letters()
-    assert {"2001", "2002", "2004"} <= set(letters)
+    assert {"2001", "2002", "2004", "2007"} <= set(letters)
+    assert "updated_at: no readable value" in letters["2007"] and 2007 not in target.index
     assert "notes fit 500 characters" in letters["2001"] and "customer id fits 32 characters" in letters["2002"]
     assert target.loc[2003, "due_date"] == date(9999, 12, 31)
     assert "updated_at: 2999-01-01" in letters["2004"] and "in the future" in letters["2004"] and 2004 not in target.index

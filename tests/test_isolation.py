@@ -6,8 +6,10 @@ import pandas as pd
 import pytest
 
 from data_checks.policy import SchemaContract
+from interlink.deadletter import DeadLetters
 from tasks.admit import admit, records_frame
 from tasks.isolate import isolated
+from tasks.quarantine import quarantine, settle
 
 CONTRACT = SchemaContract(version="1", fields={"id": "string", "name": "string", "phone": "string", "tags": "list", "updated_at": "string"})
 
@@ -57,3 +59,15 @@ def test_admission_refuses_what_breaks_the_contract_or_lies_in_the_future_and_fi
         3: "updated_at: 2200-01-01T00:00:00Z is in the future (more than 24 h ahead): it would move the watermark past every later change",
     }
     assert failures.at[1, "values"] == {"name": {"first": "B"}}
+
+
+def test_keys_longer_than_the_store_holds_stay_apart_and_settle(tmp_path):
+    url = f"sqlite:///{tmp_path}/state.db"
+    raw = pd.DataFrame({"id": ["A" * 200 + "1", "A" * 200 + "2"], "name": ["x", "y"]})
+    failures = pd.DataFrame({"reason": ["bad", "bad"], "values": [{}, {}]}, index=raw.index)
+    assert quarantine(url, "t", raw, failures, raw["id"], "id", "check", None) == 2
+    letters = DeadLetters(url).entries("t", "open")
+    assert len(letters) == 2 and {letter["payload"][0]["name"] for letter in letters} == {"x", "y"}
+    assert all(len(letter["record_key"]) <= 200 for letter in letters)
+    assert settle(url, "t", raw["id"].iloc[:1], "resolved") == 1
+    assert [letter["payload"][0]["name"] for letter in DeadLetters(url).entries("t", "open")] == ["y"]
