@@ -1,7 +1,14 @@
-"""Deployments: schedules, parameters and tags of every integration, read from `deployments.yaml`.
+"""Deployments: schedules, parameters, tags and flow retries of every integration, read from `deployments.yaml`.
 
 Backfill or full refresh are parameters of the same deployment, e.g.
 `prefect deployment run crm_to_billing/crm_to_billing --param full_refresh=true`.
+
+A Prefect deployment cannot carry flow retries: they belong to the flow, and every run (served or
+run by a worker) loads the flow again from the deployment's entrypoint. So each deployment's
+entrypoint is `deployments:DEPLOYED.<integration>.<flow>`, the pipeline's flow with the declared
+`retries` and `retry_delay_seconds`, read from the declaration when the flow is loaded.
+`INTERLINK_DEPLOYMENTS_FILE` names another declaration (for the process that serves and the
+processes that run the flows alike).
 """
 
 from __future__ import annotations
@@ -9,11 +16,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
+from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 from pydantic import BaseModel, Field
 
-from flows import entrypoint, integration
+from connectors.errors import ConfigError
+from flows import integration
+from interlink.settings import Settings
 
 DECLARATIONS = Path(__file__).with_name("deployments.yaml")
 
@@ -30,6 +40,11 @@ class Declared(BaseModel):
         """`crm_to_billing` for a sync, `crm_to_billing-reconcile` for another flow."""
         return self.integration if self.flow == "sync" else f"{self.integration}-{self.flow}"
 
+    @property
+    def entrypoint(self) -> str:
+        """Where Prefect finds this deployment's flow, with the declared retries."""
+        return f"{__name__}:DEPLOYED.{self.integration}.{self.flow}"
+
 
 class Declarations(BaseModel):
     timezone: str
@@ -38,26 +53,56 @@ class Declarations(BaseModel):
     deployments: list[Declared]
 
 
-def declarations(path: Path = DECLARATIONS) -> Declarations:
-    return Declarations.model_validate(yaml.safe_load(path.read_text()))
+def declarations_file() -> Path:
+    """The declaration in use: `INTERLINK_DEPLOYMENTS_FILE`, or `deployments.yaml` next to this module."""
+    named = Settings.load().deployments_file
+    if named and not named.is_file():
+        raise ConfigError(f"INTERLINK_DEPLOYMENTS_FILE names {named}, which is not a file: fix the path, or unset it to use {DECLARATIONS}")
+    return named or DECLARATIONS
 
 
-def runner_deployments(path: Path = DECLARATIONS) -> list[RunnerDeployment]:
+def declarations(path: Path | None = None) -> Declarations:
+    """The declaration at `path`, by default the one in use (`declarations_file()`)."""
+    return Declarations.model_validate(yaml.safe_load((path or declarations_file()).read_text()))
+
+
+def deployed(integration_name: str, flow: str, declared: Declarations | None = None) -> Flow:
+    """Flow `flow` (`sync`, `reconcile`, …) of an integration, with the declared flow retries."""
+    declared = declared or declarations()
+    return getattr(integration(integration_name), flow).with_options(
+        retries=declared.retries, retry_delay_seconds=declared.retry_delay_seconds
+    )
+
+
+class Deployed:
+    """`DEPLOYED.<integration>.<flow>`: the flow `deployed()` makes, as an attribute path for an entrypoint."""
+
+    def __init__(self, integration_name: str | None = None):
+        self._integration = integration_name
+
+    def __getattr__(self, name: str) -> Deployed | Flow:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return Deployed(name) if self._integration is None else deployed(self._integration, name)
+
+
+DEPLOYED = Deployed()
+
+
+def runner_deployments() -> list[RunnerDeployment]:
     """The declared deployments, ready for `prefect.serve`; one run at a time per deployment."""
-    declared = declarations(path)
+    declared = declarations()
     deployments = []
     for d in declared.deployments:
-        deployment = (
-            getattr(integration(d.integration), d.flow)
-            .with_options(retries=declared.retries, retry_delay_seconds=declared.retry_delay_seconds)
-            .to_deployment(
-                name=d.name,
-                schedule=Cron(d.cron, timezone=declared.timezone),
-                parameters=d.parameters,
-                tags=d.tags,
-                concurrency_limit=1,
-            )
+        deployment = deployed(d.integration, d.flow, declared).to_deployment(
+            name=d.name,
+            schedule=Cron(d.cron, timezone=declared.timezone),
+            parameters=d.parameters,
+            tags=d.tags,
+            concurrency_limit=1,
         )
-        deployment.entrypoint = entrypoint(d.integration, d.flow)  # the pipeline's flow, not the factory inside
+        # Each run loads its flow again from the entrypoint, so it must be the flow with the options,
+        # not the factory inside `flows.pipeline` that `to_deployment` points at.
+        deployment.entrypoint = d.entrypoint
         deployments.append(deployment)
     return deployments

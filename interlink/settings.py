@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     home: Path = Path(".interlink")
     state_url: str | None = None
     connections_file: Path = CONNECTIONS_FILE
+    deployments_file: Path | None = None  # another deployments declaration; None: the one in the `deployments` package
     alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
     webhook_secrets: dict[str, SecretStr] = {}  # integration → HMAC secret, e.g. '{"orders_to_erp": "…"}'
     dask_address: str | None = None  # a Dask scheduler for partitioned syncs, e.g. tcp://10.0.0.5:8786; None: a local cluster
