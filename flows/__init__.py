@@ -45,11 +45,6 @@ def integration(name: str) -> Pipeline:
     return _found(name)[1]
 
 
-def entrypoint(name: str, flow: str) -> str:
-    """Where Prefect finds flow `flow` (`sync`, `replay`, `reconcile`, …) of integration `name`."""
-    return f"{_found(name)[0]}:PIPELINE.{flow}"
-
-
 def users() -> dict[str, list[str]]:
     """The integrations that use each connection, by connection name."""
     found: dict[str, list[str]] = {}
