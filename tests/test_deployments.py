@@ -1,8 +1,11 @@
-"""Deployments on a real Prefect server (PostgreSQL as its database): schedules, a triggered run, retries."""
+"""Deployments on a real Prefect server: schedules the server itself turns into runs, a triggered run, retries.
+
+Each server here is `prefect server start` in a subprocess, on a free port, with a PREFECT_HOME and a
+database of its own (SQLite in that home, or a fresh PostgreSQL database), never the test harness.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
 import subprocess
@@ -10,62 +13,93 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import SyncPrefectClient
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-from prefect.server.schemas.schedules import CronSchedule
+from prefect.client.schemas.filters import (
+    DeploymentFilter,
+    DeploymentFilterId,
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
-from deployments import declarations
+from deployments import declarations, runner_deployments
 from interlink.ledger import Ledger
 from tests.conftest import SERVICES, service_url
 
 BIN = Path(sys.executable).parent
+# Prefect 3.8.8's scheduler settings (prefect/settings/models/server/services.py,
+# ServerServicesSchedulerSettings), shortened so a test sees the runs the server creates within seconds:
+SCHEDULER = {
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",  # the main loop (default 60 s)
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",  # newly registered deployments (default 5 s)
+    "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_RUNS": "1",  # one upcoming run per deployment is enough (default 3) …
+    "PREFECT_SERVER_SERVICES_SCHEDULER_MIN_SCHEDULED_TIME": "PT0S",  # … however soon it is (default 1 h)
+}
 
 
-def wait_until(condition, timeout_s: float, what: str):
+def wait_until(condition, timeout_s: float, what: str, log: Path | None = None):
     """Poll `condition` (an external system's state) until it returns something truthy, within a bound."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if found := condition():
             return found
         time.sleep(0.5)
-    raise AssertionError(f"{what} did not happen within {timeout_s}s")
+    raise AssertionError(f"{what} did not happen within {timeout_s}s" + (f"; the server's last errors:\n{_errors(log)}" if log else ""))
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory) -> Iterator[str]:
-    """A real Prefect server on a free port, with a fresh PostgreSQL database of its own."""
-    service_url("postgresql")  # skips, or fails under REQUIRE_SERVICES=1, when PostgreSQL is down
-    database = f"interlink_prefect_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(SERVICES["postgresql"], isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {database}"))
+def _errors(log: Path) -> str:
+    lines = log.read_text(errors="replace").splitlines()
+    return "\n".join([line for line in lines if "Error" in line or "error" in line][-5:]) or "(none)"
+
+
+@contextmanager
+def prefect_server(home: Path, database: str) -> Iterator[tuple[str, Path]]:
+    """`prefect server start` on a free port with its own PREFECT_HOME and a fresh database (`sqlite` in
+    that home, or `postgresql`: a new database on the machine's PostgreSQL); yields its API URL and log."""
+    home.mkdir(parents=True, exist_ok=True)
+    env = {name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")}
+    if database == "postgresql":
+        service_url("postgresql")  # skips, or fails under REQUIRE_SERVICES=1, when PostgreSQL is down
+        name = f"interlink_prefect_{uuid.uuid4().hex[:10]}"
+        admin = sa.create_engine(SERVICES["postgresql"], isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+        db_url = make_url(SERVICES["postgresql"]).set(drivername="postgresql+asyncpg", database=name).render_as_string(hide_password=False)
+    else:
+        db_url = f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": db_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        **SCHEDULER,
+    }
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    home = tmp_path_factory.mktemp("prefect")
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_DATABASE_CONNECTION_URL": make_url(SERVICES["postgresql"]).set(drivername="postgresql+asyncpg", database=database).render_as_string(hide_password=False),
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-    }
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
+    log = home / "server.log"
+    with log.open("w") as out:
+        server = subprocess.Popen([BIN / "prefect", "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/api"
 
     def healthy() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"the Prefect server exited with {server.returncode}:\n{log.read_text()[-3000:]}")
         try:
             return httpx.get(f"{url}/health", timeout=2).status_code == 200
         except httpx.HTTPError:
@@ -73,13 +107,79 @@ def prefect_api(tmp_path_factory) -> Iterator[str]:
 
     try:
         wait_until(healthy, 120, "the Prefect server starting")
-        yield url
+        yield url, log
     finally:
         server.terminate()
         server.wait(30)
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)"))
-        admin.dispose()
+        if database == "postgresql":
+            with admin.connect() as conn:
+                conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            admin.dispose()
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory) -> Iterator[str]:
+    """A real Prefect server on a free port, with a fresh PostgreSQL database of its own."""
+    with prefect_server(tmp_path_factory.mktemp("prefect"), "postgresql") as (url, _):
+        yield url
+
+
+def scheduled_runs(client: SyncPrefectClient, deployment_ids: list[UUID]) -> dict[UUID, list[FlowRun]]:
+    """The SCHEDULED flow runs of each deployment, soonest first, as the server has them."""
+    runs = client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=deployment_ids)),
+        flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED]))),
+    )
+    found: dict[UUID, list[FlowRun]] = {}
+    for run in sorted(runs, key=lambda r: r.expected_start_time):
+        found.setdefault(run.deployment_id, []).append(run)
+    return found
+
+
+def check_scheduled_runs(client: SyncPrefectClient, log: Path | None = None) -> dict[str, float]:
+    """Wait until the server's scheduler has created a SCHEDULED run for every declared deployment, each at
+    its cron's next wall-clock time in the declared timezone. Returns, by deployment name, the seconds from
+    the deployment's registration to its first scheduled run's creation, both by the server's clock."""
+    declared = declarations()
+    zone = ZoneInfo(declared.timezone)
+    deployments = {}
+    for d in declared.deployments:
+        flow_name = d.integration if d.flow == "sync" else f"{d.integration}_{d.flow}"
+        deployments[d.name] = wait_until(lambda: _deployment(client, f"{flow_name}/{d.name}"), 120, f"deployment {d.name} registered")
+    ids = [deployment.id for deployment in deployments.values()]
+    since, missing = datetime.now(UTC), list(deployments)
+
+    def every_deployment_scheduled():
+        found = scheduled_runs(client, ids)
+        missing[:] = [name for name, deployment in deployments.items() if not found.get(deployment.id)]
+        return None if missing else found
+
+    try:
+        found = wait_until(every_deployment_scheduled, 60, "SCHEDULED runs for every declared deployment", log)
+    except AssertionError as exc:
+        raise AssertionError(f"no SCHEDULED run for {', '.join(missing)}: {exc}") from None
+    took = {}
+    for d in declared.deployments:
+        run = found[deployments[d.name].id][0]
+        assert run.auto_scheduled and run.parameters == d.parameters, run
+        local = run.expected_start_time.astimezone(zone)
+        minute, hour = d.cron.split()[:2]
+        assert local.minute == int(minute) and (hour == "*" or local.hour == int(hour)), (d.name, local)
+        assert since - timedelta(minutes=1) < run.expected_start_time <= since + timedelta(days=7), (d.name, local)
+        took[d.name] = round((run.created - deployments[d.name].created).total_seconds(), 1)
+    return took
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_the_server_schedules_runs_for_every_declared_deployment(database, tmp_path):
+    """The server's own scheduler, not our code, creates the runs: this failed on every loop with
+    SQLAlchemy 2.1 (`InvalidRequestError: Can't evaluate bulk DML statement`), so nothing was ever scheduled."""
+    with prefect_server(tmp_path / "prefect", database) as (url, log), temporary_settings({PREFECT_API_URL: url}):
+        for deployment in runner_deployments():
+            deployment.apply()  # what `interlink serve` does for each (prefect.serve → Runner.add_deployment)
+        with SyncPrefectClient(api=url) as client:
+            took = check_scheduled_runs(client, log)
+    print(f"\nfirst SCHEDULED run on {database}, seconds after registration: {took}")
 
 
 class FailFirst:
@@ -114,28 +214,22 @@ def test_declared_deployments_run_on_a_real_prefect_server(prefect_api, crm_db, 
         runner = subprocess.Popen([BIN / "interlink", "demo", "serve", "--fault-rate", "0"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
         try:
             with SyncPrefectClient(api=prefect_api) as client:
-                check_schedules(client)
+                check_registered(client)
+                check_scheduled_runs(client)
                 run_crm_to_billing(client, home)
         finally:
             runner.terminate()
             runner.wait(30)
 
 
-def check_schedules(client: SyncPrefectClient) -> None:
+def check_registered(client: SyncPrefectClient) -> None:
     declared = declarations()
-    zone = ZoneInfo(declared.timezone)
     for d in declared.deployments:
         flow_name = d.integration if d.flow == "sync" else f"{d.integration}_{d.flow}"
         deployment = wait_until(lambda: _deployment(client, f"{flow_name}/{d.name}"), 120, f"deployment {d.name} registered")
         [schedule] = deployment.schedules
         assert (schedule.schedule.cron, schedule.schedule.timezone) == (d.cron, declared.timezone)
         assert deployment.parameters == d.parameters and set(d.tags) <= set(deployment.tags)
-        # the next run, as the server's scheduler computes it from the stored schedule
-        [upcoming] = asyncio.run(CronSchedule(cron=schedule.schedule.cron, timezone=schedule.schedule.timezone).get_dates(n=1))
-        local = upcoming.astimezone(zone)
-        minute, hour = d.cron.split()[:2]
-        assert local.minute == int(minute) and (hour == "*" or local.hour == int(hour))
-        assert upcoming > datetime.now(UTC) and upcoming - datetime.now(UTC) <= timedelta(days=7)
 
 
 def run_crm_to_billing(client: SyncPrefectClient, home: Path) -> None:
