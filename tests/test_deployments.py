@@ -1,4 +1,4 @@
-"""Deployments on a real Prefect server: schedules the server itself turns into runs, a triggered run, retries.
+"""Deployments on a real Prefect server: schedules the server itself turns into runs, a scheduled run, a triggered run, retries.
 
 Each server here is `prefect server start` in a subprocess, on a free port, with a PREFECT_HOME and a
 database of its own (SQLite in that home, or a fresh PostgreSQL database), never the test harness.
@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 import httpx
 import pytest
 import sqlalchemy as sa
+import yaml
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -180,6 +181,56 @@ def test_the_server_schedules_runs_for_every_declared_deployment(database, tmp_p
         with SyncPrefectClient(api=url) as client:
             took = check_scheduled_runs(client, log)
     print(f"\nfirst SCHEDULED run on {database}, seconds after registration: {took}")
+
+
+def test_a_declared_schedule_fires_and_its_run_completes(crm_db, home, tmp_path):
+    """The declared crm_to_billing sync, its cron moved to a minute from now: the server schedules the run,
+    the served deployment runs it when it is due, and the run is in the ledger."""
+    declared = declarations()
+    zone = ZoneInfo(declared.timezone)
+    with prefect_server(tmp_path / "prefect", "sqlite") as (url, log), serve(create_app(crm_db, api_key="k-sched")) as crm_url:
+        # The next whole minute at least 25 s ahead: the runner needs ~10 s to start and register the deployment, and the
+        # scheduler must create the run before it is due (it makes none in the past).
+        due = (datetime.now(zone) + timedelta(seconds=25)).replace(second=0, microsecond=0) + timedelta(minutes=1)
+        [sync] = [d.model_copy(update={"cron": f"{due.minute} {due.hour} * * *"}) for d in declared.deployments
+                  if (d.integration, d.flow) == ("crm_to_billing", "sync")]
+        path = tmp_path / "deployments.yaml"
+        path.write_text(yaml.safe_dump(declared.model_copy(update={"deployments": [sync], "retries": 0}).model_dump(mode="json")))
+        env = {
+            **{name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")},
+            "PREFECT_API_URL": url,
+            "PREFECT_HOME": str(tmp_path / "runner"),
+            "INTERLINK_CRM__BASE_URL": crm_url,
+            "INTERLINK_CRM__AUTH__KIND": "api_key",
+            "INTERLINK_CRM__AUTH__KEY": "k-sched",
+            "INTERLINK_FINANCE__BASE_URL": crm_url,
+            "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
+        }
+        served = f"from pathlib import Path; from prefect import serve; from deployments import runner_deployments; serve(*runner_deployments(Path({str(path)!r})))"
+        with (tmp_path / "serve.log").open("w") as out:
+            runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
+        launched = time.monotonic()
+        try:
+            with SyncPrefectClient(api=url) as client:
+                deployment = wait_until(lambda: _deployment(client, "crm_to_billing/crm_to_billing"), 60, "the deployment registered")
+                registered = time.monotonic() - launched
+                # any state: the runner may already have taken it from SCHEDULED to Pending when it is due soon
+                [scheduled] = wait_until(
+                    lambda: client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))),
+                    30, "the server scheduling the run", log)
+                assert scheduled.auto_scheduled and scheduled.expected_start_time == due, (scheduled.expected_start_time, due)
+                final = wait_until(lambda: (r := client.read_flow_run(scheduled.id)).state.is_final() and r,
+                                   (due - datetime.now(zone)).total_seconds() + 60, "the scheduled run finishing")
+                assert final.state.is_completed(), final.state.message
+                # the runner starts a run that is due within its prefetch window (Runner(prefetch_seconds=10)), so up to 10 s early
+                assert final.start_time >= due - timedelta(seconds=10), (final.start_time, due)
+        finally:
+            runner.terminate()
+            runner.wait(30)
+    [row] = [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing") if r["flow_run_id"] == str(scheduled.id)]
+    assert row["state"] == "COMPLETED" and row["rows_inserted"] > 4000, row
+    print(f"\nregistered {registered:.1f} s after the runner was launched; scheduled for {due.isoformat()}, started {final.start_time.astimezone(zone).isoformat()}, "
+          f"finished {final.end_time.astimezone(zone).isoformat()}")
 
 
 class FailFirst:
