@@ -205,8 +205,9 @@ def test_a_declared_schedule_fires_and_its_run_completes(crm_db, home, tmp_path)
             "INTERLINK_CRM__AUTH__KEY": "k-sched",
             "INTERLINK_FINANCE__BASE_URL": crm_url,
             "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
+            "INTERLINK_DEPLOYMENTS_FILE": str(path),
         }
-        served = f"from pathlib import Path; from prefect import serve; from deployments import runner_deployments; serve(*runner_deployments(Path({str(path)!r})))"
+        served = "from prefect import serve; from deployments import runner_deployments; serve(*runner_deployments())"
         with (tmp_path / "serve.log").open("w") as out:
             runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
         launched = time.monotonic()
