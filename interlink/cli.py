@@ -14,7 +14,10 @@ from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import ConfigError, Settings
 
-RUN_COLUMNS = ("integration", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_quarantined", "watermark")
+RUN_COLUMNS = (
+    "integration", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_unchanged",
+    "rows_quarantined", "rows_superseded", "watermark",
+)
 DLQ_COLUMNS = ("integration", "record_key", "stage", "status", "reason")
 INVENTORY_COLUMNS = ("name", "kind", "target", "used_by", "healthy", "latency_ms", "reason")
 COMMANDS = "interlink.commands"  # entry points that add commands, e.g. the demo's `interlink demo …`
