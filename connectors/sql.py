@@ -70,7 +70,7 @@ def refused_data(exc: BaseException) -> bool:
     """Whether a database error is about the rows written (a value, a constraint), not the database or the connection."""
     if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError):
         return True
-    code = getattr(getattr(exc, "orig", None), "args", (None,))[0]
+    code = (getattr(getattr(exc, "orig", None), "args", ()) or (None,))[0]
     return isinstance(exc, sa.exc.OperationalError) and not exc.connection_invalidated and code in _MYSQL_DATA_ERRORS
 
 

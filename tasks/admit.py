@@ -8,6 +8,7 @@ declares a list or an object), or when its cursor time lies further ahead than
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from numbers import Number
 from typing import Any
@@ -15,10 +16,20 @@ from typing import Any
 import pandas as pd
 
 from data_checks.policy import SchemaContract
-from tasks.watermark import FUTURE, horizon
+from tasks.watermark import FUTURE, horizon, times
 
 CONTAINERS = {"list": list, "object": dict}
 NO_FAILURES = pd.DataFrame(columns=["reason", "values"])
+
+
+def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """`frame`'s rows as JSON-able dicts (times in ISO 8601), as a dead letter keeps them."""
+    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
+
+
+def missing(value: Any) -> bool:
+    """Whether a value, of whatever type a source sends, is absent: None, NaN, NaT, NA."""
+    return value is None or (pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str]]]:
@@ -44,8 +55,8 @@ def admit(raw: pd.DataFrame, contract: SchemaContract | None, cursor: str | None
             refuse(index, field, f"{wrong} where the contract says {kind}")
     if cursor and cursor in raw.columns and not pd.api.types.is_numeric_dtype(raw[cursor]):
         column = raw[cursor]
-        times = pd.to_datetime(column.astype("string") if column.dtype == object else column, utc=True, errors="coerce", format="ISO8601")
-        for index in times.index[times > horizon()]:
+        moments = times(column)
+        for index in moments.index[moments > horizon()]:
             refuse(index, cursor, f"{column[index]} is in the future (more than {FUTURE / timedelta(hours=1):g} h ahead): it would move the watermark past every later change")
     if not reasons:
         return raw, NO_FAILURES
@@ -61,13 +72,9 @@ def _mistyped(values: pd.Series, kind: str) -> pd.Series:
     wrong = [
         (index, _json_kind(v))
         for index, v in values.items()
-        if (isinstance(v, dict | list) if container is None else not isinstance(v, container) and not _missing(v))
+        if (isinstance(v, dict | list) if container is None else not isinstance(v, container) and not missing(v))
     ]
     return pd.Series(dict(wrong), dtype=object)
-
-
-def _missing(value: Any) -> bool:
-    return value is None or (pd.api.types.is_scalar(value) and pd.isna(value))
 
 
 def _json_kind(value: Any) -> str:

@@ -26,6 +26,7 @@ from connectors.sql import (
 )
 from interlink.ledger import Counts
 from interlink.settings import Settings
+from tasks.admit import missing
 from tasks.isolate import bisected, failures_frame, reason
 from tasks.watermark import commit_watermark, committed_watermark
 
@@ -122,7 +123,7 @@ def _child_refusals(child: ChildTable, lists: pd.Series) -> dict:
                     owners.append((index, number))
                 else:
                     found.setdefault(index, {})[f"{child.column}[{number}]"] = "not an object"
-        elif value is not None and not (pd.api.types.is_scalar(value) and pd.isna(value)):
+        elif not missing(value):
             found.setdefault(index, {})[child.column] = "not a list"
     frame = pd.DataFrame.from_records(lines, index=range(len(lines))).drop(columns=[child.parent_key], errors="ignore")
     for position, problems in refusals(child.table, frame).items():
@@ -160,7 +161,7 @@ def deliver(
             if not refused_data(exc):
                 raise
             get_run_logger().warning("%s refused the batch (%s); writing it in parts to find the rows it refuses", target.table.name, reason(exc))
-            parts, failures = bisected(lambda part: _refusable_write(engine, target, part, integration, flow_run_id), prepared, errors=(Refused,))
+            parts, failures = bisected(lambda part: _write(engine, target, part, integration, None, flow_run_id), prepared, refused=refused_data)
             delivery = Delivery(sum(parts, Counts()), failures, committed=watermark is None)
     finally:
         engine.dispose()
@@ -170,24 +171,6 @@ def deliver(
         len(delivery.failures), watermark if delivery.committed else "not yet moved",
     )
     return delivery
-
-
-class Refused(Exception):
-    """The database refused a part of a batch for its data."""
-
-    def __init__(self, cause: sa.exc.DBAPIError):
-        super().__init__(str(cause.orig))
-        self.orig = cause.orig
-
-
-def _refusable_write(engine: sa.Engine, target: SqlTarget, part: pd.DataFrame, integration: str, flow_run_id: str | None) -> Counts:
-    """`_write` of a part without the watermark; a refusal for its data raised as `Refused`, anything else as it is."""
-    try:
-        return _write(engine, target, part, integration, None, flow_run_id)
-    except sa.exc.DBAPIError as exc:
-        if refused_data(exc):
-            raise Refused(exc) from None
-        raise
 
 
 def _write(engine: sa.Engine, target: SqlTarget, prepared: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None) -> Counts:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextvars import copy_context
@@ -32,7 +31,7 @@ from connectors.sql import (
 )
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
-from tasks.admit import records_frame
+from tasks.admit import frame_records, records_frame
 from tasks.watermark import newest, order_break, positions
 
 
@@ -270,7 +269,7 @@ def read_rows(
     position = None if last else tuple(frame.iloc[-1][[source.cursor, *source.keys]])
     refused = () if untracked is None else tuple(
         (row, f"{source.cursor}: no readable value, so the row cannot be read incrementally")
-        for row in json.loads(untracked.to_json(orient="records", date_format="iso", default_handler=str))
+        for row in frame_records(untracked)
     )
     return Chunk(frame, newest(frame[source.cursor], since), last=last, refused=refused), position
 

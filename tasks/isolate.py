@@ -37,10 +37,11 @@ def bisected(
     step: Callable[[pd.DataFrame], Output],
     frame: pd.DataFrame,
     groups: pd.Series | None = None,
-    errors: tuple[type[BaseException], ...] = DATA_ERRORS,
+    refused: Callable[[BaseException], bool] = lambda exc: isinstance(exc, DATA_ERRORS),
 ) -> tuple[list[Output], pd.DataFrame]:
-    """`step` over halves of `frame`, and halves of the halves that raise one of `errors`, down to
-    single groups: the outputs of the parts that passed, and the failures of the groups that did not."""
+    """`step` over halves of `frame`, and halves of the halves whose error is `refused` (the records' fault; any
+    other error is raised), down to single groups: the outputs of the parts that passed, and the failures of the
+    groups that did not."""
     codes = _codes(frame, groups)
     outputs: list[Output] = []
     reasons: dict[Any, str] = {}
@@ -51,7 +52,9 @@ def bisected(
             part = frame[np.isin(codes, side)]
             try:
                 outputs.append(step(part))
-            except errors as exc:
+            except Exception as exc:
+                if not refused(exc):
+                    raise
                 if len(side) > 1:
                     split(side)
                 else:
@@ -61,7 +64,9 @@ def bisected(
     if len(distinct) == 1:
         try:
             outputs.append(step(frame))
-        except errors as exc:
+        except Exception as exc:
+            if not refused(exc):
+                raise
             reasons.update(dict.fromkeys(frame.index, reason(exc)))
     else:
         split(distinct)

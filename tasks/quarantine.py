@@ -12,6 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from interlink.deadletter import DeadLetters, Reject
+from tasks.admit import frame_records, missing
 
 
 @task(name="quarantine", cache_policy=NO_CACHE)
@@ -36,9 +37,9 @@ def quarantine(
     failing = sources.loc[failures.index]
     related = raw[sources.isin(set(failing.dropna()))]
     by_key: dict = {}
-    for source, record in zip(sources.loc[related.index], _records(related), strict=True):
+    for source, record in zip(sources.loc[related.index], frame_records(related), strict=True):
         by_key.setdefault(source, []).append(record)
-    own = _records(raw.loc[failures.index])  # for a record without a source key: itself
+    own = frame_records(raw.loc[failures.index])  # for a record without a source key: itself
     values = json.loads(failures["values"].to_json(date_format="iso", default_handler=str))
     rejects: dict[str, Reject] = {}
     for index, source, key, why, record in zip(
@@ -75,14 +76,9 @@ def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> in
     return closed
 
 
-def _records(frame: pd.DataFrame) -> list[dict]:
-    """`frame`'s rows as JSON-able dicts, times in ISO 8601."""
-    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
-
-
 def _token(value: object) -> str | None:
     """A source key value as hashable text (it may be anything a hostile source sends); None when missing."""
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+    if missing(value):
         return None
     return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else str(value)
 

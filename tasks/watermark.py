@@ -35,10 +35,15 @@ def positions(values: pd.Series, until: pd.Timestamp | None = None) -> pd.Series
     numbers = pd.to_numeric(values, errors="coerce") if values.dtype == object else None
     if numbers is not None and numbers.notna().sum() == values.notna().sum() > 0:
         return numbers.astype("float64")
-    if values.dtype == object:  # text, or times and dates as a driver reads them: all as ISO text
+    moments = times(values)
+    return moments.where(moments <= (horizon() if until is None else until))
+
+
+def times(values: pd.Series) -> pd.Series:
+    """Cursor values as UTC times: ISO 8601 text, or times and dates as a driver reads them (NaT for anything else)."""
+    if values.dtype == object:
         values = values.map(lambda v: v.isoformat() if hasattr(v, "isoformat") else v).astype("string")
-    times = pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
-    return times.where(times <= (horizon() if until is None else until))
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
 
 
 def newest(values: pd.Series, since: str | None) -> str | None:
