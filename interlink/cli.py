@@ -145,11 +145,9 @@ def webhooks_serve(args: argparse.Namespace, settings: Settings) -> None:
     """Receive signed events from push sources and trigger the matching integration's deployment."""
     import uvicorn
 
-    from interlink.webhooks import create_app, deployment_trigger
+    from interlink.webhooks import from_settings
 
-    if not settings.webhook_secrets:
-        raise ConfigError("INTERLINK_WEBHOOK_SECRETS is not set: give each push integration a secret, as JSON")
-    uvicorn.run(create_app(settings.state_db, settings.webhook_secrets, deployment_trigger), host=args.host, port=args.port)
+    uvicorn.run(from_settings(settings), host=args.host, port=args.port)
 
 
 def webhooks_rerun(args: argparse.Namespace, settings: Settings) -> int:

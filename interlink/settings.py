@@ -13,6 +13,8 @@ path is a `ConfigError` naming the variable to set.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import json
 import os
@@ -20,7 +22,8 @@ from pathlib import Path
 from typing import Any, get_args
 
 import yaml
-from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
@@ -56,9 +59,32 @@ class Settings(BaseSettings):
     connections_file: Path = CONNECTIONS_FILE
     deployments_file: Path | None = None  # another deployments declaration; None: the one in the `deployments` package
     alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
-    webhook_secrets: dict[str, SecretStr] = {}  # integration → HMAC secret, e.g. '{"orders_to_erp": "…"}'
+    webhook_secrets: dict[str, list[SecretStr]] = {}  # integration → its whsec_ secrets, e.g. '{"orders_to_erp": "whsec_…"}'
+    webhook_tolerance_s: int = Field(300, gt=0)  # how far a webhook's timestamp may be from now
+    webhook_max_body_bytes: int = Field(1_000_000, gt=0)  # a larger webhook body is refused (413)
     dask_address: str | None = None  # a Dask scheduler for partitioned syncs, e.g. tcp://10.0.0.5:8786; None: a local cluster
     connections: dict[str, Connection] = Field(default_factory=dict)  # read from the file and INTERLINK_<NAME>__*
+
+    @field_validator("webhook_secrets", mode="before")
+    @classmethod
+    def _secret_lists(cls, value: Any) -> Any:
+        """Each integration's secrets, given as a list or as one string of space-separated secrets (newest first)."""
+        if isinstance(value, dict):
+            return {name: v.split() if isinstance(v, str) else v for name, v in value.items()}
+        return value
+
+    @field_validator("webhook_secrets")
+    @classmethod
+    def _standard_secrets(cls, value: dict[str, list[SecretStr]]) -> dict[str, list[SecretStr]]:
+        for name, secrets in value.items():
+            if not secrets:
+                raise PydanticCustomError("webhook_secret", f"{name} has no secret: {WHSEC_HINT}")
+            for number, secret in enumerate(secrets, 1):
+                if not _is_whsec(secret.get_secret_value()):
+                    raise PydanticCustomError(
+                        "webhook_secret", f"secret {number} of {name} is not a Standard Webhooks secret: {WHSEC_HINT}"
+                    )
+        return value
 
     @classmethod
     def load(cls) -> Settings:
@@ -112,6 +138,20 @@ class Settings(BaseSettings):
         """Check that every connection in `names` is usable, before anything is read or delivered."""
         for name in dict.fromkeys(names):
             self.connection(name)
+
+
+WHSEC_HINT = (
+    "use whsec_ and the base64 of at least 24 random bytes, as the sender shows it, or make one with "
+    "`python -c 'import base64, os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'`"
+)
+
+
+def _is_whsec(secret: str) -> bool:
+    """Whether `secret` is a Standard Webhooks symmetric secret: `whsec_` and the base64 of 24 bytes or more."""
+    try:
+        return secret.startswith("whsec_") and len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 24
+    except binascii.Error:
+        return False
 
 
 def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
