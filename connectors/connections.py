@@ -65,12 +65,7 @@ class SqlConnection(_Connection):
     @field_validator("url")
     @classmethod
     def _parses(cls, url: str | None) -> str | None:
-        if url is not None:
-            try:
-                make_url(url)
-            except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError or ValueError; the text may hold a password
-                raise ValueError("is not a SQLAlchemy URL: write it as dialect+driver://user@host:port/database") from None
-        return url
+        return check_sql_url(url) if url is not None else None
 
     @property
     def display(self) -> str:
@@ -100,6 +95,21 @@ class QueueConnection(_Connection):
 
 
 Connection = Annotated[RestConnection | SqlConnection | FolderConnection | QueueConnection, Field(discriminator="kind")]
+
+
+def check_sql_url(url: str) -> str:
+    """`url` if it is a SQLAlchemy URL of a database SQLAlchemy knows; else a `ValueError` that never shows the URL."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError or ValueError; the text may hold a password
+        raise ValueError("is not a SQLAlchemy URL: write it as dialect+driver://user@host:port/database") from None
+    try:
+        parsed.get_dialect()
+    except Exception:  # noqa: BLE001 - NoSuchModuleError for an unknown dialect or driver
+        raise ValueError(
+            f"names {parsed.drivername!r}, a database SQLAlchemy does not know: use e.g. postgresql+psycopg, mysql+pymysql or sqlite"
+        ) from None
+    return url
 
 
 def mask_url(url: str) -> str:

@@ -17,23 +17,43 @@ from pathlib import Path
 
 import yaml
 from prefect import Flow
+from prefect.client.schemas.schedules import CronSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from connectors.errors import ConfigError
 from flows import integration
-from interlink.settings import Settings
+from interlink.settings import Settings, yaml_error
 
 DECLARATIONS = Path(__file__).with_name("deployments.yaml")
 
 
 class Declared(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     integration: str
     flow: str = "sync"
     cron: str
     parameters: dict = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, cron: str) -> str:
+        try:
+            CronSchedule(cron=cron)  # Prefect's own check: five fields, each in range
+        except ValidationError:
+            raise ValueError(f"{cron!r} is not a cron string: write five fields (minute hour day month weekday), e.g. '0 2 * * *'") from None
+        return cron
+
+    @model_validator(mode="after")
+    def _exists(self) -> Declared:
+        pipeline = integration(self.integration)  # ConfigError: unknown integration, with the choices
+        flows = [f for f in ("sync", "replay", "reconcile", "sync_partitioned") if f in dir(type(pipeline))]
+        if self.flow not in flows:
+            raise ValueError(f"flow {self.flow!r} is not a flow of {self.integration}: use one of {', '.join(flows)}")
+        return self
 
     @property
     def name(self) -> str:
@@ -47,10 +67,21 @@ class Declared(BaseModel):
 
 
 class Declarations(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     timezone: str
-    retries: int = 0
-    retry_delay_seconds: int = 60
+    retries: int = Field(0, ge=0)
+    retry_delay_seconds: int = Field(60, ge=0)
     deployments: list[Declared]
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, timezone: str) -> str:
+        try:
+            CronSchedule(cron="0 0 * * *", timezone=timezone)  # Prefect's own check: an IANA name
+        except ValidationError:
+            raise ValueError(f"{timezone!r} is not a timezone: write an IANA name, e.g. Europe/Berlin or UTC") from None
+        return timezone
 
 
 def declarations_file() -> Path:
@@ -62,8 +93,34 @@ def declarations_file() -> Path:
 
 
 def declarations(path: Path | None = None) -> Declarations:
-    """The declaration at `path`, by default the one in use (`declarations_file()`)."""
-    return Declarations.model_validate(yaml.safe_load((path or declarations_file()).read_text()))
+    """The declaration at `path`, by default the one in use (`declarations_file()`); a mistake in it is a
+    `ConfigError` naming the file, the deployment and the key."""
+    path = path or declarations_file()
+    try:
+        text = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(yaml_error(path, exc)) from None
+    try:
+        return Declarations.model_validate(text)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_explain(exc.errors()[0], text)}") from None
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+
+
+def _explain(error: dict, text: object) -> str:
+    """`deployments[0] (crm_to_billing).cron: …` for a pydantic error in the declaration `text`."""
+    loc = list(error["loc"])
+    where = ".".join(str(part) for part in loc if not isinstance(part, int)) or "the file"
+    if loc[:1] == ["deployments"] and len(loc) > 1 and isinstance(loc[1], int):
+        entry = text["deployments"][loc[1]] if isinstance(text, dict) else {}
+        name = entry.get("integration", "?") if isinstance(entry, dict) else "?"
+        flow = entry.get("flow", "sync") if isinstance(entry, dict) else ""
+        where = f"deployments[{loc[1]}] ({name} {flow})" + "".join(f".{part}" for part in loc[2:])
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "missing":
+        message = "is not set"
+    return f"{where}: {message[:1].lower()}{message[1:]}"
 
 
 def deployed(integration_name: str, flow: str, declared: Declarations | None = None) -> Flow:

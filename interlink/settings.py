@@ -24,7 +24,7 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 
 from connectors.auth import AuthConfig
@@ -35,6 +35,7 @@ from connectors.connections import (
     QueueConnection,
     RestConnection,
     SqlConnection,
+    check_sql_url,
     mask_url,
 )
 from connectors.errors import ConfigError
@@ -47,6 +48,7 @@ CONNECTIONS_FILE = Path(__file__).resolve().parents[1] / "deployments" / "connec
 SECRET_FIELDS = {"key", "token", "password", "client_secret", "secret"}
 _connection = TypeAdapter(Connection)
 AUTH_KINDS = [config.model_fields["kind"].default for config in get_args(get_args(AuthConfig)[0])]
+KINDS = list(LOCATION)
 
 
 class Settings(BaseSettings):
@@ -58,7 +60,7 @@ class Settings(BaseSettings):
     state_url: str | None = None
     connections_file: Path = CONNECTIONS_FILE
     deployments_file: Path | None = None  # another deployments declaration; None: the one in the `deployments` package
-    alert_url: str | None = None  # where alerts are POSTed as JSON (a chat webhook, an incident tool, …)
+    alert_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")  # where alerts are POSTed as JSON (a chat webhook, …)
     webhook_secrets: dict[str, list[SecretStr]] = {}  # integration → its whsec_ secrets, e.g. '{"orders_to_erp": "whsec_…"}'
     webhook_tolerance_s: int = Field(300, gt=0)  # how far a webhook's timestamp may be from now
     webhook_max_body_bytes: int = Field(1_000_000, gt=0)  # a larger webhook body is refused (413)
@@ -86,6 +88,11 @@ class Settings(BaseSettings):
                     )
         return value
 
+    @field_validator("state_url")
+    @classmethod
+    def _state_url_parses(cls, url: str | None) -> str | None:
+        return check_sql_url(url) if url else None
+
     @classmethod
     def load(cls) -> Settings:
         """The settings; a bad or unknown value raises `ConfigError` naming its variable and the fix."""
@@ -99,7 +106,10 @@ class Settings(BaseSettings):
         try:
             return cls(connections=declared_connections(path))
         except ValidationError as exc:
-            raise ConfigError(_explain(exc.errors()[0])) from None
+            raise ConfigError(_explain(_first(exc))) from None
+        except SettingsError as exc:  # a value pydantic-settings could not parse (JSON of a dict field)
+            field = str(exc).split('"')[1] if '"' in str(exc) else ""
+            raise ConfigError(f"{PREFIX}{field.upper()}: not valid JSON: write it as a JSON object, e.g. '{{\"name\": \"value\"}}'") from None
 
     def model_post_init(self, _context: object) -> None:
         self.home = self.home.resolve()
@@ -157,6 +167,16 @@ def _is_whsec(secret: str) -> bool:
 def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
     """The connections of the file at `path`, overridden field by field by the environment, each checked."""
     declared = _read_file(path)
+    for name, fields in declared.items():  # the file's own mistakes, told in the file's terms
+        if "kind" not in fields:
+            continue  # the environment may say what it is
+        if fields["kind"] not in KINDS:
+            raise ConfigError(f"{path}: {name}.kind is {fields.get('kind')!r}: say what {name} is ({', '.join(KINDS)})")
+        try:
+            _connection.validate_python(fields)
+        except ValidationError as exc:
+            if wrong := [e for e in exc.errors() if e["type"] != "missing"]:  # what is missing may come from the environment
+                raise ConfigError(f"{path}: {_explain(_first(wrong), name, fields['kind'], in_file=True)}") from None
     for name, fields in _from_environment().items():
         merged = _merge(declared.get(name, {}), fields)
         if "kind" not in merged:
@@ -164,11 +184,13 @@ def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
         declared[name] = merged
     for name, fields in declared.items():
         if not fields.get("kind"):
-            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is (rest, sql, folder or queue)")
+            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is ({', '.join(KINDS)})")
+        if fields["kind"] not in KINDS:
+            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is {fields['kind']!r}, not a kind of connection: use one of {', '.join(KINDS)}")
         try:
             _connection.validate_python(fields)
         except ValidationError as exc:
-            raise ConfigError(_explain(exc.errors()[0], name, fields.get("kind"))) from None
+            raise ConfigError(_explain(_first(exc), name, fields.get("kind"))) from None
     return declared
 
 
@@ -187,7 +209,7 @@ def _read_file(path: Path) -> dict[str, dict[str, Any]]:
     try:
         declared = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(yaml_error(path, exc)) from None
     if not isinstance(declared, dict) or not all(isinstance(v, dict) for v in declared.values()):
         raise ConfigError(f"{path}: expected a mapping of connection names to their settings, e.g. `crm: {{kind: rest}}`")
     for name, fields in declared.items():
@@ -246,38 +268,64 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = None) -> str:
-    """One line for a pydantic error: the variable it concerns, what is wrong, and what to do."""
+def yaml_error(path: Path, exc: yaml.YAMLError) -> str:
+    """One line for a YAML syntax error: the file, the line and the problem."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{path}, line {mark.line + 1}" if mark else str(path)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and start and mark and start.line != mark.line:
+        problem += f", {context.removeprefix('while parsing ')} started on line {start.line + 1}"
+    return f"{where}: not valid YAML ({problem}): fix the syntax there"
+
+
+def _first(errors: ValidationError | list[dict[str, Any]]) -> dict[str, Any]:
+    """The error that explains the others: a misspelt field before the required field it leaves unset."""
+    errors = errors.errors() if isinstance(errors, ValidationError) else errors
+    return next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+
+
+MODELS = {"rest": RestConnection, "sql": SqlConnection, "folder": FolderConnection, "queue": QueueConnection}
+AUTH_MODELS = {config.model_fields["kind"].default: config for config in get_args(get_args(AuthConfig)[0])}
+
+
+def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = None, in_file: bool = False) -> str:
+    """One line for a pydantic error: the variable (or, `in_file`, the file's key) it concerns, what is wrong, and what to do."""
     loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
     if name is not None and loc and loc[0] == kind:
-        loc = loc[1:]  # the discriminated union's branch
-    variable = PREFIX + "__".join(part.upper() for part in ([name] if name else []) + loc)
+        loc = loc[1:]  # the connection's branch of the union
+    auth_kind = loc[1] if loc[:1] == ["auth"] and len(loc) > 1 and loc[1] in AUTH_KINDS else None
+    if auth_kind:
+        loc = [loc[0], *loc[2:]]  # the auth block's branch
+    parts = ([name] if name else []) + loc
+    setting = ".".join(parts) if in_file else PREFIX + "__".join(part.upper() for part in parts)
     match error["type"]:
         case "missing":
-            return f"{variable} is not set"
+            return f"{setting} is not set" + (f" (a {auth_kind} auth block needs it)" if auth_kind else "")
         case "extra_forbidden":
-            fields = _fields(kind, loc[:-1])
-            prefix = variable.rsplit("__", 1)[0]
-            return f"{variable} is not a setting of a {kind} connection{_did_you_mean(variable, [f'{prefix}__{f.upper()}' for f in fields])}"
+            model = AUTH_MODELS[auth_kind] if auth_kind else MODELS.get(kind or "") if len(loc) == 1 else None
+            what = f"{auth_kind} auth" if auth_kind else f"a {kind} connection"
+            sep = "." if in_file else "__"
+            prefix = setting.rsplit(sep, 1)[0]
+            choices = [f"{prefix}{sep}{f if in_file else f.upper()}" for f in (model.model_fields if model else [])]
+            return f"{setting} is not a setting of {what}{_did_you_mean(setting, choices, sep)}"
         case "union_tag_not_found" | "union_tag_invalid":
-            tags = ", ".join(AUTH_KINDS)
-            return f"{variable}__KIND is not set or not known: use one of {tags}"
-        case "string_pattern_mismatch" if loc[-1:] == ["base_url"]:
-            return f"{variable} must be an http:// or https:// URL"
-    return f"{variable}: {error['msg']}"
+            kind_setting = f"{setting}.kind" if in_file else f"{setting}__KIND"
+            return f"{kind_setting} is not set or not known: use one of {', '.join(AUTH_KINDS)}"
+        case "string_pattern_mismatch" if loc[-1:] in (["base_url"], ["alert_url"]):
+            return f"{setting} must be an http:// or https:// URL with a host, e.g. https://api.example.com"
+        case "string_pattern_mismatch" if kind == "queue":
+            return f"{setting} must be an AMQP URL, e.g. amqp://user@broker:5672/%2F"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{setting}: {message[:1].lower()}{message[1:]}"
 
 
-def _fields(kind: str | None, path: list[str]) -> list[str]:
-    """The field names allowed at `path` inside a connection of `kind` (top level only; nested: none known)."""
-    model = {"rest": RestConnection, "sql": SqlConnection, "folder": FolderConnection, "queue": QueueConnection}.get(kind or "")
-    return list(model.model_fields) if model and not path else []
-
-
-def _did_you_mean(word: str, choices: list[str]) -> str:
-    """A hint at the closest choice, judged on what follows the last shared `__` (or the prefix)."""
-    stem = word.rsplit("__", 1)[0] + "__" if "__" in word else PREFIX
+def _did_you_mean(word: str, choices: list[str], sep: str = "__") -> str:
+    """A hint at the closest choice, judged on what follows the last `sep` (or the prefix)."""
+    stem = word.rsplit(sep, 1)[0] + sep if sep in word else PREFIX
     tails = {choice.removeprefix(stem): choice for choice in choices}
-    close = difflib.get_close_matches(word.removeprefix(stem), list(tails), n=1, cutoff=0.75)
+    tail = word.removeprefix(stem)
+    close = difflib.get_close_matches(tail, list(tails), n=1, cutoff=0.75) or [t for t in tails if tail.endswith(t)][:1]
     return f" (did you mean {tails[close[0]]}?)" if close else ""
 
 

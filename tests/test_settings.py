@@ -110,5 +110,5 @@ def test_each_mistake_is_one_line_naming_the_variable(home, monkeypatch, variabl
 
 def test_bad_yaml_names_the_file(home, tmp_path, monkeypatch):
     connections_file(tmp_path, monkeypatch, "crm: [kind: rest\n")
-    with pytest.raises(ConfigError, match=r"connections.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"connections.yaml, line 2: not valid YAML \(expected ',' or '\]'.* started on line 1\)"):
         Settings.load()
