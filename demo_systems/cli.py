@@ -5,51 +5,45 @@ Registered through the `interlink.commands` entry point, so the core CLI knows n
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import Annotated
 
-from flows import integrations
-from interlink.cli import positive, run_flows
+import typer
+
+from interlink.cli import Integrations, run_flows, serve_deployments
 from interlink.settings import ConfigError, Settings
 
+demo = typer.Typer(help="the embedded demo systems", no_args_is_help=True)
+FaultRate = Annotated[float, typer.Option(min=0, max=1, help="share of demo API requests answered 429/503")]
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+
+def add_commands(app: typer.Typer) -> None:
     """Add `demo run`, `demo serve` and `demo mutate` to the `interlink` command line."""
-    demo = commands.add_parser("demo", help="the embedded demo systems").add_subparsers(required=True, metavar="ACTION")
-
-    p = demo.add_parser("run", help="run integrations against the demo systems, for what is not configured "
-                        "(by default every integration the demo can stand in for)")
-    p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
-    p.add_argument("--chunk-size", type=positive, default=None, help="rows per batch")
-    p.add_argument("--fault-rate", type=float, default=0.02, help="share of demo API requests answered 429/503 (default 0.02)")
-    p.set_defaults(command=run)
-
-    p = demo.add_parser("serve", help="`interlink serve` with the demo systems standing in for what is not configured")
-    p.add_argument("--limit", type=positive, default=None, help="most flow runs at once")
-    p.add_argument("--wait-s", type=float, default=60, help="how long to wait for the Prefect API to come up")
-    p.add_argument("--fault-rate", type=float, default=0.02, help="share of demo API requests answered 429/503 (default 0.02)")
-    p.set_defaults(command=serve)
-
-    p = demo.add_parser("mutate", help="change records in every demo system, so the next syncs have work")
-    p.add_argument("--count", type=positive, default=25)
-    p.set_defaults(command=mutate)
+    app.add_typer(demo, name="demo")
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """The named integrations, or every one whose systems are configured or stood in for by the demo."""
+@demo.command()
+def run(
+    integrations: Integrations = None,
+    chunk_size: Annotated[int | None, typer.Option(min=1, help="rows per batch")] = None,
+    fault_rate: FaultRate = 0.02,
+) -> int:
+    """Run integrations against the demo systems, for what is not configured (by default every integration the demo can stand in for)."""
     from demo_systems.wiring import demo_systems
 
-    options = {"chunk_size": args.chunk_size} if args.chunk_size else {}
-    with demo_systems(settings, args.fault_rate) as demo:
-        return run_flows(demo, args.integrations or runnable(demo), "sync", **options)
+    options = {"chunk_size": chunk_size} if chunk_size else {}
+    with demo_systems(Settings.load(), fault_rate) as stand_in:
+        return run_flows(stand_in, integrations or runnable(stand_in), "sync", **options)
 
 
-def runnable(demo: Settings) -> list[str]:
-    """The integrations whose every connection is usable in `demo`; a line on stderr for each of the others."""
+def runnable(stand_in: Settings) -> list[str]:
+    """The integrations whose every connection is usable in `stand_in`; a line on stderr for each of the others."""
+    from flows import integrations
+
     names = []
     for name, (_, pipeline) in integrations().items():
         try:
-            demo.require(pipeline.connections)
+            stand_in.require(pipeline.connections)
         except ConfigError as exc:
             print(f"interlink demo: {name} skipped: the demo has no stand-in for it ({exc})", file=sys.stderr)
             continue
@@ -57,16 +51,23 @@ def runnable(demo: Settings) -> list[str]:
     return names
 
 
-def serve(args: argparse.Namespace, settings: Settings) -> None:
+@demo.command()
+def serve(
+    limit: Annotated[int | None, typer.Option(min=1, help="most flow runs at once")] = None,
+    wait_s: Annotated[float, typer.Option(min=0, help="how long to wait for the Prefect API to come up")] = 60,
+    fault_rate: FaultRate = 0.02,
+) -> None:
+    """`interlink serve` with the demo systems standing in for what is not configured."""
     from demo_systems.wiring import demo_systems
-    from interlink.cli import serve as serve_deployments
 
-    with demo_systems(settings, args.fault_rate) as demo:
-        serve_deployments(args, demo)
+    with demo_systems(Settings.load(), fault_rate) as stand_in:
+        serve_deployments(stand_in, limit, wait_s)
 
 
-def mutate(args: argparse.Namespace, settings: Settings) -> None:
+@demo.command()
+def mutate(count: Annotated[int, typer.Option(min=1, help="records to change in each system")] = 25) -> None:
+    """Change records in every demo system, so the next syncs have work."""
     from demo_systems.wiring import mutate as change
 
-    for system, changed in change(settings, args.count).items():
+    for system, changed in change(Settings.load(), count).items():
         print(f"changed {len(changed)} {system}: {', '.join(changed[:8])}{' …' if len(changed) > 8 else ''}")

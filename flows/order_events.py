@@ -23,12 +23,13 @@ however long a batch takes.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
+from typing import Annotated
 
 import pandas as pd
 import sqlalchemy as sa
+import typer
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
@@ -37,7 +38,6 @@ from connectors.amqp import AmqpQueue, Message
 from connectors.errors import ConfigError, ConnectorError
 from flows.orders_to_erp import PIPELINE as ORDERS
 from flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report, shape
-from interlink.cli import positive
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Entry
 from interlink.settings import Settings
@@ -207,20 +207,19 @@ def _json_type(value: object) -> str:
     return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(app: typer.Typer) -> None:
     """Add `interlink consume` (registered through the `interlink.commands` entry point)."""
-    p = commands.add_parser("consume", help="feed order events from RabbitMQ to orders_to_erp until the queue is idle")
-    p.add_argument("--queue", default="orders")
-    p.add_argument("--batch-size", type=positive, default=200)
-    p.add_argument("--idle-s", type=float, default=5.0)
-    p.add_argument("--max-deliveries", type=positive, default=MAX_DELIVERIES,
-                   help=f"failed deliveries of an order before it is dead-lettered (default {MAX_DELIVERIES})")
-    p.set_defaults(command=consume)
+    app.command(help="Feed order events from RabbitMQ to orders_to_erp until the queue is idle.")(consume)
 
 
-def consume(args: argparse.Namespace, settings: Settings) -> None:
+def consume(
+    queue: str = "orders",
+    batch_size: Annotated[int, typer.Option(min=1)] = 200,
+    idle_s: Annotated[float, typer.Option(min=0)] = 5.0,
+    max_deliveries: Annotated[int, typer.Option(min=1, help="failed deliveries of an order before it is dead-lettered")] = MAX_DELIVERIES,
+) -> None:
     """Feed order events to orders_to_erp in micro-batches until the queue is idle."""
-    settings.require([QUEUE, *ORDERS.connections])
-    summary = consume_order_events(queue=args.queue, batch_size=args.batch_size, idle_s=args.idle_s, max_deliveries=args.max_deliveries)
+    Settings.load().require([QUEUE, *ORDERS.connections])
+    summary = consume_order_events(queue=queue, batch_size=batch_size, idle_s=idle_s, max_deliveries=max_deliveries)
     print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
           f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")

@@ -1,60 +1,141 @@
-"""`interlink`: the operators' command line."""
+"""`interlink`: the operators' command line (typer, tables and progress by rich).
+
+Exit status: 0 done; 1 a run failed, sources and targets differ, or a connection is unhealthy;
+2 a usage or configuration mistake (one line on stderr naming the setting and the fix); 130 interrupted.
+More commands come from `interlink.commands` entry points (the demo's `interlink demo …`): each
+names a function `add_commands(app: typer.Typer)`, loaded only when its command is used.
+"""
 
 from __future__ import annotations
 
-import argparse
+import atexit
 import json
+import os
 import sys
+from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn
 
-from flows import CHUNK_ROWS, integration, integrations
-from interlink.deadletter import DeadLetters
-from interlink.ledger import Ledger
+import typer
+from typer._click.exceptions import NoArgsIsHelpError  # typer carries its own click
+from typer.core import TyperGroup
+
+from flows import CHUNK_ROWS
 from interlink.settings import ConfigError, Settings
 
-RUN_COLUMNS = (
-    "integration", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_unchanged",
-    "rows_quarantined", "rows_superseded", "watermark",
-)
-DLQ_COLUMNS = ("integration", "record_key", "stage", "status", "reason")
-INVENTORY_COLUMNS = ("name", "kind", "target", "used_by", "healthy", "latency_ms", "reason")
+RUN_COLUMNS = {
+    "integration": "integration", "kind": "kind", "state": "state", "started_at": "started", "rows_read": "read",
+    "rows_inserted": "inserted", "rows_updated": "updated", "rows_unchanged": "unchanged", "rows_quarantined": "quarantined",
+    "rows_superseded": "superseded", "watermark": "watermark", "decision": "decision", "error": "error", "flow_run_id": "flow run",
+}
+DLQ_COLUMNS = {
+    "id": "id", "integration": "integration", "record_key": "record", "stage": "stage", "status": "status", "reason": "reason",
+    "created_at": "created", "flow_run_id": "flow run",
+}
+INVENTORY_COLUMNS = {"name": "name", "kind": "kind", "target": "target", "used_by": "used by", "healthy": "healthy",
+                     "latency_ms": "ms", "reason": "reason"}
 COMMANDS = "interlink.commands"  # entry points that add commands, e.g. the demo's `interlink demo …`
+EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
+
+
+class Commands(TyperGroup):
+    """The core commands, and those of `interlink.commands` entry points, each loaded only when it is used."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugins()})
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in self.commands and name in _plugins():
+            extra = typer.Typer()
+            _plugins()[name].load()(extra)
+            self.add_command(typer.main.get_group(extra).commands[name], name)
+        return super().get_command(ctx, name)
+
+
+def _plugins() -> dict[str, Any]:
+    return {plugin.name: plugin for plugin in entry_points(group=COMMANDS)}
+
+
+app = typer.Typer(cls=Commands, name="interlink", help=__doc__.splitlines()[0], no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_enable=False, context_settings={"help_option_names": ["-h", "--help"]})
+state_app = typer.Typer(help="Interlink's own database", no_args_is_help=True)
+dlq_app = typer.Typer(help="the dead-letter store", no_args_is_help=True)
+webhooks_app = typer.Typer(help="the webhook receiver", no_args_is_help=True)
+app.add_typer(state_app, name="state")
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(webhooks_app, name="webhooks")
+
+Positive = Annotated[int, typer.Option(min=1)]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+Integrations = Annotated[list[str] | None, typer.Argument(metavar="[INTEGRATION]...", help="default: every integration", show_default=False)]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """Run the command line; every mistake is one line on stderr and exit status 2."""
     try:
-        return args.command(args, Settings.load()) or 0
+        return typer.main.get_command(app).main(argv, prog_name="interlink", standalone_mode=False) or 0
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help())
+        return EXIT_USAGE
+    except typer.TyperException as exc:  # a usage mistake: an unknown option, a value out of range, …
+        ctx = getattr(exc, "ctx", None)
+        where = f"; see `{ctx.command_path} --help`" if ctx else ""
+        message = exc.format_message().replace("Value error, ", "").rstrip(".")
+        return _fail(" ".join(f"{message}{where}".split()), EXIT_USAGE)
     except ConfigError as exc:
-        print(f"interlink: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc), EXIT_USAGE)
+    except (typer.Abort, KeyboardInterrupt):
+        return _fail("interrupted", EXIT_INTERRUPTED)
 
 
-def positive(text: str) -> int:
-    """An argparse type: a whole number above zero."""
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number above 0, got {text!r}")
-    return int(text)
+def script() -> NoReturn:
+    """The `interlink` command: `main`, then the exit handlers (Prefect sends its last logs and events), then exit
+    without tearing down every imported module, which costs over a second of CPU with Prefect and GX loaded."""
+    code = main()
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
-def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Run integrations' syncs once, against exactly the configured systems; with `--partitions K`,
-    each split into K time windows run in parallel on Dask."""
-    options = {"full_refresh": args.full_refresh, "chunk_size": args.chunk_size}
-    if args.partitions is None:
-        return run_flows(settings, args.integrations, "sync", **options)
-    return run_flows(settings, args.integrations, "sync_partitioned", partitions=args.partitions, **options)
+def _fail(message: str, code: int) -> int:
+    print(f"interlink: {message}", file=sys.stderr)
+    return code
+
+
+@app.command()
+def run(
+    integrations: Integrations = None,
+    full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore the watermark and read everything")] = False,
+    chunk_size: Annotated[int, typer.Option(min=1, help="rows per batch")] = CHUNK_ROWS,
+    partitions: Annotated[int | None, typer.Option(min=1, metavar="K", help="split each sync into K time windows run in parallel on Dask")] = None,
+) -> int:
+    """Run integrations' syncs now, against exactly the configured systems."""
+    options: dict[str, Any] = {"full_refresh": full_refresh, "chunk_size": chunk_size}
+    if partitions is None:
+        return run_flows(Settings.load(), integrations or [], "sync", **options)
+    return run_flows(Settings.load(), integrations or [], "sync_partitioned", partitions=partitions, **options)
 
 
 def run_flows(settings: Settings, names: list[str], which: str, **parameters: Any) -> int:
-    """Run flow `which` of each integration in `names` (all if empty), once every connection they use is set."""
+    """Run flow `which` of each integration in `names` (all if empty), once every connection they use is set
+    and every database they use answers; 1 if any run failed (the others still run)."""
+    from flows import integration, integrations
+
     pipelines = [integration(name) for name in names or integrations()]
-    settings.require([c for pipeline in pipelines for c in pipeline.connections])
+    used = [c for pipeline in pipelines for c in pipeline.connections]
+    settings.require(used)
+    check_databases(settings, used)
     flows = [getattr(pipeline, which) for pipeline in pipelines]  # a flow that cannot exist fails before any runs
+    failed = 0
     for pipeline, flow in zip(pipelines, flows, strict=True):
-        summary = flow(**parameters)
+        state = flow(**parameters, return_state=True)
+        if not state.is_completed():
+            failed += 1
+            _fail(f"{pipeline.name} {which} {state.name.lower()}: {state.message or state.type.value}", EXIT_FAILED)
+            continue
+        summary = state.result()
         print(
             f"\n{pipeline.name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
             f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
@@ -62,20 +143,45 @@ def run_flows(settings: Settings, names: list[str], which: str, **parameters: An
             f"watermark: {summary['watermark']}\n"
             f"data-quality report: {summary['report']}"
         )
-    return 0
+    return EXIT_FAILED if failed else 0
 
 
-def runs(args: argparse.Namespace, settings: Settings) -> None:
-    rows = Ledger(settings.state_db).runs(args.integration, args.limit)
-    _emit(rows, RUN_COLUMNS, args.json)
+def check_databases(settings: Settings, names: list[str]) -> None:
+    """Connect once to the state database (if set) and every SQL connection in `names`: a wrong password or
+    an unreachable host is a `ConfigError` naming the connection's variable, before anything is read."""
+    from interlink.inventory import sql_problem
+
+    urls = {f"INTERLINK_{n.upper()}__URL": settings.connection(n).url for n in dict.fromkeys(names) if settings.connections[n].kind == "sql"}
+    if settings.state_url:
+        urls["INTERLINK_STATE_URL"] = settings.state_url
+    for variable, url in urls.items():
+        if problem := sql_problem(url):
+            raise ConfigError(f"{variable}: cannot connect ({problem}): check the host, port, user and password")
 
 
-def state_upgrade(args: argparse.Namespace, settings: Settings) -> None:
+@app.command()
+def runs(
+    integration: Annotated[str | None, typer.Option(help="only this integration's runs")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="most runs shown")] = 50,
+    as_json: Json = False,
+) -> None:
+    """The run ledger, newest first: counts, decision, error and a link to each run in the Prefect UI."""
+    from interlink.ledger import Ledger
+
+    settings = Settings.load()
+    check_databases(settings, [])
+    _emit(Ledger(settings.state_db).runs(integration, limit), RUN_COLUMNS, as_json)
+
+
+@state_app.command("upgrade")
+def state_upgrade() -> None:
     """Bring the state database (ledger, dead letters, …) to the newest schema; every run also does it on start."""
     from connectors.sql import create_engine
     from interlink import migrations
     from interlink.settings import mask_url
 
+    settings = Settings.load()
+    check_databases(settings, [])
     engine = create_engine(settings.state_db)
     before, after = migrations.upgrade(engine)
     engine.dispose()
@@ -83,49 +189,88 @@ def state_upgrade(args: argparse.Namespace, settings: Settings) -> None:
     print(f"state database {where}: " + (f"at {after}, the newest" if before == after else f"upgraded from {before or 'nothing'} to {after}"))
 
 
-def dlq_list(args: argparse.Namespace, settings: Settings) -> None:
-    entries = DeadLetters(settings.state_db).entries(args.integration, args.status)
-    _emit(entries, DLQ_COLUMNS, args.json)
+class Status(StrEnum):
+    OPEN = "open"
+    RESOLVED = "resolved"
+    REPLAYED = "replayed"
 
 
-def dlq_replay(args: argparse.Namespace, settings: Settings) -> int:
-    return run_flows(settings, [args.integration], "replay")
+@dlq_app.command("list")
+def dlq_list(
+    integration: Annotated[str | None, typer.Option(help="only this integration's dead letters")] = None,
+    status: Annotated[Status | None, typer.Option(help="only those in this status")] = None,
+    as_json: Json = False,
+) -> None:
+    """Dead-lettered records: why each failed, and the run that dead-lettered it."""
+    from interlink.deadletter import DeadLetters
+
+    settings = Settings.load()
+    check_databases(settings, [])
+    _emit(DeadLetters(settings.state_db).entries(integration, status and status.value), DLQ_COLUMNS, as_json)
 
 
-def reconcile(args: argparse.Namespace, settings: Settings) -> int:
+@dlq_app.command("replay")
+def dlq_replay(integration: Annotated[str, typer.Argument(help="the integration whose open dead letters run again")]) -> int:
+    """Run an integration's open dead letters through transform → check → deliver again."""
+    return run_flows(Settings.load(), [integration], "replay")
+
+
+@app.command()
+def reconcile(
+    integration: Annotated[str, typer.Argument(help="the integration to compare")],
+    since: Annotated[str | None, typer.Option(help="window start on the source's update time (ISO 8601); default: everything")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="re-deliver missing and changed rows (extra ones are only reported)")] = False,
+) -> int:
     """Compare an integration's source and target; 1 when they still differ (after any repair)."""
-    pipeline = integration(args.integration)
+    from flows import integration as pipeline_of
+
+    settings = Settings.load()
+    pipeline = pipeline_of(integration)
     flow = pipeline.reconcile  # a target that is not a SQL database cannot be reconciled: ConfigError
     settings.require(pipeline.connections)
-    found = flow(since=args.since, repair=args.repair)
+    check_databases(settings, pipeline.connections)
+    found = flow(since=since, repair=repair)
     print(
-        f"{args.integration} reconcile: source {found['source_rows']}, target {found['target_rows']}, "
+        f"{integration} reconcile: source {found['source_rows']}, target {found['target_rows']}, "
         f"missing {len(found['missing'])}, extra {len(found['extra'])}, changed {len(found['changed'])}, "
         f"repaired {found['repaired']}, still differing {len(found['unrepaired'])}"
     )
     for kind in ("missing", "extra", "changed", "unrepaired"):
         if found[kind]:
             print(f"  {kind}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
-    return 1 if found["extra"] or found["unrepaired"] else 0
+    return EXIT_FAILED if found["extra"] or found["unrepaired"] else 0
 
 
-def report(args: argparse.Namespace, settings: Settings) -> None:
-    """Write the data-quality report: every integration's runs and failing checks over time."""
+@app.command()
+def report(html: Annotated[Path | None, typer.Option(metavar="PATH", help="where to write it (default <home>/reports/quality.html)")] = None) -> None:
+    """Data quality over time per integration, as one offline HTML page."""
+    from flows import integrations
     from interlink.quality_report import build_report
 
+    settings = Settings.load()
+    check_databases(settings, [])
     sensitive = {name: pipeline.gate.sensitive for name, (_, pipeline) in integrations().items()}
-    print(f"quality report: {build_report(settings.state_db, args.html or settings.reports_dir / 'quality.html', sensitive)}")
+    print(f"quality report: {build_report(settings.state_db, html or settings.reports_dir / 'quality.html', sensitive)}")
 
 
-def serve(args: argparse.Namespace, settings: Settings) -> None:
-    """Register every declared deployment with the Prefect server and run them on their schedules."""
+@app.command()
+def serve(
+    limit: Annotated[int | None, typer.Option(min=1, help="most flow runs at once")] = None,
+    wait_s: Annotated[float, typer.Option(min=0, help="how long to wait for the Prefect API to come up")] = 60,
+) -> None:
+    """Register the declared deployments with the Prefect server and run them on their schedules."""
+    serve_deployments(Settings.load(), limit, wait_s)
+
+
+def serve_deployments(settings: Settings, limit: int | None, wait_s: float) -> None:
     from prefect import serve as prefect_serve
 
     from deployments import declarations, runner_deployments
+    from flows import integration
 
     settings.require([c for d in declarations().deployments for c in integration(d.integration).connections])
-    _wait_for_prefect_api(args.wait_s)
-    prefect_serve(*runner_deployments(), limit=args.limit)
+    _wait_for_prefect_api(wait_s)
+    prefect_serve(*runner_deployments(), limit=limit)
 
 
 def _wait_for_prefect_api(timeout_s: float) -> None:
@@ -141,121 +286,65 @@ def _wait_for_prefect_api(timeout_s: float) -> None:
             time.sleep(0.5)
 
 
-def webhooks_serve(args: argparse.Namespace, settings: Settings) -> None:
-    """Receive signed events from push sources and trigger the matching integration's deployment."""
+@webhooks_app.command("serve")
+def webhooks_serve(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 8000) -> None:
+    """Receive signed events and trigger their integration's deployment."""
     import uvicorn
 
     from interlink.webhooks import from_settings
 
-    uvicorn.run(from_settings(settings), host=args.host, port=args.port)
+    uvicorn.run(from_settings(Settings.load()), host=host, port=port)
 
 
-def webhooks_rerun(args: argparse.Namespace, settings: Settings) -> int:
-    """Trigger the integration of a stored event again (e.g. after its run failed)."""
+@webhooks_app.command("rerun")
+def webhooks_rerun(event: Annotated[int, typer.Argument(help="the event's id in the store")]) -> int:
+    """Trigger a stored event's integration again (e.g. after its run failed)."""
     from interlink.webhooks import deployment_trigger, rerun
 
     try:
-        result = rerun(settings.state_db, args.event, deployment_trigger)
+        result = rerun(Settings.load().state_db, event, deployment_trigger)
     except LookupError as exc:
-        print(f"interlink: {exc}", file=sys.stderr)
-        return 1
+        return _fail(str(exc), EXIT_FAILED)
     print(f"event {result['event']}: {result['status']} {result['flow_run_id'] or ''}".rstrip())
     return 0
 
 
-def connectors(args: argparse.Namespace, settings: Settings) -> int:
+@app.command()
+def connectors(as_json: Json = False) -> int:
     """Every configured connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
     from flows import users
     from interlink.inventory import inventory
 
-    rows = inventory(settings, users())
-    shown = rows if args.json else [r | {"used_by": ", ".join(r["used_by"])} for r in rows]
-    _emit(shown, INVENTORY_COLUMNS, args.json)
-    return 0 if all(r["healthy"] for r in rows) else 1
+    rows = inventory(Settings.load(), users())
+    shown = rows if as_json else [r | {"used_by": ", ".join(r["used_by"])} for r in rows]
+    _emit(shown, INVENTORY_COLUMNS, as_json)
+    return 0 if all(r["healthy"] for r in rows) else EXIT_FAILED
 
 
-def _emit(rows: list[dict[str, Any]], columns: tuple[str, ...], as_json: bool) -> None:
+def _emit(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool) -> None:
+    """`rows` as JSON (each with its run's `url` in the Prefect UI, if one is configured), or as a table."""
+    ui = _ui_url()
+    if ui:
+        rows = [row | {"url": f"{ui}/runs/flow-run/{row['flow_run_id']}"} if row.get("flow_run_id") else row for row in rows]
     if as_json:
         print(json.dumps(rows, default=_json_value, indent=2))
         return
-    table = [columns] + [tuple(_cell(row[c]) for c in columns) for row in rows]
-    widths = [max(len(r[i]) for r in table) for i in range(len(columns))]
-    for line in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip())
+    from interlink.tables import table
+
+    table(rows, columns)
+
+
+def _ui_url() -> str | None:
+    """The Prefect UI, as Prefect's settings say (`PREFECT_UI_URL`, or derived from `PREFECT_API_URL`)."""
+    from prefect.settings import get_current_settings
+
+    url = get_current_settings().ui_url
+    return url.rstrip("/") if url else None
 
 
 def _json_value(value: Any) -> str:
     return value.isoformat() if hasattr(value, "isoformat") else str(value)
 
 
-def _cell(value: Any) -> str:
-    text = "" if value is None else str(value)
-    return text if len(text) <= 60 else text[:59] + "…"
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="interlink", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
-
-    p = commands.add_parser("run", help="run integrations' syncs now (all of them by default)")
-    p.add_argument("integrations", nargs="*", metavar="INTEGRATION")
-    p.add_argument("--full-refresh", action="store_true", help="ignore the watermark and read everything")
-    p.add_argument("--chunk-size", type=positive, default=CHUNK_ROWS, help=f"rows per batch (default {CHUNK_ROWS})")
-    p.add_argument("--partitions", type=positive, metavar="K", help="split each sync into K time windows run in parallel on Dask")
-    p.set_defaults(command=run)
-
-    p = commands.add_parser("runs", help="the run ledger, newest first")
-    p.add_argument("--integration")
-    p.add_argument("--limit", type=int, default=50)
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(command=runs)
-
-    state = commands.add_parser("state", help="Interlink's own database").add_subparsers(required=True, metavar="ACTION")
-    p = state.add_parser("upgrade", help="bring it to the newest schema (every run does so on start)")
-    p.set_defaults(command=state_upgrade)
-
-    p = commands.add_parser("connectors", help="the connection inventory, with a live health check")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(command=connectors)
-
-    p = commands.add_parser("serve", help="register the declared deployments and run them on schedule")
-    p.add_argument("--limit", type=int, default=None, help="most flow runs at once")
-    p.add_argument("--wait-s", type=float, default=60, help="how long to wait for the Prefect API to come up")
-    p.set_defaults(command=serve)
-
-    hooks = commands.add_parser("webhooks", help="the webhook receiver").add_subparsers(required=True, metavar="ACTION")
-    p = hooks.add_parser("serve", help="receive signed events and trigger their integration")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
-    p.set_defaults(command=webhooks_serve)
-    p = hooks.add_parser("rerun", help="trigger a stored event's integration again")
-    p.add_argument("event", type=int, help="the event's id in the store")
-    p.set_defaults(command=webhooks_rerun)
-
-    p = commands.add_parser("report", help="data quality over time per integration, as one offline HTML page")
-    p.add_argument("--html", type=Path, metavar="PATH", help="where to write it (default <home>/reports/quality.html)")
-    p.set_defaults(command=report)
-
-    p = commands.add_parser("reconcile", help="compare an integration's source and target, and repair on request")
-    p.add_argument("integration")
-    p.add_argument("--since", help="window start on the source's update time (ISO 8601); default: everything")
-    p.add_argument("--repair", action="store_true", help="re-deliver missing and changed rows (extra ones are only reported)")
-    p.set_defaults(command=reconcile)
-
-    dlq = commands.add_parser("dlq", help="the dead-letter store").add_subparsers(required=True, metavar="ACTION")
-    p = dlq.add_parser("list", help="dead-lettered records")
-    p.add_argument("--integration")
-    p.add_argument("--status", choices=["open", "resolved", "replayed"])
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(command=dlq_list)
-    p = dlq.add_parser("replay", help="run an integration's open dead letters through again")
-    p.add_argument("integration")
-    p.set_defaults(command=dlq_replay)
-
-    for plugin in entry_points(group=COMMANDS):
-        plugin.load()(commands)
-    return parser
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    script()

@@ -12,7 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 import httpx
 import sqlalchemy as sa
@@ -89,17 +89,23 @@ def _check_rest(name: str, connection: RestConnection, timer: _Timer) -> str | N
 
 def _check_sql(name: str, connection: SqlConnection, timer: _Timer) -> str | None:
     """`SELECT 1`; on failure the first line of the error, with the URL's password masked."""
+    problem = sql_problem(connection.url, timer)
+    return f"{name}: {problem}" if problem else None
+
+
+def sql_problem(url: str, timer: Callable[[], AbstractContextManager] = nullcontext) -> str | None:
+    """Why a `SELECT 1` on the database at `url` fails (the error's first line, password masked); None if it works."""
     try:
-        engine = create_engine(connection.url)
+        engine = create_engine(url)
         try:
             with timer(), engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         finally:
             engine.dispose()
     except Exception as exc:  # drivers raise many kinds; any of them means unhealthy
-        message = f"{name}: " + (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        message = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         try:
-            password = make_url(connection.url).password
+            password = make_url(url).password
         except ArgumentError:
             return message
         return message.replace(password, "***") if password else message

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from prefect.settings import get_current_settings
 
 from interlink.cli import main
 from tests.conftest import reset_tables, service_url
@@ -51,11 +52,34 @@ def test_replay_uses_the_configured_systems(home: Path, systems, monkeypatch, ca
     assert replay["state"] == "COMPLETED" and replay["rows_read"] == sum(len(e["payload"]) for e in letters) > 0
 
 
-def test_plain_listings_are_tables(home: Path, capsys):
-    assert main(["runs"]) == 0 and main(["dlq", "list"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].split()[:3] == ["integration", "kind", "state"]
-    assert lines[1].split()[:2] == ["integration", "record_key"]
+def test_plain_listings_are_tables_with_the_error_the_decision_and_a_link_to_the_run(home: Path, systems, monkeypatch, capsys):
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    with systems():
+        assert main(["run", "crm_to_billing"]) == 0
+    [run] = json_out(capsys, "runs", "--json")
+    ui = get_current_settings().ui_url  # the test harness's server
+    assert ui.startswith("http://127.0.0.1:")
+    link = f"{ui}/runs/flow-run/{run['flow_run_id']}"
+    assert run["url"] == link
+    assert main(["runs"]) == 0
+    header, rule, row = capsys.readouterr().out.splitlines()[:3]
+    assert header.split() == ["integration", "kind", "state", "started", "read", "inserted", "updated", "unchanged",
+                              "quarantined", "superseded", "watermark", "decision", "error", "flow", "run"]
+    assert set(rule.strip()) == {"─"} and row.split()[:3] == ["crm_to_billing", "sync", "COMPLETED"] and row.endswith(link)
+    assert main(["dlq", "list"]) == 0
+    header, _, row = capsys.readouterr().out.splitlines()[:3]
+    assert header.split()[:6] == ["id", "integration", "record", "stage", "status", "reason"] and row.endswith(link)
+
+
+def test_a_failed_run_is_one_line_with_its_cause_and_exit_1(home: Path, monkeypatch, capsys):
+    monkeypatch.setenv("INTERLINK_CRM__BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("INTERLINK_CRM__MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    capsys.readouterr()
+    assert main(["run", "crm_to_billing"]) == 1
+    [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("interlink:")]
+    assert line.startswith("interlink: crm_to_billing sync failed: ") and "127.0.0.1:9" in line
 
 
 def test_an_unknown_integration_is_named_with_the_choices(home: Path, capsys):
@@ -101,9 +125,8 @@ def test_a_blank_database_url_is_named_instead_of_making_a_sqlite_file(home: Pat
 
 @pytest.mark.parametrize("argv", [["run", "--chunk-size", "0"], ["run", "--chunk-size", "-5"], ["run", "--partitions", "0"]])
 def test_counts_below_one_are_refused(home: Path, argv, capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(argv)
-    assert exit_.value.code == 2 and "expected a whole number above 0" in capsys.readouterr().err
+    assert main(argv) == 2
+    assert f"Invalid value for '{argv[1]}': Input should be greater than or equal to 1" in capsys.readouterr().err
 
 
 def test_connectors_shows_what_is_configured_and_its_health(home: Path, systems, monkeypatch, capsys):
