@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(str(exc), EXIT_USAGE)
     except (typer.Abort, KeyboardInterrupt):
         return _fail("interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - anything else is one line too: its kind and the first line of its message
+        first = (str(exc).strip().splitlines() or [""])[0]
+        return _fail(f"{type(exc).__name__}: {first}" if first else type(exc).__name__, EXIT_FAILED)
 
 
 def script() -> NoReturn:
