@@ -37,6 +37,7 @@ class Declared(BaseModel):
     cron: str
     parameters: dict = Field(default_factory=dict)
     tags: list[str] = Field(default_factory=list)
+    concurrency_limit: int | None = Field(None, ge=1)  # runs at once; the declaration's default if unset
 
     @field_validator("cron")
     @classmethod
@@ -72,6 +73,8 @@ class Declarations(BaseModel):
     timezone: str
     retries: int = Field(0, ge=0)
     retry_delay_seconds: int = Field(60, ge=0)
+    concurrency_limit: int = Field(1, ge=1)  # runs of one deployment at once, unless the deployment says otherwise
+    work_pool: str = "interlink"  # the process work pool of `prefect.yaml`
     deployments: list[Declared]
 
     @field_validator("timezone")
@@ -82,6 +85,10 @@ class Declarations(BaseModel):
         except ValidationError:
             raise ValueError(f"{timezone!r} is not a timezone: write an IANA name, e.g. Europe/Berlin or UTC") from None
         return timezone
+
+    def limit(self, deployment: Declared) -> int:
+        """How many runs of `deployment` Prefect lets run at once."""
+        return deployment.concurrency_limit or self.concurrency_limit
 
 
 def declarations_file() -> Path:
@@ -147,7 +154,7 @@ DEPLOYED = Deployed()
 
 
 def runner_deployments() -> list[RunnerDeployment]:
-    """The declared deployments, ready for `prefect.serve`; one run at a time per deployment."""
+    """The declared deployments, ready for `prefect.serve`, each with its declared concurrency limit."""
     declared = declarations()
     deployments = []
     for d in declared.deployments:
@@ -156,7 +163,7 @@ def runner_deployments() -> list[RunnerDeployment]:
             schedule=Cron(d.cron, timezone=declared.timezone),
             parameters=d.parameters,
             tags=d.tags,
-            concurrency_limit=1,
+            concurrency_limit=declared.limit(d),
         )
         # Each run loads its flow again from the entrypoint, so it must be the flow with the options,
         # not the factory inside `flows.pipeline` that `to_deployment` points at.

@@ -1,0 +1,54 @@
+"""`prefect.yaml`, generated from the declaration, so `prefect deploy --all` deploys what `interlink serve` serves.
+
+    python -m deployments.prefect_yaml > prefect.yaml    # after every change to deployments.yaml
+
+Each deployment gets its entrypoint (`deployments:DEPLOYED.<integration>.<flow>`, whose flow carries
+the declared retries: a deployment cannot), its schedule in the declared timezone, parameters, tags,
+concurrency limit and the declared work pool. The file has no `pull` steps: `prefect deploy` then adds
+Prefect's default, a `set_working_directory` to the folder it ran in, so a process worker runs the
+code installed there.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import yaml
+
+from deployments import Declarations, declarations
+
+HEADER = """\
+# Generated from deployments/deployments.yaml by `python -m deployments.prefect_yaml > prefect.yaml`: edit that file.
+# Deploy to a process work pool (see README, "Deploying"):
+#   prefect work-pool create {pool} --type process
+#   prefect deploy --all
+#   prefect worker start --pool {pool}
+"""
+
+
+def prefect_yaml(declared: Declarations) -> str:
+    """The text of `prefect.yaml` for `declared`."""
+    deployments = [
+        {
+            "name": d.name,
+            "entrypoint": d.entrypoint,
+            "schedules": [{"cron": d.cron, "timezone": declared.timezone}],
+            "parameters": d.parameters,
+            "tags": d.tags,
+            "concurrency_limit": declared.limit(d),
+            "work_pool": {"name": declared.work_pool},
+        }
+        for d in declared.deployments
+    ]
+    body = {"name": "interlink", "prefect-version": _prefect_version(), "deployments": deployments}
+    return HEADER.format(pool=declared.work_pool) + yaml.safe_dump(body, sort_keys=False, width=120)
+
+
+def _prefect_version() -> str:
+    from prefect import __version__
+
+    return __version__
+
+
+if __name__ == "__main__":
+    sys.stdout.write(prefect_yaml(declarations()))

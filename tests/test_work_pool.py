@@ -1,0 +1,121 @@
+"""The production path: a process work pool, the declared deployments deployed with `prefect deploy` from
+the generated `prefect.yaml`, and a run picked up by `prefect worker start`, all on a real Prefect server."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import yaml
+from prefect.client.orchestration import SyncPrefectClient
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from demo_systems.app import create_app
+from demo_systems.server import serve
+from deployments import declarations
+from deployments.prefect_yaml import prefect_yaml
+from interlink.ledger import Ledger
+from tests.test_deployments import BIN, prefect_server, wait_until
+
+ROOT = Path(__file__).parents[1]
+
+
+class RefuseFirst:
+    """ASGI middleware: the first `count` requests to `path` answer 401, which no task retries."""
+
+    def __init__(self, app: ASGIApp, path: str, count: int):
+        self.app, self.path, self.left = app, path, count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path and self.left > 0:
+            self.left -= 1
+            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"refused"})
+            return
+        await self.app(scope, receive, send)
+
+
+def test_prefect_yaml_is_generated_from_the_declaration():
+    """One source of truth: the committed prefect.yaml is what deployments.yaml generates."""
+    assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(declarations()), (
+        "prefect.yaml is stale: run `python -m deployments.prefect_yaml > prefect.yaml`"
+    )
+
+
+def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, tmp_path):
+    """crm_to_billing deployed with `prefect deploy` to a process pool; the CRM refuses the first two
+    attempts' logins (401: fatal, so no task retries), the declared flow retries run it again, and the
+    third attempt completes with its ledger row."""
+    declared = declarations()
+    [sync] = [d for d in declared.deployments if (d.integration, d.flow) == ("crm_to_billing", "sync")]
+    test_declared = declared.model_copy(update={"deployments": [sync], "retries": 2, "retry_delay_seconds": 1, "work_pool": "interlink-test"})
+    declaration = tmp_path / "deployments.yaml"
+    declaration.write_text(yaml.safe_dump(test_declared.model_dump(mode="json", exclude_none=True)))
+    (tmp_path / "prefect.yaml").write_text(prefect_yaml(test_declared))
+
+    crm = RefuseFirst(create_app(crm_db, api_key="k-pool"), "/customers", 2)
+    with prefect_server(tmp_path / "prefect", "sqlite") as (url, log), serve(crm) as crm_url:
+        env = {
+            **{name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")},
+            "PREFECT_API_URL": url,
+            "PREFECT_HOME": str(tmp_path / "worker-home"),
+            "PREFECT_WORKER_QUERY_SECONDS": "1",  # how often the worker asks for due runs (default 10 s)
+            "INTERLINK_DEPLOYMENTS_FILE": str(declaration),
+            "INTERLINK_CRM__BASE_URL": crm_url,
+            "INTERLINK_CRM__AUTH__KIND": "api_key",
+            "INTERLINK_CRM__AUTH__KEY": "k-pool",
+            "INTERLINK_FINANCE__BASE_URL": crm_url,
+            "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
+        }
+
+        def prefect(*args: str) -> str:
+            done = subprocess.run([BIN / "prefect", *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=180)
+            assert done.returncode == 0, f"prefect {' '.join(args)}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            return done.stdout
+
+        started = time.monotonic()
+        prefect("work-pool", "create", "interlink-test", "--type", "process")
+        prefect("deploy", "--all", "--prefect-file", str(tmp_path / "prefect.yaml"))
+        deployed_s = time.monotonic() - started
+
+        with SyncPrefectClient(api=url) as client:
+            deployment = client.read_deployment_by_name("crm_to_billing/crm_to_billing")
+            [schedule] = deployment.schedules
+            assert (schedule.schedule.cron, schedule.schedule.timezone) == (sync.cron, declared.timezone)
+            assert deployment.parameters == sync.parameters and set(sync.tags) <= set(deployment.tags)
+            assert deployment.entrypoint == "deployments:DEPLOYED.crm_to_billing.sync"
+            assert deployment.work_pool_name == "interlink-test"
+            assert deployment.global_concurrency_limit.limit == declared.limit(sync)  # Prefect enforces it, not us
+            assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
+
+            worker_log = tmp_path / "worker.log"
+            with worker_log.open("w") as out:
+                worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "interlink-test"], env=env, cwd=tmp_path,
+                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                triggered = time.monotonic()
+                flow_run = client.create_flow_run_from_deployment(deployment.id)
+                final = wait_until(lambda: (r := client.read_flow_run(flow_run.id)).state.is_final() and r, 240,
+                                   "the pooled run finishing", worker_log)
+                ran_s = time.monotonic() - triggered
+                states = [s.name for s in sorted(client.read_flow_run_states(flow_run.id), key=lambda s: s.timestamp)]
+            finally:
+                worker.send_signal(signal.SIGINT)  # what Ctrl-C does: the worker stops polling and exits
+                code = worker.wait(60)
+    assert final.state.is_completed(), (final.state, worker_log.read_text()[-3000:])
+    assert final.run_count == 3, states  # two failed attempts and the one that completed
+    assert states.count("AwaitingRetry") == 2 and states.count("Running") == 3, states
+    assert final.work_pool_name == "interlink-test"
+    assert code == 0, worker_log.read_text()[-2000:]
+    try:  # nothing the worker started is left behind
+        os.killpg(worker.pid, 0)
+        raise AssertionError(f"processes of the worker's group {worker.pid} are still running")
+    except ProcessLookupError:
+        pass
+    [row] = [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing")
+             if r["flow_run_id"] == str(flow_run.id) and r["state"] == "COMPLETED"]
+    assert row["rows_inserted"] > 4000, row
+    print(f"\nwork pool created and deployed in {deployed_s:.1f} s; triggered run completed (3 attempts) {ran_s:.1f} s later")
