@@ -78,6 +78,7 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
 
         started = time.monotonic()
         prefect("work-pool", "create", "interlink-test", "--type", "process")
+        pool_s, started = time.monotonic() - started, time.monotonic()
         prefect("deploy", "--all", "--prefect-file", str(tmp_path / "prefect.yaml"))
         deployed_s = time.monotonic() - started
 
@@ -102,6 +103,11 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
                                    "the pooled run finishing", worker_log)
                 ran_s = time.monotonic() - triggered
                 states = [s.name for s in sorted(client.read_flow_run_states(flow_run.id), key=lambda s: s.timestamp)]
+                # two runs at once: the deployment's concurrency limit (1) makes one wait for the other's slot
+                pair = [client.create_flow_run_from_deployment(deployment.id).id for _ in range(2)]
+                first, second = sorted(wait_until(lambda: all((runs := [client.read_flow_run(i) for i in pair])[n].state.is_final() for n in (0, 1)) and runs,
+                                                  120, "both runs finishing", worker_log), key=lambda r: r.start_time)
+                waited = [s.name for s in client.read_flow_run_states(second.id)]
             finally:
                 worker.send_signal(signal.SIGINT)  # what Ctrl-C does: the worker stops polling and exits
                 code = worker.wait(60)
@@ -109,6 +115,8 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
     assert final.run_count == 3, states  # two failed attempts and the one that completed
     assert states.count("AwaitingRetry") == 2 and states.count("Running") == 3, states
     assert final.work_pool_name == "interlink-test"
+    assert first.state.is_completed() and second.state.is_completed(), (first.state, second.state)
+    assert first.end_time <= second.start_time and "AwaitingConcurrencySlot" in waited, (first.end_time, second.start_time, waited)
     assert code == 0, worker_log.read_text()[-2000:]
     try:  # nothing the worker started is left behind
         os.killpg(worker.pid, 0)
@@ -118,4 +126,5 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
     [row] = [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing")
              if r["flow_run_id"] == str(flow_run.id) and r["state"] == "COMPLETED"]
     assert row["rows_inserted"] > 4000, row
-    print(f"\nwork pool created and deployed in {deployed_s:.1f} s; triggered run completed (3 attempts) {ran_s:.1f} s later")
+    print(f"\n`prefect work-pool create` {pool_s:.1f} s, `prefect deploy --all` {deployed_s:.1f} s; the triggered run completed "
+          f"(3 attempts) {ran_s:.1f} s later, {(final.end_time - final.start_time).total_seconds():.1f} s from its first start")
