@@ -458,9 +458,9 @@ def test_the_production_receiver_runs_the_integrations_deployment(home, tmp_path
          "INTERLINK_WEBHOOK_SECRETS: secret 2 of orders_to_erp is not a Standard Webhooks secret: use whsec_ and the base64"),
         ({"INTERLINK_WEBHOOK_SECRETS": '{"orders_to_erp": []}'}, "INTERLINK_WEBHOOK_SECRETS: orders_to_erp has no secret"),
         ({"INTERLINK_WEBHOOK_SECRETS": json.dumps({INTEGRATION: SECRET}), "INTERLINK_WEBHOOK_TOLERANCE_S": "0"},
-         "INTERLINK_WEBHOOK_TOLERANCE_S: Input should be greater than 0"),
+         "INTERLINK_WEBHOOK_TOLERANCE_S: input should be greater than 0"),
         ({"INTERLINK_WEBHOOK_SECRETS": json.dumps({INTEGRATION: SECRET}), "INTERLINK_WEBHOOK_MAX_BODY_BYTES": "-5"},
-         "INTERLINK_WEBHOOK_MAX_BODY_BYTES: Input should be greater than 0"),
+         "INTERLINK_WEBHOOK_MAX_BODY_BYTES: input should be greater than 0"),
     ],
 )
 def test_a_bad_webhook_setting_is_one_line_naming_it(home, monkeypatch, capsys, variables, message):
