@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal
 
+Policy = Literal["fail", "quarantine", "approve"]  # see `Gate`; a sync flow's `policy` parameter overrides the declared one
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -24,7 +26,7 @@ class Gate:
     dead-letters more than `alert_above` of what it read sends an alert.
     """
 
-    policy: Literal["fail", "quarantine", "approve"] = "quarantine"
+    policy: Policy = "quarantine"
     approve_above: float = 0.05
     approval_timeout_s: int = 3600
     approval_poll_s: float = 5.0

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property, partial
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 import great_expectations as gx
 import pandas as pd
@@ -20,11 +20,12 @@ from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import flow_run
 from prefect.states import Completed, State
+from pydantic import Field
 
 from connectors.breaker import breakers
 from data_checks.gate import GateRejected
 from data_checks.guards import staleness
-from data_checks.policy import Gate, SchemaContract
+from data_checks.policy import Gate, Policy, SchemaContract
 from flows import CHUNK_ROWS
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
@@ -156,19 +157,26 @@ def sync_flow(pipeline: Pipeline) -> Flow:
         name=pipeline.name, description=f"Sync {pipeline.source.connection} → {pipeline.target.connection}",
         **alert_hooks(pipeline),
     )
-    def sync(full_refresh: bool = False, chunk_size: int = CHUNK_ROWS) -> State:
+    def sync(
+        full_refresh: bool = False,
+        chunk_size: int = CHUNK_ROWS,
+        policy: Policy = pipeline.gate.policy,
+        approve_above: Annotated[float, Field(ge=0, le=1)] = pipeline.gate.approve_above,
+    ) -> State:
+        """`policy` and `approve_above` override the integration's declared gate for this run (a deployment's parameters)."""
         settings = Settings.load()
         source = pipeline.source
+        gated = replace(pipeline, gate=replace(pipeline.gate, policy=policy, approve_above=approve_above))
         with ledgered(pipeline, settings, "sync", None) as entry:
             since = None if full_refresh else pipeline.target.watermark(settings, pipeline.name)
             entry.since = entry.watermark = since
             caches: list[dict] = [{} for _ in pipeline.enrichers]
             newest = since
             for chunk in source.chunks(settings, since, chunk_size):
-                guard_batch(pipeline, settings, chunk, entry)
+                guard_batch(gated, settings, chunk, entry)
                 newest = later(newest, chunk.watermark)
                 mark = chunk.watermark if source.sorted and not chunk.disorder else None
-                process_batch(pipeline, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused)
+                process_batch(gated, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused)
                 source.done(settings, chunk)
                 entry.watermark = mark or entry.watermark
                 entry.checkpoint()
@@ -336,7 +344,10 @@ def ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | Non
 
 def run_report(pipeline: Pipeline, settings: Settings, entry: Entry, since: str | None) -> str:
     return str(
-        publish_report(pipeline.name, settings.home, run_name(), entry.counts, (since, entry.watermark), _target(pipeline, settings))
+        publish_report(
+            pipeline.name, settings.home, run_name(), entry.counts, (since, entry.watermark), _target(pipeline, settings),
+            entry.decision,
+        )
     )
 
 

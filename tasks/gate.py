@@ -3,30 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Literal
 
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from pydantic import Field
 
 from connectors.sql import utcnow
 from data_checks.gate import GateFailed, GateRejected, Validation
 from data_checks.guards import schema_diff, volume_problem
 from data_checks.policy import Gate, SchemaContract
 from interlink.ledger import Ledger
-from interlink.masking import mask_frame
+from interlink.masking import mask_emails, mask_frame
 
 SAMPLE_ROWS = 10
 
 
 class Approval(RunInput):
-    """The form a person fills in the Prefect UI to let a failing batch through, or not."""
+    """The form a person fills in the Prefect UI to let a failing batch through, or not.
 
-    approve: bool = False
-    approver: str = ""
-    comment: str = ""
+    Every field is required and has no default, so the Prefect server refuses an empty or blank
+    submission (it validates the input against this model's JSON schema before resuming the run).
+    """
+
+    decision: Literal["approve", "reject"] = Field(
+        title="Decision", description="approve: deliver the passing rows, dead-letter the failing ones; reject: deliver nothing"
+    )
+    approver: str = Field(title="Your name", description="who decides (kept in the run's logs, artifact and ledger)",
+                          min_length=1, max_length=100, pattern=r"\S")
+    comment: str = Field(title="Why", description="the reason for the decision, e.g. a known clean-up at the source",
+                         min_length=1, max_length=1000, pattern=r"\S")
 
 
 @task(name="schema-guard", cache_policy=NO_CACHE)
@@ -72,43 +84,76 @@ def decide(
         return None
     if not validation.batch_failures and failing <= gate.approve_above * total:
         return None
-    form = Approval.with_initial_data(description=_form(integration, rows, validation, gate, summary))
+    deadline = utcnow() + timedelta(seconds=gate.approval_timeout_s)
+    form = Approval.with_initial_data(description=_form(integration, rows, validation, gate, summary, deadline))
     on_pause(summary, {"rows": total, "rows_failing": failing})
+    get_run_logger().warning("%s: %s; waiting for a decision in the Prefect UI until %s UTC", integration, summary, f"{deadline:%Y-%m-%d %H:%M:%S}")
     try:
         answer = pause_flow_run(wait_for_input=form, timeout=gate.approval_timeout_s, poll_interval=gate.approval_poll_s)
     except FlowPauseTimeout:
         decision = f"rejected: no decision within {gate.approval_timeout_s}s ({summary})"
+        _record(integration, decision)
         raise GateRejected(f"{integration}: {decision}", decision) from None
-    verdict = "approved" if answer.approve else "rejected"
-    decision = f"{verdict} by {answer.approver or 'an unnamed person'} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ({summary})"
-    decision += f": {answer.comment}" if answer.comment else ""
-    if not answer.approve:
+    verdict = "approved" if answer.decision == "approve" else "rejected"
+    decision = f"{verdict} by {answer.approver.strip()} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ({summary}): {answer.comment.strip()}"
+    _record(integration, decision)
+    if verdict == "rejected":
         raise GateRejected(f"{integration}: {decision}", decision)
     return decision
 
 
-def _form(integration: str, rows: pd.DataFrame, validation: Validation, gate: Gate, summary: str) -> str:
-    sample = mask_frame(rows.loc[validation.row_failures.index[:SAMPLE_ROWS]], gate.sensitive)
-    reasons = validation.row_failures["reason"].str.split("; ").explode().str.split(":").str[0].value_counts()
+def _record(integration: str, decision: str) -> None:
+    """The decision in the run's logs and in an artifact of its own (`<integration>-approval`), whatever the outcome."""
+    get_run_logger().info("approval: %s", decision)
+    create_markdown_artifact(key=f"{integration.replace('_', '-')}-approval", markdown=f"# {integration}: approval\n\n{_cell(decision)}",
+                             description=f"{integration}: a person's decision on a failing batch")
+
+
+def _form(integration: str, rows: pd.DataFrame, validation: Validation, gate: Gate, summary: str, deadline: datetime) -> str:
+    """The form's text: what fails, the deadline, and the first failing rows whole, each with its reasons."""
+    failures = validation.row_failures.iloc[:SAMPLE_ROWS]
+    sample = mask_frame(rows.loc[failures.index], gate.sensitive)
+    reasons = validation.row_failures["reason"].str.split("; ").explode().map(_check).value_counts()
+    batch = [f"Batch-level expectations failed: {', '.join(validation.batch_failures)}.", ""] if validation.batch_failures else []
     return "\n".join([
         f"## {integration}: approve this batch?",
         f"**{summary}** (more than {gate.approve_above:.0%} allowed without approval).",
+        "",
+        f"**Decide by {deadline:%Y-%m-%d %H:%M} UTC** (within {_duration(gate.approval_timeout_s)}): "
+        "with no decision by then the batch is rejected.",
         "Approve: the passing rows are delivered and the failing ones dead-lettered. Reject: nothing is delivered.",
         "",
+        *batch,
         "| failing expectation | rows |",
         "|---|---|",
-        *[f"| {name} | {count} |" for name, count in reasons.items()],
+        *[f"| {_cell(name)} | {count} |" for name, count in reasons.items()],
         "",
-        f"First {len(sample)} failing rows:",
+        f"First {len(sample)} of {len(validation.row_failures)} failing rows, each whole"
+        + (f" ({', '.join(gate.sensitive)} masked)" if gate.sensitive else "") + ":",
         "",
-        *_markdown_table(sample),
+        "| # | fails | row |",
+        "|---|---|---|",
+        *(
+            f"| {n} | {_cell(', '.join(map(_check, reason.split('; '))))} | "
+            + _cell(" · ".join(f"{column}: {_value(value)}" for column, value in row.items())) + " |"
+            for n, (reason, (_, row)) in enumerate(zip(failures["reason"], sample.iterrows(), strict=True), 1)
+        ),
     ])
 
 
-def _markdown_table(frame: pd.DataFrame) -> list[str]:
-    cells = frame.astype(object).where(frame.notna(), "").map(str)
-    return [
-        "| " + " | ".join(frame.columns) + " |",
-        "|" + "---|" * len(frame.columns),
-        *("| " + " | ".join(row) + " |" for row in cells.itertuples(index=False)),
-    ]
+def _check(reason: str) -> str:
+    """`expect_…(column)` of a reason `expect_…(column): description`."""
+    return reason.split(":", 1)[0]
+
+
+def _value(value) -> str:
+    return "∅" if value is None or (not isinstance(value, list | dict) and pd.isna(value)) else str(value)
+
+
+def _cell(text: str) -> str:
+    """Text for a markdown table cell: pipes escaped, line breaks flattened, email local parts masked."""
+    return mask_emails(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _duration(seconds: int) -> str:
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"

@@ -13,9 +13,11 @@ from interlink.ledger import Counts
 
 @task(name="report", cache_policy=NO_CACHE)
 def publish_report(
-    integration: str, home: Path, run_name: str, counts: Counts, watermarks: tuple[str | None, str | None], target: str
+    integration: str, home: Path, run_name: str, counts: Counts, watermarks: tuple[str | None, str | None], target: str,
+    decision: str | None = None,
 ) -> Path:
-    """Build the run's Data Docs and publish a markdown artifact with its counts; returns the docs path."""
+    """Build the run's Data Docs and publish a markdown artifact with its counts and any person's approval
+    decision; returns the docs path."""
     ctx = context(home)
     docs = build_docs(ctx, run_name)
     failing: dict[str, int] = {}  # every expectation of the run → rows that failed it, over all batches
@@ -29,6 +31,9 @@ def publish_report(
         f"# {integration}",
         f"Target: `{target}`  ",
         f"Watermark: `{watermarks[0]}` → `{watermarks[1]}`",
+        *([f"**Quarantined**: {counts.rows_quarantined} rows dead-lettered (a warning: the run is Completed, named Quarantined)"]
+          if counts.rows_quarantined else []),
+        *(["", f"**Approval**: {decision}"] if decision else []),
         "",
         "| rows | count |",
         "|---|---|",

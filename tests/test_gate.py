@@ -6,16 +6,21 @@ import threading
 import time
 from contextlib import closing
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import pytest
 import sqlalchemy as sa
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
     FlowFilter,
     FlowFilterName,
     FlowRunFilter,
     FlowRunFilterState,
     FlowRunFilterStateType,
+    LogFilter,
+    LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
@@ -31,6 +36,7 @@ from interlink.ledger import Ledger
 from interlink.settings import Settings
 
 CRM = crm_to_billing
+CRM_COLUMNS = ["crm_id", "name", "email", "phone", "country", "crm_updated_at", "currency", "tax_rate"]  # a row as billing gets it
 
 
 def billing(home):
@@ -97,35 +103,87 @@ def paused_run(flow_name: str, thread: threading.Thread, timeout_s: float = 90):
 APPROVE = Gate(policy="approve", approve_above=0.05, approval_poll_s=0.2, approval_timeout_s=120, sensitive=("email", "phone"))
 
 
-@pytest.mark.parametrize("approve", [True, False])
-def test_approve_policy_pauses_and_a_person_decides_through_the_api(systems, sqlite_billing, home, approve):
+def flow_run_logs(run_id, needle: str, timeout_s: float = 30) -> list[str]:
+    """The run's log messages once one contains `needle` (logs reach the API in batches: polled, bounded)."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            messages = [log.message for log in client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])))]
+            if any(needle in m for m in messages) or time.monotonic() > deadline:
+                return messages
+            time.sleep(0.2)
+
+
+def artifacts(run_id) -> dict[str, str]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
+    return {a.key: a.data for a in found}
+
+
+REFUSED = [
+    {},  # an empty Submit
+    {"decision": "approve", "approver": "", "comment": "ok"},
+    {"decision": "reject", "approver": "   ", "comment": "ok"},
+    {"decision": "approve", "approver": "alice", "comment": ""},
+    {"decision": "maybe", "approver": "alice", "comment": "ok"},
+    {"approver": "alice", "comment": "ok"},
+]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_approve_policy_pauses_and_a_person_decides_through_the_api(systems, sqlite_billing, home, decision):
     with systems():
         thread, outcome = start_in_thread(sync_flow(replace(CRM, gate=APPROVE)))
         run = paused_run("crm_to_billing", thread)
         keyset = run.state.state_details.run_input_keyset
         form = read_flow_run_input(keyset["description"], run.id)
-        resume_flow_run(run.id, run_input={"approve": approve, "approver": "alice", "comment": "known CRM clean-up"})
+        schema = read_flow_run_input(keyset["schema"], run.id)
+        refusals = []
+        for run_input in REFUSED:  # the server validates the input against the form's schema and keeps the run paused
+            with pytest.raises(RuntimeError, match="Cannot resume this run") as refused:
+                resume_flow_run(run.id, run_input=run_input)
+            refusals.append(str(refused.value))
+        with get_client(sync_client=True) as client:
+            assert client.read_flow_run(run.id).state.is_paused()
+        resume_flow_run(run.id, run_input={"decision": decision, "approver": "alice", "comment": "known CRM clean-up"})
         thread.join(120)
 
-    assert "505 of 5000 rows fail" in form and "expect_column_values_to_match_regex(email)" in form
-    sample = form.split("failing rows:")[1]
-    assert "***" in sample and not re.search(r"(?<!\*\*\*)@", sample)  # emails and phones masked
+    assert sorted(schema["required"]) == ["approver", "comment", "decision"]  # the UI marks none "(Optional)"
+    assert "'decision' is a required property" in refusals[0] and "'maybe' is not one of ['approve', 'reject']" in refusals[4]
+    assert "505 of 5000 rows fail" in form and "| expect_column_values_to_match_regex(email) |" in form
+    deadline = re.search(r"\*\*Decide by (\d{4}-\d\d-\d\d \d\d:\d\d) UTC\*\* \(within 2 min 0 s\)", form)
+    assert deadline and abs((datetime.strptime(deadline[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) - run.state.timestamp).total_seconds() - 120) < 61
+    sample = form.split("failing rows, each whole (email, phone masked):")[1].strip().splitlines()[2:]
+    assert len(sample) == 10
+    for line in sample:  # each row with its own failed checks, and every column of it
+        number, fails, row = (cell.strip() for cell in line.strip("|").split(" | "))
+        assert re.fullmatch(r"expect_\w+\(\w+\)(, expect_\w+\(\w+\))*", fails), line
+        assert [part.split(": ")[0] for part in row.split(" · ")] == CRM_COLUMNS, line
+    assert "***" in "".join(sample) and not re.search(r"(?<!\*\*\*)@", "".join(sample))  # emails and phones masked
+    verdict = "approved" if decision == "approve" else "rejected"
     run_row = last_run()
-    if approve:
+    assert re.fullmatch(rf"{verdict} by alice at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(505 of 5000 rows fail\): known CRM clean-up",
+                        run_row["decision"]), run_row["decision"]
+    assert f"approval: {run_row['decision']}" in flow_run_logs(run.id, "approval: ")
+    published = artifacts(run.id)
+    assert run_row["decision"] in published["crm-to-billing-approval"]
+    if decision == "approve":
         assert outcome["state"].is_completed()
         assert billing(home)[0] == 4495 and len(DeadLetters(Settings().state_db).entries("crm_to_billing")) == 505
-        assert run_row["decision"].startswith("approved by alice at ") and run_row["decision"].endswith(": known CRM clean-up")
+        assert f"**Approval**: {run_row['decision']}" in published["crm-to-billing"]
     else:
         assert outcome["state"].is_failed()
         assert billing(home) == (0, None)
-        assert run_row["state"] == "FAILED" and run_row["decision"].startswith("rejected by alice")
+        assert run_row["state"] == "FAILED"
 
 
 def test_an_unanswered_approval_rejects_the_batch_when_it_times_out(systems, sqlite_billing, home):
     with systems():
         state = sync_flow(replace(CRM, gate=replace(APPROVE, approval_timeout_s=1)))(return_state=True)
     assert state.is_failed() and billing(home) == (0, None)
-    assert last_run()["decision"].startswith("rejected: no decision within 1s")
+    decision = last_run()["decision"]
+    assert decision.startswith("rejected: no decision within 1s")
+    assert f"approval: {decision}" in flow_run_logs(last_run()["flow_run_id"], "approval: ")
 
 
 def test_volume_guard_fails_a_run_that_reads_a_tenth_of_the_usual_rows(systems, sqlite_billing, crm_db, home):
