@@ -1,15 +1,20 @@
 """Gate policies and guards on real flow runs: fail, quarantine, approve (through Prefect's API), volume, schema."""
 
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import yaml
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -23,11 +28,14 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 from prefect.client.schemas.objects import StateType
+from prefect.exceptions import ObjectNotFound
 from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
+from prefect.settings import PREFECT_API_URL
 
 from connectors.sql import create_engine, read_watermark
 from data_checks.policy import Gate, SchemaContract
+from deployments import declarations
 from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.orders_to_erp import PIPELINE as orders_to_erp
 from flows.pipeline import sync_flow
@@ -212,3 +220,59 @@ def test_schema_contract_catches_a_renamed_field_under_freeze_and_records_it_und
         evolved = sync_flow(replace(CRM, contract=replace(renamed, on_change="evolve")))(return_state=True)
     assert evolved.is_completed() and billing(home)[0] == 4495
     assert "schema evolved from contract 2: new field 'phone' (string); missing field 'phone_number'" in last_run()["notes"]
+
+
+def test_a_deployments_policy_parameter_changes_the_gate(systems, sqlite_billing, home, tmp_path):
+    """crm_to_billing declares `quarantine`; its deployment, declared with `policy: fail` in deployments.yaml,
+    served by a runner and triggered through the Prefect API, fails the run and delivers nothing."""
+    declared = declarations()
+    [sync] = [d.model_copy(update={"parameters": {**d.parameters, "policy": "fail"}}) for d in declared.deployments
+              if (d.integration, d.flow) == ("crm_to_billing", "sync")]
+    path = tmp_path / "deployments.yaml"
+    path.write_text(yaml.safe_dump(declared.model_copy(update={"deployments": [sync], "retries": 0}).model_dump(mode="json")))
+    assert CRM.gate.policy == "quarantine"
+    with systems():
+        env = {
+            **{name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")},
+            "PREFECT_API_URL": PREFECT_API_URL.value(),  # the session's test server
+            "PREFECT_HOME": str(tmp_path / "runner"),
+            "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "INTERLINK_DEPLOYMENTS_FILE": str(path),
+        }
+        served = "from prefect import serve; from deployments import runner_deployments; serve(*runner_deployments())"
+        with (tmp_path / "serve.log").open("w") as out:
+            runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT,
+                                      cwd=Path(__file__).parents[1])
+        try:
+            with get_client(sync_client=True) as client:
+                deployment = poll(lambda: _deployment(client, "crm_to_billing/crm_to_billing"), 90, "the deployment registered", runner)
+                assert deployment.parameters["policy"] == "fail"
+                assert deployment.parameter_openapi_schema["properties"]["policy"]["enum"] == ["fail", "quarantine", "approve"]
+                flow_run = client.create_flow_run_from_deployment(deployment.id)
+                final = poll(lambda: (r := client.read_flow_run(flow_run.id)).state.is_final() and r, 180, "the run finishing", runner)
+        finally:
+            runner.terminate()
+            runner.wait(30)
+    assert final.state.is_failed() and "505 of 5000 rows fail" in final.state.message, final.state
+    row = last_run()
+    assert row["flow_run_id"] == str(flow_run.id) and row["state"] == "FAILED" and "GateFailed: crm_to_billing: 505 of 5000 rows fail" in row["error"]
+    assert billing(home) == (0, None)
+
+
+def poll(condition, timeout_s: float, what: str, process: subprocess.Popen):
+    """`condition()` once truthy, polled within a bound; fails at once if `process` (the runner) exited."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the runner exited with {process.returncode} before {what}")
+        if found := condition():
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"{what} did not happen within {timeout_s}s")
+
+
+def _deployment(client, name: str):
+    try:
+        return client.read_deployment_by_name(name)
+    except ObjectNotFound:
+        return None
