@@ -1,7 +1,10 @@
 """The data-quality report: quality over time per integration, as one self-contained HTML page.
 
-It is read from the run ledger and the dead-letter store. plotly.js is embedded once, so the page
-works offline. The local part of every email address in the page's data is masked.
+It is read from the run ledger and the dead-letter store, and lists every declared integration, those
+that never ran too. plotly.js and the styles are embedded, so the page works offline (nothing is
+fetched). Each run links to its page in the Prefect UI when the UI's address is known (Prefect's
+`PREFECT_UI_URL`, or one derived from `PREFECT_API_URL`). A person's approval decisions are listed per
+integration. The local part of every email address in the page's data is masked.
 """
 
 from __future__ import annotations
@@ -9,12 +12,13 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 import sqlalchemy as sa
+from prefect.utilities.urls import url_for
 
 from connectors.sql import utcnow
 from interlink.ledger import Ledger
@@ -26,8 +30,11 @@ LATEST = 10  # runs per integration in the table
 TOP = 10  # failing checks per integration in the table
 EXAMPLES = 3  # offending values shown per failing check
 _COLUMN = re.compile(r"\((\w+)\)$")
-_RUN_COLUMNS = ("id", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated", "rows_unchanged",
-                "rows_quarantined", "watermark", "circuits", "error")
+_RUN_COLUMNS = ("id", "flow_run_id", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated",
+                "rows_unchanged", "rows_quarantined", "watermark", "circuits", "error")
+_DECISION_COLUMNS = ("id", "flow_run_id", "started_at", "state", "decision")
+_HEADS = {"flow_run_id": "Prefect run"}
+QUARANTINED = "QUARANTINED"  # a completed run that dead-lettered rows: Prefect's state named Quarantined, a warning
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; color: #222; margin: 24px auto; max-width: 1240px; padding: 0 16px; }
 h1 { margin-bottom: 4px; } h2 { margin: 32px 0 4px; border-bottom: 2px solid #ddd; } .muted { color: #666; }
@@ -35,14 +42,16 @@ h1 { margin-bottom: 4px; } h2 { margin: 32px 0 4px; border-bottom: 2px solid #dd
 table { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f4f4f4; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.COMPLETED { color: #1a7f37; } .FAILED { color: #cf222e; font-weight: bold; } .RUNNING { color: #9a6700; }
+.COMPLETED { color: #1a7f37; } .FAILED, .CRASHED { color: #cf222e; font-weight: bold; } .RUNNING { color: #0969da; }
+.QUARANTINED { color: #9a6700; font-weight: bold; }
 """
 
 
-def build_report(state_url: str, path: Path, sensitive: dict[str, tuple[str, ...]] | None = None) -> Path:
+def build_report(state_url: str, path: Path, declared: Mapping[str, tuple[str, ...]] | None = None) -> Path:
     """Write the report on the ledger and dead letters at `state_url` to `path`; returns `path`.
 
-    `sensitive` names each integration's columns whose values are masked wherever shown.
+    `declared` names every integration (each has a section, runs or not) with its sensitive columns,
+    whose values are masked wherever shown.
     """
     ledger = Ledger(state_url)
     columns = [DEAD_LETTERS.c[name] for name in ("integration", "stage", "reason", "values", "status")]
@@ -51,24 +60,27 @@ def build_report(state_url: str, path: Path, sensitive: dict[str, tuple[str, ...
         letters = [dict(row._mapping) for row in conn.execute(sa.select(*columns))]
     runs = [run for name in names for run in ledger.runs(name, RUNS_SHOWN)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(runs, letters, sensitive or {}), encoding="utf-8")
+    path.write_text(render(runs, letters, declared or {}), encoding="utf-8")
     return path
 
 
-def render(runs: list[dict[str, Any]], letters: list[dict[str, Any]], sensitive: dict[str, tuple[str, ...]] | None = None) -> str:
-    """The page for these ledger rows (in any order) and dead-letter entries."""
-    sensitive = sensitive or {}
-    names = sorted({r["integration"] for r in runs} | {d["integration"] for d in letters})
+def render(runs: list[dict[str, Any]], letters: list[dict[str, Any]], declared: Mapping[str, tuple[str, ...]] | None = None) -> str:
+    """The page for these ledger rows (in any order) and dead-letter entries; `declared` as for `build_report`."""
+    declared = declared or {}
+    names = sorted(set(declared) | {r["integration"] for r in runs} | {d["integration"] for d in letters})
     sections, embed_js = [], iter([True])  # plotly.js goes in with the first chart only
     for name in names:
         mine = sorted((r for r in runs if r["integration"] == name), key=lambda r: r["id"])
-        charts = [_chart(fig, f"{name}-{kind}", next(embed_js, False)) for kind, fig in _figures(mine)]
+        charts = [_chart(fig, f"{name}-{kind}", next(embed_js, False)) for kind, fig in _figures(mine)] if mine else []
+        decided = [r for r in reversed(mine) if r.get("decision")]
         sections.append(
             f'<section id="{_text(name)}"><h2>{_text(name)}</h2>{_summary(mine, letters, name)}'
-            f'<div class="charts">{"".join(charts)}</div>'
-            f"<h3>Most frequent failing checks</h3>{_failing((d for d in letters if d['integration'] == name), sensitive.get(name, ()))}"
-            f"<h3>Latest runs</h3>{_table(_RUN_COLUMNS, [[r[c] for c in _RUN_COLUMNS] for r in reversed(mine[-LATEST:])])}"
-            "</section>"
+            + (f'<div class="charts">{"".join(charts)}</div>' if charts else "")
+            + f"<h3>Most frequent failing checks</h3>{_failing((d for d in letters if d['integration'] == name), declared.get(name, ()))}"
+            + "<h3>Approval decisions</h3>"
+            + (_table(_DECISION_COLUMNS, [_shown(r, _DECISION_COLUMNS) for r in decided]) if decided else "<p>None.</p>")
+            + (f"<h3>Latest runs</h3>{_table(_RUN_COLUMNS, [_shown(r, _RUN_COLUMNS) for r in reversed(mine[-LATEST:])])}" if mine else "")
+            + "</section>"
         )
     return (
         '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Interlink data quality</title>'
@@ -102,16 +114,25 @@ def _chart(fig: go.Figure, div_id: str, embed_js: bool) -> str:
     return fig.to_html(full_html=False, include_plotlyjs=embed_js, div_id=div_id, config={"displaylogo": False})
 
 
+def _shown(run: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
+    """The run's values in `columns`, its state shown as QUARANTINED when it completed with dead-lettered rows."""
+    return [_state(run) if column == "state" else run[column] for column in columns]
+
+
+def _state(run: dict[str, Any]) -> str:
+    return QUARANTINED if run["state"] == "COMPLETED" and run["rows_quarantined"] else run["state"]
+
+
 def _summary(runs: list[dict[str, Any]], letters: list[dict[str, Any]], name: str) -> str:
     if not runs:
-        return '<p class="muted">No runs recorded.</p>'
+        return '<p class="muted">No runs recorded yet: this integration has never run here.</p>'
     read = sum(r["rows_read"] for r in runs)
     delivered = sum(r["rows_inserted"] + r["rows_updated"] for r in runs)
     mine = [d for d in letters if d["integration"] == name]  # one per record, however often it failed again
     still_open = sum(d["status"] == "open" for d in mine)
     last = runs[-1]
     return (
-        f'<p>{len(runs)} runs shown; the last, run {last["id"]}, is <span class="{_text(last["state"])}">{_text(last["state"])}'
+        f'<p>{len(runs)} runs shown; the last, run {last["id"]}, is <span class="{_text(_state(last))}">{_text(_state(last))}'
         f"</span> (started {last['started_at']:%Y-%m-%d %H:%M} UTC). Read {read:,}, delivered {delivered:,}, dead-lettered "
         f"{len(mine):,} records ({len(mine) / read if read else 0:.1%} of read). Open dead letters: {still_open:,}.</p>"
     )
@@ -142,7 +163,7 @@ def _example(column: str, value: Any, sensitive: tuple[str, ...]) -> str:
 
 
 def _table(columns: tuple[str, ...], rows: list[list[Any]]) -> str:
-    head = "".join(f"<th>{_text(c.removeprefix('rows_'))}</th>" for c in columns)
+    head = "".join(f"<th>{_text(_HEADS.get(c, c.removeprefix('rows_')))}</th>" for c in columns)
     body = "".join("<tr>" + "".join(_cell(column, value) for column, value in zip(columns, row, strict=True)) + "</tr>"
                    for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
@@ -153,10 +174,21 @@ def _cell(column: str, value: Any) -> str:
         return f'<td class="n">{value if column == "id" else f"{value:,}"}</td>'
     if column == "state":
         return f'<td class="{_text(value)}">{_text(value)}</td>'
+    if column == "flow_run_id":
+        return _run_link(value)
     text = "" if value is None else f"{value:%Y-%m-%d %H:%M:%S}" if column == "started_at" else mask_emails(str(value))
-    if len(text) > 100:  # the whole text on hover
+    if len(text) > 100 and column != "decision":  # the whole text on hover (a decision is shown whole)
         return f'<td title="{_text(text)}">{_text(text[:99])}…</td>'
     return f"<td>{_text(text)}</td>"
+
+
+def _run_link(flow_run_id: str | None) -> str:
+    """The flow run's id, linked to its page in the Prefect UI when the UI's address is known."""
+    if not flow_run_id:
+        return "<td></td>"
+    url = url_for("flow-run", obj_id=flow_run_id)
+    short = _text(flow_run_id[:8])
+    return f'<td><a href="{html.escape(url)}" title="{_text(flow_run_id)}">{short}</a></td>' if url else f'<td title="{_text(flow_run_id)}">{short}</td>'
 
 
 def _text(value: Any) -> str:

@@ -1,5 +1,6 @@
 """The data-quality report: one offline HTML page per ledger, its charts rendered by a real headless browser."""
 
+import json
 import os
 import re
 import shutil
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from plotly.offline import get_plotlyjs
+from prefect.settings import PREFECT_UI_URL, temporary_settings
 
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Ledger
@@ -148,3 +150,69 @@ def test_a_record_dead_lettered_by_two_runs_counts_once(tmp_path: Path):
         letters.put("crm_to_billing", [reject("C1", "expect_column_values_to_not_be_null(email)")], None)
     text = re.sub(r"<[^>]+>", "", build_report(url, tmp_path / "quality.html").read_text())
     assert "dead-lettered 1 records (5.0% of read). Open dead letters: 1." in text
+
+
+DECLARED = {"crm_to_billing": ("email", "phone"), "inventory_to_storefront": (), "orders_to_erp": ("customer_email",)}
+RUN_ID = "5f0c6a59-8e0e-4c43-9d1e-6a3a8f0a1b2c"
+DECISION = "approved by alice at 2026-11-03 02:10:00 UTC (505 of 5000 rows fail): known CRM clean-up, ticket OPS-1234 explains why"
+
+
+@pytest.fixture
+def decided(state_url: str) -> str:
+    """The ledger of `state_url` with one more run: approved by a person, with its Prefect flow run."""
+    with Ledger(state_url).record("crm_to_billing", kind="sync", flow_run_id=RUN_ID, target="sqlite:///t.db", watermark="w0") as entry:
+        entry.counts, entry.decision = Counts(5000, 4495, 0, 0, 505), DECISION
+    return state_url
+
+
+def test_every_declared_integration_has_a_section_and_those_never_run_say_so(decided: str, tmp_path: Path):
+    html = build_report(decided, tmp_path / "quality.html", DECLARED).read_text()
+    sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', html, re.S))
+    assert list(sections) == list(DECLARED)
+    assert "No runs recorded yet: this integration has never run here." in sections["inventory_to_storefront"]
+    assert "plotly-graph-div" not in sections["inventory_to_storefront"]
+    assert re.findall(r'<div id="([\w-]+)" class="plotly-graph-div"', html) == CHARTS
+
+
+def test_decisions_and_links_to_the_runs_in_the_prefect_ui(decided: str, tmp_path: Path):
+    with temporary_settings({PREFECT_UI_URL: "http://prefect.internal:4200"}):
+        html = build_report(decided, tmp_path / "quality.html", DECLARED).read_text()
+    crm = html.split('<section id="crm_to_billing">')[1].split("</section>")[0]
+    link = f'<a href="http://prefect.internal:4200/runs/flow-run/{RUN_ID}" title="{RUN_ID}">{RUN_ID[:8]}</a>'
+    decisions = crm.split("<h3>Approval decisions</h3>")[1].split("<h3>")[0]
+    assert link in decisions and f"<td>{DECISION}</td>" in decisions  # whole, however long
+    assert link in crm.split("<h3>Latest runs</h3>")[1]
+    orders = html.split('<section id="orders_to_erp">')[1]
+    assert "<h3>Approval decisions</h3><p>None.</p>" in orders
+
+
+def test_a_run_that_quarantined_rows_shows_as_a_warning_not_a_success(decided: str, tmp_path: Path):
+    html = build_report(decided, tmp_path / "quality.html", DECLARED).read_text()
+    crm = html.split('<section id="crm_to_billing">')[1].split("</section>")[0]
+    assert 'the last, run 6, is <span class="QUARANTINED">QUARANTINED</span>' in crm
+    latest = crm.split("<h3>Latest runs</h3>")[1]
+    assert re.findall(r'<td class="(\w+)">\1</td>', latest) == ["QUARANTINED", "FAILED", "QUARANTINED", "QUARANTINED"]
+    assert ".QUARANTINED { color: #9a6700" in html
+
+
+EXTERNAL = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=["']?(?:https?:)?//""", re.IGNORECASE)
+
+
+def page_requests(chromium: str, page: Path, profile: Path) -> list[str]:
+    """The network requests that `page` made in headless Chromium (its own file loads aside), read from the browser's
+    network log: requests whose network isolation key is the file page's (the browser's own background traffic is not)."""
+    log = profile.parent / "netlog.json"
+    browse(chromium, page, profile, f"--log-net-log={log}", "--dump-dom")
+    netlog = json.loads(log.read_text())
+    start = netlog["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    return [e["params"]["url"] for e in netlog["events"]
+            if e["type"] == start and e["params"].get("network_isolation_key", "").startswith("file://")]
+
+
+def test_the_page_fetches_nothing_from_the_network(chromium: str, decided: str, tmp_path: Path):
+    page = build_report(decided, tmp_path / "quality.html", DECLARED)
+    assert not EXTERNAL.findall(page.read_text())
+    assert page_requests(chromium, page, tmp_path / "profile") == []
+    cdn = tmp_path / "cdn.html"  # the check sees a page that does fetch
+    cdn.write_text('<html><head><script src="https://cdn.example.com/x.js"></script></head><body></body></html>')
+    assert EXTERNAL.findall(cdn.read_text()) and page_requests(chromium, cdn, tmp_path / "profile2") == ["https://cdn.example.com/x.js"]
