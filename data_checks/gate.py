@@ -9,6 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
+from data_checks.offline_docs import make_offline
 from interlink.masking import mask
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -152,10 +154,13 @@ def _mask_stored(ctx: FileDataContext, run_name: str, suite: str, sensitive: tup
 
 
 def build_docs(ctx: FileDataContext, run_name: str) -> Path:
-    """Render the Data Docs pages of one run's validations; returns the site's index page."""
+    """Render the Data Docs pages of one run's validations, readable offline; returns the site's index page."""
     keys = [k for k in ctx.validation_results_store.list_keys() if k.run_id.run_name == run_name]
+    started = time.time() - 2  # file times are coarser than the clock
     ctx.build_data_docs(site_names=[SITE], resource_identifiers=keys)
-    return Path(ctx.get_docs_sites_urls(site_name=SITE)[0]["site_url"].removeprefix("file://"))
+    index = Path(ctx.get_docs_sites_urls(site_name=SITE)[0]["site_url"].removeprefix("file://"))
+    make_offline(index.parent, [page for page in index.parent.rglob("*.html") if page.stat().st_mtime >= started])
+    return index
 
 
 def _definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.ValidationDefinition:

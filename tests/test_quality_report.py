@@ -1,5 +1,6 @@
 """The data-quality report: one offline HTML page per ledger, its charts rendered by a real headless browser."""
 
+import html as html_lib
 import json
 import os
 import re
@@ -11,10 +12,13 @@ import pytest
 from plotly.offline import get_plotlyjs
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
+from data_checks.customers import billing_customers
+from data_checks.gate import build_docs, context, validate
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Ledger
 from interlink.masking import mask_emails as mask
 from interlink.quality_report import build_report, render
+from tests.test_enrich_check import batch, row
 
 EMAIL = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 RAW_EMAILS = ("alice.smith@@example.com", "bob.jones@", "dave.example.com", "jane.roe@example.com", "carol@example.org")
@@ -216,3 +220,37 @@ def test_the_page_fetches_nothing_from_the_network(chromium: str, decided: str, 
     cdn = tmp_path / "cdn.html"  # the check sees a page that does fetch
     cdn.write_text('<html><head><script src="https://cdn.example.com/x.js"></script></head><body></body></html>')
     assert EXTERNAL.findall(cdn.read_text()) and page_requests(chromium, cdn, tmp_path / "profile2") == ["https://cdn.example.com/x.js"]
+
+
+PROBE = """<script>document.title = JSON.stringify({
+  bodyMargin: getComputedStyle(document.body).marginTop,
+  jquery: typeof jQuery, bootstrapTable: typeof (window.jQuery && jQuery.fn.bootstrapTable), vegaEmbed: typeof vegaEmbed,
+  icon: (document.querySelector("i[class*='fa-']") && getComputedStyle(document.querySelector("i[class*='fa-']")).fontFamily) || ""
+});</script>"""
+
+
+def probed(chromium: str, page: Path, profile: Path) -> dict:
+    """What the browser made of `page`: a copy next to it, with a script that reads computed styles and the libraries."""
+    probe = page.with_name(f"probe-{page.name}")
+    probe.write_text(page.read_text().replace("</body>", PROBE + "</body>"))
+    dom = browse(chromium, probe, profile, "--dump-dom")
+    return json.loads(html_lib.unescape(re.search(r"<title>(\{.*?\})</title>", dom)[1]))
+
+
+def test_data_docs_render_offline_with_their_styles_and_scripts(chromium: str, tmp_path: Path):
+    """Great Expectations' pages load Bootstrap, jQuery, Font Awesome and Vega from CDNs; ours load the vendored copies."""
+    ctx = context(tmp_path)
+    validate(ctx, batch(row("C1"), row("C2", email="bad")), billing_customers(), "offline-run")
+    index = build_docs(ctx, "offline-run")
+    [page] = (tmp_path / "reports" / "validations").rglob("*.html")
+    for shown in (index, page):
+        assert not EXTERNAL.findall(shown.read_text()), shown
+        local = re.findall(r"""<(?:script|link|img)\b[^>]*?\b(?:src|href)=["']([^"'?#]+)""", shown.read_text())
+        ours = [ref for ref in local if "static/vendor/" in ref or ref.endswith("logo-long.png")]  # (GX's favicon link on
+        assert {Path(ref).name for ref in ours} >= {"bootstrap.min.css", "all.min.css", "jquery.min.js", "vega.min.js", "logo-long.png"}
+        assert [ref for ref in ours if not (shown.parent / ref).is_file()] == []  # validation pages is one level short)
+        assert page_requests(chromium, shown, tmp_path / f"profile-{shown.name}") == []
+        seen = probed(chromium, shown, tmp_path / f"probe-{shown.name}")
+        assert seen["bodyMargin"] == "0px", seen  # Bootstrap's reboot applied (a bare page has the browser's 8px)
+        assert seen["jquery"] == seen["bootstrapTable"] == seen["vegaEmbed"] == "function", seen
+    assert "Font Awesome" in probed(chromium, page, tmp_path / "probe-icons")["icon"]
