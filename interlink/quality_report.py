@@ -125,7 +125,7 @@ def _state(run: dict[str, Any]) -> str:
 
 def _summary(runs: list[dict[str, Any]], letters: list[dict[str, Any]], name: str) -> str:
     if not runs:
-        return '<p class="muted">No runs recorded yet: this integration has never run here.</p>'
+        return '<p class="muted">No runs recorded yet. This integration has never run here.</p>'
     read = sum(r["rows_read"] for r in runs)
     delivered = sum(r["rows_inserted"] + r["rows_updated"] for r in runs)
     mine = [d for d in letters if d["integration"] == name]  # one per record, however often it failed again

@@ -173,7 +173,7 @@ def test_every_declared_integration_has_a_section_and_those_never_run_say_so(dec
     html = build_report(decided, tmp_path / "quality.html", DECLARED).read_text()
     sections = dict(re.findall(r'<section id="(\w+)">(.*?)</section>', html, re.S))
     assert list(sections) == list(DECLARED)
-    assert "No runs recorded yet: this integration has never run here." in sections["inventory_to_storefront"]
+    assert "No runs recorded yet. This integration has never run here." in sections["inventory_to_storefront"]
     assert "plotly-graph-div" not in sections["inventory_to_storefront"]
     assert re.findall(r'<div id="([\w-]+)" class="plotly-graph-div"', html) == CHARTS
 
