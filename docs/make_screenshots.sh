@@ -12,8 +12,7 @@ for count in 40 15 60; do
   .venv/bin/interlink demo mutate --count "$count" >/dev/null
   .venv/bin/interlink demo run >/dev/null
 done
-.venv/bin/python -c 'import sys; from pathlib import Path; from interlink.quality_report import build_report
-build_report(sys.argv[1], Path(sys.argv[2]))' "sqlite:///$INTERLINK_HOME/interlink.db" "$scratch/quality.html"
+.venv/bin/interlink report --html "$scratch/quality.html" >/dev/null
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir="$scratch/chromium" \
   --proxy-server=127.0.0.1:9 --virtual-time-budget=5000 --window-size=1280,2000 \
   --screenshot="$PWD/docs/quality-report.png" "file://$scratch/quality.html" 2>/dev/null

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Remake docs/prefect-deployments.png and docs/prefect-run.png: a real Prefect server and
-# `interlink serve` in a scratch Interlink and Prefect home, one triggered crm_to_billing run, and
-# headless-Chromium screenshots of the Prefect UI. Needs .venv (`make install`) and chromium
+# Remake docs/prefect-deployments.png, docs/prefect-run.png, docs/prefect-approval.png and
+# docs/quality-report-live.png: a real Prefect server and `interlink serve` in a scratch Interlink and
+# Prefect home, one triggered crm_to_billing run, a second one under the approve policy that pauses for
+# approval (its form, then approved through the API), the quality report of both, and headless-Chromium
+# screenshots. Needs .venv (`make install`) and chromium
 # (`make tools`). Run from anywhere: bash docs/make_ui_screenshots.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,5 +107,40 @@ shot docs/prefect-deployments.png "$ui/deployments" 1800,600
 # artifact's page renders the markdown (counts and data checks) next to the run's details.
 [ -n "$artifact_id" ] || fail "flow run $run_id published no markdown artifact"
 shot docs/prefect-run.png "$ui/artifacts/artifact/$artifact_id" 1440,1220
-ls -l docs/prefect-deployments.png docs/prefect-run.png
+
+# 5. A full refresh under the approve policy (a deployment parameter): 505 of 5000 rows fail, so it pauses.
+run_out=$(.venv/bin/prefect deployment run crm_to_billing/crm_to_billing --param full_refresh=true \
+  --param policy=approve --param approve_above=0.01 2>&1) || fail "deployment run failed: $run_out"
+paused_id=$(grep -oE '[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}' <<<"$run_out" | head -n 1)
+py '
+import sys, time
+from prefect.client.orchestration import get_client
+deadline = time.monotonic() + 300
+with get_client(sync_client=True) as client:
+    while not (state := client.read_flow_run(sys.argv[1]).state) or not state.is_paused():
+        if (state and state.is_final()) or time.monotonic() > deadline:
+            sys.exit(f"flow run {sys.argv[1]} did not pause for approval (now {state and state.name})")
+        time.sleep(1)
+' "$paused_id" || fail "no paused run"
+.venv/bin/python docs/click_screenshot.py "$ui/runs/flow-run/$paused_id" Resume docs/prefect-approval.png 1440,1400 \
+  || fail "no screenshot of the approval form"
+py '
+import sys, time
+from prefect.client.orchestration import get_client
+from prefect.flow_runs import resume_flow_run
+resume_flow_run(sys.argv[1], run_input={"decision": "approve", "approver": "Dana (ops)", "comment": "known CRM clean-up, OPS-1234"})
+deadline = time.monotonic() + 300
+with get_client(sync_client=True) as client:
+    while not (state := client.read_flow_run(sys.argv[1]).state).is_final():
+        if time.monotonic() > deadline:
+            sys.exit(f"flow run {sys.argv[1]} did not finish after approval")
+        time.sleep(1)
+' "$paused_id" || fail "the approved run did not finish"
+
+# 6. The quality report of these runs, its runs linked to this server's UI.
+.venv/bin/interlink report --html "$scratch/quality.html" >/dev/null || fail "interlink report failed"
+chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir="$scratch/chromium-report" \
+  --proxy-server=127.0.0.1:9 --virtual-time-budget=5000 --window-size=1280,2300 \
+  --screenshot="$PWD/docs/quality-report-live.png" "file://$scratch/quality.html" >/dev/null 2>&1 || fail "no report screenshot"
+ls -l docs/prefect-deployments.png docs/prefect-run.png docs/prefect-approval.png docs/quality-report-live.png
 echo "done in $((SECONDS - started))s"

@@ -131,11 +131,9 @@ def _form(integration: str, rows: pd.DataFrame, validation: Validation, gate: Ga
         f"First {len(sample)} of {len(validation.row_failures)} failing rows, each whole"
         + (f" ({', '.join(gate.sensitive)} masked)" if gate.sensitive else "") + ":",
         "",
-        "| # | fails | row |",
-        "|---|---|---|",
-        *(
-            f"| {n} | {_cell(', '.join(map(_check, reason.split('; '))))} | "
-            + _cell(" · ".join(f"{column}: {_value(value)}" for column, value in row.items())) + " |"
+        *(  # a list, not a table: the form's dialog is narrow, and a wide table's cells would be cut off
+            f"{n}. fails {_cell(', '.join(map(_check, reason.split('; '))))}:  \n"
+            + "   " + _cell(" · ".join(f"{column}: {_value(value)}" for column, value in row.items()))
             for n, (reason, (_, row)) in enumerate(zip(failures["reason"], sample.iterrows(), strict=True), 1)
         ),
     ])
@@ -151,7 +149,7 @@ def _value(value) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text for a markdown table cell: pipes escaped, line breaks flattened, email local parts masked."""
+    """Text for one line of markdown (a table cell or a list item): pipes escaped, line breaks flattened, email local parts masked."""
     return mask_emails(text).replace("|", "\\|").replace("\n", " ")
 
 

@@ -161,12 +161,11 @@ def test_approve_policy_pauses_and_a_person_decides_through_the_api(systems, sql
     assert "505 of 5000 rows fail" in form and "| expect_column_values_to_match_regex(email) |" in form
     deadline = re.search(r"\*\*Decide by (\d{4}-\d\d-\d\d \d\d:\d\d) UTC\*\* \(within 2 min 0 s\)", form)
     assert deadline and abs((datetime.strptime(deadline[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) - run.state.timestamp).total_seconds() - 120) < 61
-    sample = form.split("failing rows, each whole (email, phone masked):")[1].strip().splitlines()[2:]
-    assert len(sample) == 10
-    for line in sample:  # each row with its own failed checks, and every column of it
-        number, fails, row = (cell.strip() for cell in line.strip("|").split(" | "))
-        assert re.fullmatch(r"expect_\w+\(\w+\)(, expect_\w+\(\w+\))*", fails), line
-        assert [part.split(": ")[0] for part in row.split(" · ")] == CRM_COLUMNS, line
+    sample = form.split("failing rows, each whole (email, phone masked):")[1].strip().splitlines()
+    assert len(sample) == 20
+    for n, (fails, row) in enumerate(zip(sample[::2], sample[1::2], strict=True), 1):  # each row's own failed checks, then all of it
+        assert re.fullmatch(rf"{n}\. fails expect_\w+\(\w+\)(, expect_\w+\(\w+\))*:  ", fails), fails
+        assert row.startswith("   ") and [part.split(": ")[0] for part in row.strip().split(" · ")] == CRM_COLUMNS, row
     assert "***" in "".join(sample) and not re.search(r"(?<!\*\*\*)@", "".join(sample))  # emails and phones masked
     verdict = "approved" if decision == "approve" else "rejected"
     run_row = last_run()
