@@ -149,9 +149,13 @@ def _value(value) -> str:
 
 
 def _cell(text: str) -> str:
-    """Text for one line of markdown (a table cell or a list item): pipes escaped, line breaks flattened, email local parts masked."""
-    return mask_emails(text).replace("|", "\\|").replace("\n", " ")
+    """Text for one line of markdown (a table cell or a list item), shown as it is: email local parts masked,
+    line breaks flattened, pipes and asterisks escaped (a masked `a***@…` would otherwise start emphasis)."""
+    return mask_emails(text).replace("\\", "\\\\").replace("|", "\\|").replace("*", "\\*").replace("\n", " ")
 
 
 def _duration(seconds: int) -> str:
-    return f"{seconds // 3600} h {seconds % 3600 // 60} min" if seconds >= 3600 else f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+    """`1 h 0 min`, `2 min 0 s` or `30 s`."""
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60} min"
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
