@@ -7,6 +7,7 @@ context under `<home>/gx`; Data Docs (HTML) are built into `<home>/reports`.
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
 import threading
 import time
@@ -28,6 +29,7 @@ from interlink.masking import mask
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 SITE = "interlink"
+log = logging.getLogger(__name__)
 _CONTEXTS: dict[Path, FileDataContext] = {}
 _DEFINITIONS: dict[tuple[str, str], tuple[dict, gx.ValidationDefinition]] = {}
 _LOCK = threading.RLock()
@@ -159,7 +161,10 @@ def build_docs(ctx: FileDataContext, run_name: str) -> Path:
     started = time.time() - 2  # file times are coarser than the clock
     ctx.build_data_docs(site_names=[SITE], resource_identifiers=keys)
     index = Path(ctx.get_docs_sites_urls(site_name=SITE)[0]["site_url"].removeprefix("file://"))
-    make_offline(index.parent, [page for page in index.parent.rglob("*.html") if page.stat().st_mtime >= started])
+    unknown = make_offline(index.parent, [page for page in index.parent.rglob("*.html") if page.stat().st_mtime >= started])
+    if unknown:
+        log.warning("Data Docs load %s, which have no local copy and need a network: add them to "
+                    "data_checks/docs_assets and VENDORED in data_checks/offline_docs.py", ", ".join(sorted(unknown)))
     return index
 
 

@@ -14,6 +14,7 @@ from prefect.settings import PREFECT_UI_URL, temporary_settings
 
 from data_checks.customers import billing_customers
 from data_checks.gate import build_docs, context, validate
+from data_checks.offline_docs import make_offline
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Ledger
 from interlink.masking import mask_emails as mask
@@ -254,3 +255,10 @@ def test_data_docs_render_offline_with_their_styles_and_scripts(chromium: str, t
         assert seen["bodyMargin"] == "0px", seen  # Bootstrap's reboot applied (a bare page has the browser's 8px)
         assert seen["jquery"] == seen["bootstrapTable"] == seen["vegaEmbed"] == "function", seen
     assert "Font Awesome" in probed(chromium, page, tmp_path / "probe-icons")["icon"]
+
+
+def test_a_data_docs_address_without_a_local_copy_is_reported_and_left(tmp_path: Path):
+    page = tmp_path / "index.html"
+    page.write_text('<script src="https://code.jquery.com/jquery-3.7.1.min.js"></script><script src="https://cdn.example.com/new.js"></script>')
+    assert make_offline(tmp_path, [page]) == {"https://cdn.example.com/new.js"}
+    assert page.read_text() == '<script src="static/vendor/jquery.min.js"></script><script src="https://cdn.example.com/new.js"></script>'
