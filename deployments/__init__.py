@@ -75,6 +75,7 @@ class Declarations(BaseModel):
     retry_delay_seconds: int = Field(60, ge=0)
     concurrency_limit: int = Field(1, ge=1)  # runs of one deployment at once, unless the deployment says otherwise
     work_pool: str = "interlink"  # the process work pool of `prefect.yaml`
+    crash_after_s: int = Field(90, ge=1)  # a run with no heartbeat for this long is Crashed (deployments/automations.py)
     deployments: list[Declared]
 
     @field_validator("timezone")

@@ -134,20 +134,28 @@ def alert_hooks(pipeline: Pipeline) -> dict[str, list[Callable]]:
     """Prefect state hooks that alert when a run of `pipeline` fails or dead-letters too much."""
 
     def failed(flow: Flow, run: FlowRun, state: State) -> None:
-        alert(pipeline.name, "FAILED", str(run.id), state.message or "")
+        alert(pipeline.name, "FAILED", str(run.id), state.message or "", deployment_id=_id(run.deployment_id))
+
+    def crashed(flow: Flow, run: FlowRun, state: State) -> None:
+        alert(pipeline.name, "CRASHED", str(run.id), state.message or "", deployment_id=_id(run.deployment_id))
 
     def completed(flow: Flow, run: FlowRun, state: State) -> None:
         summary = state.result(raise_on_failure=False)
         if isinstance(summary, dict) and summary["rows_quarantined"] > pipeline.gate.alert_above * max(summary["rows_read"], 1):
             counts = {k: v for k, v in summary.items() if k.startswith("rows_")}
-            alert(pipeline.name, "QUARANTINED", str(run.id), f"{summary['rows_quarantined']} rows dead-lettered", counts)
+            message = f"{summary['rows_quarantined']} of {summary['rows_read']} rows dead-lettered (alert above {pipeline.gate.alert_above:.0%})"
+            alert(pipeline.name, "QUARANTINED", str(run.id), message, counts, deployment_id=_id(run.deployment_id))
 
-    return {"on_failure": [failed], "on_crashed": [failed], "on_completion": [completed]}
+    return {"on_failure": [failed], "on_crashed": [crashed], "on_completion": [completed]}
+
+
+def _id(deployment_id: Any) -> str | None:
+    return str(deployment_id) if deployment_id else None
 
 
 def alert_pause(pipeline: Pipeline, summary: str, counts: dict) -> None:
     """Alert that a batch of `pipeline` waits for a person's approval."""
-    alert(pipeline.name, "PAUSED", flow_run.id, f"waiting for approval: {summary}", counts)
+    alert(pipeline.name, "PAUSED", flow_run.id, f"waiting for approval: {summary}", counts, deployment_id=flow_run.deployment_id)
 
 
 def sync_flow(pipeline: Pipeline) -> Flow:

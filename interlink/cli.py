@@ -266,14 +266,13 @@ def serve(
 
 
 def serve_deployments(settings: Settings, limit: int | None, wait_s: float) -> None:
-    from prefect import serve as prefect_serve
-
-    from deployments import declarations, runner_deployments
+    from deployments import declarations
+    from deployments.serving import serve as serve_with_heartbeats
     from flows import integration
 
     settings.require([c for d in declarations().deployments for c in integration(d.integration).connections])
     _wait_for_prefect_api(wait_s)
-    prefect_serve(*runner_deployments(), limit=limit)
+    serve_with_heartbeats(limit=limit)
 
 
 def _wait_for_prefect_api(timeout_s: float) -> None:

@@ -4,7 +4,8 @@ A run's row is RUNNING while it runs. `Entry.checkpoint()` writes its counts and
 each committed batch, so the row is true even if the process dies; the row ends COMPLETED or
 FAILED. A RUNNING row whose process is gone is marked CRASHED by the next run of any integration
 (`Ledger.record`) and by `Ledger.runs` (`interlink runs`): its Prefect flow run is set Crashed too,
-which frees its concurrency slot, and an alert is sent. Only rows of this host are judged; a run on
+which frees its concurrency slot, and an alert is sent (by the server's automation for a run of a deployment;
+that automation also crashes a deployed run whose heartbeats stopped, before any process looks). Only rows of this host are judged; a run on
 another machine is left to that machine.
 """
 
@@ -147,9 +148,8 @@ class Ledger:
                 continue
             run |= {"state": CRASHED, "error": message}
             log.warning("run %s of %s marked CRASHED: %s", run["id"], run["integration"], message)
-            if run["flow_run_id"]:
-                _crash_flow_run(run["flow_run_id"], message)
-            _alert(run, message)
+            deployment_id = _crash_flow_run(run["flow_run_id"], message) if run["flow_run_id"] else None
+            _alert(run, message, deployment_id)
             reaped.append(run)
         return reaped
 
@@ -183,12 +183,13 @@ def _alive(pid: int, started: datetime | None) -> bool:
     return started is None or abs((created - started).total_seconds()) <= PROCESS_START_TOLERANCE_S
 
 
-def _crash_flow_run(flow_run_id: str, message: str) -> None:
-    """Set Prefect flow run `flow_run_id` Crashed unless it is final already; a failure is only logged."""
+def _crash_flow_run(flow_run_id: str, message: str) -> str | None:
+    """Set Prefect flow run `flow_run_id` Crashed unless it is final already (the server's automation may have been
+    first); a failure is only logged. Returns the run's deployment id, if it has one."""
     try:
         run_uuid = uuid.UUID(flow_run_id)
     except ValueError:
-        return  # not a Prefect flow run's id
+        return None  # not a Prefect flow run's id
     try:
         from prefect.client.orchestration import get_client
         from prefect.states import Crashed
@@ -197,15 +198,18 @@ def _crash_flow_run(flow_run_id: str, message: str) -> None:
             flow_run = client.read_flow_run(run_uuid)
             if flow_run.state is None or not flow_run.state.is_final():
                 client.set_flow_run_state(run_uuid, Crashed(message=message), force=True)
+            return str(flow_run.deployment_id) if flow_run.deployment_id else None
     except Exception as exc:  # the API down or the run unknown: the ledger row is CRASHED all the same
         log.warning("could not mark Prefect flow run %s Crashed: %s: %s", flow_run_id, type(exc).__name__, exc)
+    return None
 
 
-def _alert(run: dict[str, Any], message: str) -> None:
+def _alert(run: dict[str, Any], message: str, deployment_id: str | None) -> None:
+    """Alert the crash; for a run of a deployment, the server's automation does, on the run's Crashed state."""
     from interlink.alerts import alert  # it reads the ledger itself
 
     counts = {k: v for k, v in run.items() if k.startswith("rows_")}
     try:
-        alert(run["integration"], CRASHED, run["flow_run_id"], message, counts)
+        alert(run["integration"], CRASHED, run["flow_run_id"], message, counts, deployment_id)
     except Exception as exc:  # e.g. settings that do not load: the run that reaps goes on
         log.warning("crash alert for run %s not sent: %s: %s", run["id"], type(exc).__name__, exc)

@@ -1,0 +1,45 @@
+"""`interlink serve`: the declared deployments and their automations, served by Prefect's runner in one process.
+
+Each run sends heartbeats (`automations.HEARTBEAT_S`), so the server crashes a run whose process died
+with the runner. SIGTERM (or Ctrl-C) stops the runner cleanly: the runs in progress are cancelled the
+Prefect way (state Cancelled, their processes ended, their concurrency slots released), the schedules
+are paused, and the process exits 0. Prefect 3.8.8's own SIGTERM handler calls the async `stop()` from
+inside the event loop, which only makes a coroutine that is never awaited (`RuntimeWarning: coroutine
+'Runner.astop' was never awaited`), and exits with the runs left Running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import Any
+
+from prefect.runner import Runner
+
+from deployments import runner_deployments
+from deployments.automations import HEARTBEAT_S, apply
+
+
+class StoppingRunner(Runner):
+    """Prefect's runner, whose SIGTERM cancels the runs in progress and stops it."""
+
+    def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+        # Called in the main thread, which runs the event loop: schedule the stop on the loop, never block it.
+        self._logger.info("SIGTERM received: cancelling the runs in progress and stopping")
+        loop = asyncio.get_running_loop()
+        loop.call_soon_threadsafe(lambda: setattr(self, "_stopping", loop.create_task(self.astop())))
+
+
+def serve(limit: int | None = None) -> None:
+    """Apply the automations, then serve every declared deployment until SIGTERM or Ctrl-C."""
+    apply()
+    runner = StoppingRunner(limit=limit, heartbeat_seconds=HEARTBEAT_S)
+    for deployment in runner_deployments():
+        runner.add_deployment(deployment)
+
+    async def start() -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, runner.handle_sigterm)
+        await runner.start()
+
+    asyncio.run(start())

@@ -1,0 +1,142 @@
+"""Crashed runs the Prefect way, and a clean shutdown of `interlink serve`, on a real Prefect server.
+
+A served run whose process dies with its runner (SIGKILL to the whole `interlink serve`) stops sending
+heartbeats; the automation declared with the deployments sets it Crashed, which frees the deployment's
+concurrency slot, and the next run starts at once. SIGTERM to `interlink serve` cancels its runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from prefect.client.orchestration import SyncPrefectClient
+from prefect.states import Pending
+
+from demo_systems.app import create_app
+from demo_systems.server import serve
+from interlink.ledger import Ledger
+from tests.test_deployments import _deployment, prefect_server, wait_until
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).parents[1]
+CRASH_AFTER_S = 40  # heartbeats come every 30 s (Prefect's shortest), so a live run is never taken for dead
+
+DECLARATION = f"""\
+timezone: Europe/Berlin
+crash_after_s: {CRASH_AFTER_S}
+deployments:
+  - integration: crm_to_billing
+    flow: sync
+    cron: "0 2 * * *"
+"""
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory) -> Iterator[str]:
+    with prefect_server(tmp_path_factory.mktemp("prefect"), "sqlite") as (url, _):
+        yield url
+
+
+@contextmanager
+def silent_crm() -> Iterator[str]:
+    """A CRM that accepts connections and never answers, so a run waits on it until it is stopped."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def environment(prefect_api: str, crm_url: str, home: Path, tmp_path: Path) -> dict[str, str]:
+    declaration = tmp_path / "deployments.yaml"
+    declaration.write_text(DECLARATION)
+    return {
+        **os.environ,  # INTERLINK_HOME from `home`
+        "PREFECT_API_URL": prefect_api,
+        "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+        "INTERLINK_DEPLOYMENTS_FILE": str(declaration),
+        "INTERLINK_CRM__BASE_URL": crm_url,
+        "INTERLINK_CRM__AUTH__KIND": "api_key",
+        "INTERLINK_CRM__AUTH__KEY": "k-crash",
+        "INTERLINK_CRM__TIMEOUT_S": "600",
+        "INTERLINK_FINANCE__BASE_URL": crm_url,
+        "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
+    }
+
+
+def interlink_serve(env: dict[str, str], log: Path) -> subprocess.Popen:
+    with log.open("a") as out:  # a session of its own, so the test can kill the runner with its runs
+        return subprocess.Popen([BIN / "interlink", "serve"], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)
+
+
+def running_run(client: SyncPrefectClient):
+    """A run of the crm_to_billing deployment, triggered and seen Running."""
+    deployment = wait_until(lambda: _deployment(client, "crm_to_billing/crm_to_billing"), 90, "the deployment registered")
+    flow_run = client.create_flow_run_from_deployment(deployment.id)
+    wait_until(lambda: client.read_flow_run(flow_run.id).state.is_running(), 90, "the run running")
+    return deployment, flow_run
+
+
+def ledger_rows(home: Path, flow_run_id) -> list[dict]:
+    return [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing") if r["flow_run_id"] == str(flow_run_id)]
+
+
+def test_a_run_killed_with_its_runner_is_crashed_and_the_next_run_starts_at_once(prefect_api, crm_db, home, tmp_path):
+    log = tmp_path / "serve.log"
+    with silent_crm() as crm_url, SyncPrefectClient(api=prefect_api) as client:
+        runner = interlink_serve(environment(prefect_api, crm_url, home, tmp_path), log)
+        try:
+            deployment, killed = running_run(client)
+            wait_until(lambda: ledger_rows(home, killed.id), 30, "the run's ledger row")
+        finally:
+            os.killpg(runner.pid, signal.SIGKILL)  # the runner and the run's process, with no chance to say anything
+            runner.wait(30)
+        crashed = wait_until(lambda: (r := client.read_flow_run(killed.id)).state.is_crashed() and r, CRASH_AFTER_S + 60,
+                             "the server crashing the run whose heartbeats stopped")
+    assert "no heartbeat for 40s" in crashed.state.message, crashed.state.message
+
+    with serve(create_app(crm_db, api_key="k-crash")) as crm_url, SyncPrefectClient(api=prefect_api) as client:
+        runner = interlink_serve(environment(prefect_api, crm_url, home, tmp_path), log)
+        try:
+            wait_until(lambda: _deployment(client, "crm_to_billing/crm_to_billing"), 90, "the deployment registered again")
+            next_run = client.create_flow_run_from_deployment(deployment.id)
+            final = wait_until(lambda: (r := client.read_flow_run(next_run.id)).state.is_final() and r, 120, "the next run finishing")
+            states = [s.name for s in client.read_flow_run_states(next_run.id)]
+        finally:
+            runner.terminate()
+            runner.wait(60)
+    assert final.state.is_completed(), (final.state, log.read_text()[-3000:])
+    assert "AwaitingConcurrencySlot" not in states, states  # the crashed run's slot was released
+    [dead] = ledger_rows(home, killed.id)  # the next run's ledger reaps the row of the run that died
+    assert dead["state"] == "CRASHED" and "ended without finishing" in dead["error"], dead
+    [done] = ledger_rows(home, next_run.id)
+    assert done["state"] == "COMPLETED" and done["rows_inserted"] > 4000
+
+
+def test_sigterm_to_interlink_serve_cancels_its_run_and_frees_the_slot(prefect_api, home, tmp_path):
+    log = tmp_path / "serve.log"
+    with silent_crm() as crm_url, SyncPrefectClient(api=prefect_api) as client:
+        runner = interlink_serve(environment(prefect_api, crm_url, home, tmp_path), log)
+        try:
+            deployment, stopped = running_run(client)
+            runner.send_signal(signal.SIGTERM)
+            assert runner.wait(60) == 0, log.read_text()[-3000:]
+        finally:
+            if runner.poll() is None:
+                os.killpg(runner.pid, signal.SIGKILL)
+        final = client.read_flow_run(stopped.id)
+        after = client.create_flow_run_from_deployment(deployment.id)
+        accepted = client.set_flow_run_state(after.id, Pending()).status.value
+    output = log.read_text()
+    assert final.state.is_cancelled(), (final.state, output[-3000:])
+    assert accepted == "ACCEPT", "the stopped run still holds the deployment's concurrency slot"
+    assert "never awaited" not in output and "Traceback" not in output, output[-3000:]
+    [row] = ledger_rows(home, stopped.id)
+    assert row["state"] != "RUNNING", row
