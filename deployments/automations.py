@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 
 from deployments import declarations
-from interlink.alerts import AUTOMATIONS, QUARANTINED_EVENT
+from interlink.alerts import AUTOMATIONS, QUARANTINED_EVENT, ui_url
 from interlink.settings import Settings
 
 HEARTBEAT_S = 30  # Prefect's shortest heartbeat interval (prefect.flow_engine.MINIMUM_HEARTBEAT_INTERVAL)
@@ -55,11 +55,12 @@ def crash_zombies(crash_after_s: int) -> AutomationCore:
 
 
 def _payload(state: str, message: str, counts: str = "null") -> str:
-    """The alert's JSON, as `interlink.alerts` sends it; rendered by the server for the triggering run."""
+    """The alert's JSON, as `interlink.alerts` sends it; rendered by the server for the triggering run. The link's
+    base is the UI as this process knows it (a server started without PREFECT_UI_URL renders `ui_url` as None)."""
     return (
         '{"integration": {{ flow.name|tojson }}, "state": "' + state + '", "message": ' + message + ", "
         '"counts": ' + counts + ', "flow_run_id": "{{ flow_run.id }}", "deployment": {{ deployment.name|tojson }}, '
-        '"link": "{{ flow_run|ui_url }}"}'
+        '"link": "' + ui_url() + '/runs/flow-run/{{ flow_run.id }}"}'
     )
 
 
@@ -80,7 +81,7 @@ def alerts(block_id) -> list[AutomationCore]:
     return [
         alert("FAILED", "prefect.flow-run.Failed", _payload("FAILED", STATE_MESSAGE)),
         alert("CRASHED", "prefect.flow-run.Crashed", _payload("CRASHED", STATE_MESSAGE)),
-        alert("PAUSED", "prefect.flow-run.Paused", _payload("PAUSED", '"waiting for approval: {{ flow_run|ui_url }}"')),
+        alert("PAUSED", "prefect.flow-run.Paused", _payload("PAUSED", '"waiting for approval: open the run to approve or reject it"')),
         alert("QUARANTINED", QUARANTINED_EVENT,
               _payload("QUARANTINED", "{{ event.payload.message|tojson }}", "{{ event.payload.counts|tojson }}")),
     ]

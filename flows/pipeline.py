@@ -18,7 +18,7 @@ import great_expectations as gx
 import pandas as pd
 from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, State
 from pydantic import Field
 
@@ -155,7 +155,7 @@ def _id(deployment_id: Any) -> str | None:
 
 def alert_pause(pipeline: Pipeline, summary: str, counts: dict) -> None:
     """Alert that a batch of `pipeline` waits for a person's approval."""
-    alert(pipeline.name, "PAUSED", flow_run.id, f"waiting for approval: {summary}", counts, deployment_id=flow_run.deployment_id)
+    alert(pipeline.name, "PAUSED", flow_run.id, f"waiting for approval: {summary}", counts, deployment_id=deployment.id)
 
 
 def sync_flow(pipeline: Pipeline) -> Flow:

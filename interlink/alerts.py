@@ -57,12 +57,17 @@ def alert(
         "message": message,
         "counts": counts if counts is not None else _ledgered_counts(settings, integration, flow_run_id),
         "flow_run_id": flow_run_id,
-        "link": f"{PREFECT_UI_URL.value() or 'http://127.0.0.1:4200'}/runs/flow-run/{flow_run_id}",
+        "link": f"{ui_url()}/runs/flow-run/{flow_run_id}",
     }
     try:
         httpx.post(settings.alert_url, json=payload, timeout=5).raise_for_status()
     except httpx.HTTPError as exc:
         log.warning("alert for %s (%s) not delivered: %s", integration, state, type(exc).__name__)
+
+
+def ui_url() -> str:
+    """The Prefect UI's address, for links to runs."""
+    return PREFECT_UI_URL.value() or "http://127.0.0.1:4200"
 
 
 def _automated(state: str) -> bool:

@@ -18,11 +18,13 @@ from pathlib import Path
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.states import Pending
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
 from interlink.ledger import Ledger
+from tests.test_alerts import sink
 from tests.test_deployments import _deployment, prefect_server, wait_until
 
 BIN = Path(sys.executable).parent
@@ -84,23 +86,36 @@ def running_run(client: SyncPrefectClient):
     return deployment, flow_run
 
 
+def heartbeats(client: SyncPrefectClient, flow_run_id) -> list:
+    found = EventFilter(event=EventNameFilter(name=["prefect.flow-run.heartbeat"]),
+                        resource=EventResourceFilter(id=[f"prefect.flow-run.{flow_run_id}"]))
+    return client.read_events(found, limit=1).events  # the default, 100, is over the server's maximum, 50
+
+
 def ledger_rows(home: Path, flow_run_id) -> list[dict]:
     return [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing") if r["flow_run_id"] == str(flow_run_id)]
 
 
-def test_a_run_killed_with_its_runner_is_crashed_and_the_next_run_starts_at_once(prefect_api, crm_db, home, tmp_path):
+def test_a_run_killed_with_its_runner_is_crashed_alerted_and_the_next_run_starts_at_once(prefect_api, crm_db, home, tmp_path):
     log = tmp_path / "serve.log"
-    with silent_crm() as crm_url, SyncPrefectClient(api=prefect_api) as client:
-        runner = interlink_serve(environment(prefect_api, crm_url, home, tmp_path), log)
+    app, received = sink()
+    with silent_crm() as crm_url, SyncPrefectClient(api=prefect_api) as client, serve(app) as sink_url:
+        env = environment(prefect_api, crm_url, home, tmp_path) | {"INTERLINK_ALERT_URL": f"{sink_url}/alerts"}
+        runner = interlink_serve(env, log)  # it applies the automations, the alerts' too
         try:
             deployment, killed = running_run(client)
+            # The automation watches runs that sent a heartbeat (one that dies before its first reaches the server is
+            # left to the ledger's reaper, the next run on its machine).
+            wait_until(lambda: heartbeats(client, killed.id), 60, "the run's first heartbeat at the server")
             wait_until(lambda: ledger_rows(home, killed.id), 30, "the run's ledger row")
         finally:
             os.killpg(runner.pid, signal.SIGKILL)  # the runner and the run's process, with no chance to say anything
             runner.wait(30)
         crashed = wait_until(lambda: (r := client.read_flow_run(killed.id)).state.is_crashed() and r, CRASH_AFTER_S + 60,
                              "the server crashing the run whose heartbeats stopped")
+        [alert] = wait_until(lambda: [p for p in received if p["flow_run_id"] == str(killed.id)], 30, "the crash alert")
     assert "no heartbeat for 40s" in crashed.state.message, crashed.state.message
+    assert (alert["state"], alert["integration"], alert["message"]) == ("CRASHED", "crm_to_billing", crashed.state.message)
 
     with serve(create_app(crm_db, api_key="k-crash")) as crm_url, SyncPrefectClient(api=prefect_api) as client:
         runner = interlink_serve(environment(prefect_api, crm_url, home, tmp_path), log)
