@@ -1,6 +1,10 @@
 """Alerts reach a local HTTP sink when a run fails, quarantines too much, or waits for approval."""
 
+import os
+import subprocess
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -12,6 +16,8 @@ from demo_systems.server import serve
 from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.pipeline import sync_flow
 from tests.conftest import API_KEY
+
+ROOT = Path(__file__).parents[1]
 
 
 def sink() -> tuple[Starlette, list[dict]]:
@@ -50,3 +56,69 @@ def test_alerts_say_what_happened_with_counts_and_a_link_and_no_secret(systems, 
     assert str(relaxed.state_details.flow_run_id) not in by_run
     assert [p["state"] for p in by_run[str(timed_out.state_details.flow_run_id)]] == ["PAUSED", "FAILED"]
     assert "wrong-key-for-alert" not in str(received) and API_KEY not in str(received)
+
+
+# Deployed runs: the Prefect server alerts, through the automations declared with the deployments.
+STRICT = sync_flow(replace(crm_to_billing, gate=Gate(alert_above=0.05)))  # its 505 of 5100 rows dead-lettered are too many
+WAITING = sync_flow(replace(crm_to_billing, gate=Gate(policy="approve", approval_timeout_s=3, approval_poll_s=0.5)))
+
+
+def served() -> list:
+    """Three deployments of crm_to_billing: as shipped, with a strict alert share, and waiting for approval."""
+    deployments = []
+    for name, flow, entrypoint in [("plain", crm_to_billing.sync, "flows.crm_to_billing:PIPELINE.sync"),
+                                   ("strict", STRICT, f"{__name__}:STRICT"), ("waiting", WAITING, f"{__name__}:WAITING")]:
+        deployment = flow.to_deployment(name=name, parameters={"full_refresh": True})
+        deployment.entrypoint = entrypoint
+        deployments.append(deployment)
+    return deployments
+
+
+def test_deployed_runs_are_alerted_by_the_servers_automations(crm_db, home, tmp_path, monkeypatch):
+    from prefect.client.orchestration import SyncPrefectClient
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from demo_systems.app import create_app
+    from deployments import automations
+    from tests.test_deployments import _deployment, prefect_server, wait_until
+
+    app, received = sink()
+    with prefect_server(tmp_path / "prefect", "sqlite") as (api, server_log), serve(app) as sink_url, \
+            serve(create_app(crm_db, api_key=API_KEY)) as crm_url, temporary_settings({PREFECT_API_URL: api}):
+        monkeypatch.setenv("INTERLINK_ALERT_URL", f"{sink_url}/alerts")
+        names = automations.apply()
+        assert automations.apply() == names  # idempotent: updated, not duplicated
+        env = {
+            **os.environ, "PREFECT_API_URL": api, "PREFECT_RUNNER_POLL_FREQUENCY": "1",
+            "INTERLINK_CRM__BASE_URL": crm_url, "INTERLINK_CRM__AUTH__KIND": "api_key", "INTERLINK_CRM__AUTH__KEY": API_KEY,
+            "INTERLINK_FINANCE__BASE_URL": crm_url, "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
+        }
+        code = f"from prefect import serve; from {__name__} import served; serve(*served())"
+        with (tmp_path / "serve.log").open("w") as out:
+            runner = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        try:
+            with SyncPrefectClient(api=api) as client:
+                assert len(client.read_automations()) == len(names) == 5
+                runs, finals = {}, {}
+                for name in ("plain", "strict", "waiting"):
+                    deployment = wait_until(lambda n=name: _deployment(client, f"crm_to_billing/{n}"), 90, f"deployment {name}")
+                    runs[name] = client.create_flow_run_from_deployment(deployment.id).id
+                    finals[name] = wait_until(lambda r=runs[name]: (f := client.read_flow_run(r)).state.is_final() and f, 120, f"the {name} run ending")
+        finally:
+            runner.terminate()
+            runner.wait(60)
+
+        def alerts_of(run_id) -> list[str]:
+            return [p["state"] for p in received if p["flow_run_id"] == str(run_id)]
+
+        wait_until(lambda: alerts_of(runs["strict"]) and len(alerts_of(runs["waiting"])) == 2, 120, f"the server's alerts (so far {received})", server_log)
+    by_state = {(p["flow_run_id"], p["state"]): p for p in received}
+    assert alerts_of(runs["plain"]) == []  # 505 of 5100 dead-lettered is under its 10 % share
+    quarantine = by_state[(str(runs["strict"]), "QUARANTINED")]
+    assert alerts_of(runs["strict"]) == ["QUARANTINED"] and quarantine["counts"]["rows_quarantined"] == 505
+    assert quarantine["integration"] == "crm_to_billing" and quarantine["deployment"] == "strict"
+    assert quarantine["link"].endswith(f"/runs/flow-run/{runs['strict']}") and "505 of 5100 rows" in quarantine["message"]
+    assert sorted(alerts_of(runs["waiting"])) == ["FAILED", "PAUSED"]
+    assert finals["waiting"].state.is_failed()  # the pause expired: Prefect's message, which the alert carries
+    assert by_state[(str(runs["waiting"]), "FAILED")]["message"] == finals["waiting"].state.message
+    assert API_KEY not in str(received)
