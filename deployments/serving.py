@@ -23,11 +23,19 @@ from deployments.automations import HEARTBEAT_S, apply
 class StoppingRunner(Runner):
     """Prefect's runner, whose SIGTERM cancels the runs in progress and stops it."""
 
+    _stop_requested = False
+
     def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
         # Called in the main thread, which runs the event loop: schedule the stop on the loop, never block it.
+        if self._stop_requested:  # a second signal while the runs are being cancelled
+            return
+        self._stop_requested = True
         self._logger.info("SIGTERM received: cancelling the runs in progress and stopping")
         loop = asyncio.get_running_loop()
-        loop.call_soon_threadsafe(lambda: setattr(self, "_stopping", loop.create_task(self.astop())))
+        loop.call_soon_threadsafe(self._begin_stop, loop)
+
+    def _begin_stop(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._stopping = loop.create_task(self.astop())  # kept, so the task is not collected before it ends
 
 
 def serve(limit: int | None = None) -> None:

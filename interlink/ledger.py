@@ -2,7 +2,8 @@
 
 A run's row is RUNNING while it runs. `Entry.checkpoint()` writes its counts and watermark after
 each committed batch, so the row is true even if the process dies; the row ends COMPLETED or
-FAILED. A RUNNING row whose process is gone is marked CRASHED by the next run of any integration
+FAILED. A RUNNING row whose process is gone is marked CRASHED (CANCELLED, if Prefect has its flow run Cancelled,
+e.g. by a stopped `interlink serve`) by the next run of any integration
 (`Ledger.record`) and by `Ledger.runs` (`interlink runs`): its Prefect flow run is set Crashed too,
 which frees its concurrency slot, and an alert is sent (by the server's automation for a run of a deployment;
 that automation also crashes a deployed run whose heartbeats stopped, before any process looks). Only rows of this host are judged; a run on
@@ -12,6 +13,7 @@ another machine is left to that machine.
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import uuid
 from collections.abc import Iterator
@@ -22,13 +24,15 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
+from prefect.client.schemas.objects import State
+from prefect.exceptions import TerminationSignal
 
 from connectors.sql import utcnow
 from interlink.state import RUNS, state_engine
 
 log = logging.getLogger(__name__)
 
-RUNNING, COMPLETED, FAILED, CRASHED = "RUNNING", "COMPLETED", "FAILED", "CRASHED"
+RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED = "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"
 PROCESS_START_TOLERANCE_S = 1.0  # a pid whose process started further from the recorded time is another process
 
 
@@ -80,7 +84,8 @@ class Ledger:
 
     @contextmanager
     def record(self, integration: str, *, kind: str, flow_run_id: str | None, target: str, watermark: str | None) -> Iterator[Entry]:
-        """Ledger a run: RUNNING now, then COMPLETED, or FAILED with the error if the block raises.
+        """Ledger a run: RUNNING now, then COMPLETED, or FAILED with the error if the block raises (CANCELLED if
+        it was stopped by a signal).
 
         Runs of this host whose process died are marked CRASHED first (see `reap`)."""
         self.reap()
@@ -97,6 +102,9 @@ class Ledger:
         entry._row = (self, run_id)
         try:
             yield entry
+        except TerminationSignal as exc:  # stopped on purpose, e.g. `interlink serve` cancelling its runs as it stops
+            self._write(run_id, entry, CANCELLED, f"stopped by {signal.Signals(exc.signal).name}: the process running it was asked to stop")
+            raise
         except BaseException as exc:
             self._write(run_id, entry, FAILED, f"{type(exc).__name__}: {exc}"[:2000])
             raise
@@ -125,7 +133,7 @@ class Ledger:
     def reap(self) -> list[dict[str, Any]]:
         """Mark CRASHED every RUNNING run of this host whose process is gone, or whose pid another process now
         has; returns those runs. Each one's Prefect flow run is set Crashed if it is not final yet (freeing its
-        concurrency slot), and an alert is sent. Runs of other hosts, and runs ledgered before the ledger knew
+        concurrency slot), and an alert is sent; a run Prefect has Cancelled is marked CANCELLED instead. Runs of other hosts, and runs ledgered before the ledger knew
         their process, are left alone."""
         host = socket.gethostname()
         query = sa.select(RUNS).where(RUNS.c.state == RUNNING, RUNS.c.host == host, RUNS.c.pid.is_not(None))
@@ -133,23 +141,31 @@ class Ledger:
             dead = [dict(row._mapping) for row in conn.execute(query) if not _alive(row.pid, row.process_started_at)]
         reaped = []
         for run in dead:
-            message = (
+            # a run stopped on purpose (e.g. `interlink serve` was stopped) is CANCELLED, as Prefect has it
+            cancelled = _cancelled(run["flow_run_id"]) if run["flow_run_id"] else None
+            why = (
+                f"cancelled in Prefect ({cancelled.message or 'no reason given'}), and its process (pid {run['pid']} on {host}) ended"
+                if cancelled else
                 f"the process running this run (pid {run['pid']} on {host}) ended without finishing it "
-                f"(killed, out of memory, or the machine stopped); found at {utcnow():%Y-%m-%d %H:%M:%S} UTC. "
+                "(killed, out of memory, or the machine stopped)"
+            )
+            message = (
+                f"{why}; found at {utcnow():%Y-%m-%d %H:%M:%S} UTC. "
                 "Its counts and watermark are those of its last committed batch; the next sync resumes from there."
             )
             with self._engine.begin() as conn:
                 won = conn.execute(
                     RUNS.update()
                     .where(RUNS.c.id == run["id"], RUNS.c.state == RUNNING)  # another reaper may have been first
-                    .values(state=CRASHED, finished_at=utcnow(), error=message)
+                    .values(state=CANCELLED if cancelled else CRASHED, finished_at=utcnow(), error=message)
                 ).rowcount
             if not won:
                 continue
-            run |= {"state": CRASHED, "error": message}
-            log.warning("run %s of %s marked CRASHED: %s", run["id"], run["integration"], message)
-            deployment_id = _crash_flow_run(run["flow_run_id"], message) if run["flow_run_id"] else None
-            _alert(run, message, deployment_id)
+            run |= {"state": CANCELLED if cancelled else CRASHED, "error": message}
+            log.warning("run %s of %s marked %s: %s", run["id"], run["integration"], run["state"], message)
+            if not cancelled:
+                deployment_id = _crash_flow_run(run["flow_run_id"], message) if run["flow_run_id"] else None
+                _alert(run, message, deployment_id)
             reaped.append(run)
         return reaped
 
@@ -181,6 +197,18 @@ def _alive(pid: int, started: datetime | None) -> bool:
     except psutil.Error:  # e.g. access denied: it exists, and cannot be told apart; leave it
         return True
     return started is None or abs((created - started).total_seconds()) <= PROCESS_START_TOLERANCE_S
+
+
+def _cancelled(flow_run_id: str) -> State | None:
+    """The Cancelled state of Prefect flow run `flow_run_id`, if that is its state; None otherwise or when unknown."""
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            state = client.read_flow_run(uuid.UUID(flow_run_id)).state
+    except Exception:  # not a Prefect id, the API down or the run unknown: judged as crashed
+        return None
+    return state if state is not None and state.is_cancelled() else None
 
 
 def _crash_flow_run(flow_run_id: str, message: str) -> str | None:
