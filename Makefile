@@ -48,25 +48,25 @@ clean:
 	rm -rf $(VENV) .interlink
 
 # What the data-quality gate costs as a share of a full CRM → billing sync (writes benchmarks/results/gate.json).
-# Uses the existing .venv as is (run `make install` first on a fresh machine).
+# Installs the .venv first if missing.
 N ?= 1000000
 .PHONY: bench-gate
-bench-gate:
+bench-gate: $(INSTALLED)
 	$(BIN)/python benchmarks/gate_share.py --n $(N)
 
 # Interlink against a hand-written httpx + COPY baseline and dlt: full and incremental syncs of N rows from a REST
 # source into the machine's PostgreSQL, 3 repetitions (writes benchmarks/results/latest.json, latest.md, bench-<N>.json).
-# `make bench` is N=100000; `make bench N=1000000` the full size. Uses the existing .venv, adding the bench extra (dlt).
+# `make bench` is N=100000; `make bench N=1000000` the full size. Installs the .venv if missing, adding the bench extra (dlt).
 BENCH_PG ?= postgresql://postgres@127.0.0.1:5432/test
 .PHONY: bench
 bench: N = 100000
-bench:
+bench: $(INSTALLED)
 	$(BIN)/python -c 'import dlt, pyinstrument' 2>/dev/null || $(BIN)/pip install --quiet --constraint constraints.txt --editable '.[bench]'
 	$(BIN)/python benchmarks/bench.py --n $(N) --repeat 3 --pg $(BENCH_PG) --profile
 
 # The same CPU-heavy CRM → billing sync of N rows in 1 and in 2 partitions on a local Dask cluster (one single-threaded
-# worker process per core), medians of 3 (writes benchmarks/results/scale_out.json). Uses the existing .venv as is.
+# worker process per core), medians of 3 (writes benchmarks/results/scale_out.json). Installs the .venv if missing.
 .PHONY: bench-scale
 bench-scale: N = 200000
-bench-scale:
+bench-scale: $(INSTALLED)
 	$(BIN)/python benchmarks/scale_out.py --n $(N)
