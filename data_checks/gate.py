@@ -19,9 +19,11 @@ from typing import Any
 
 import great_expectations as gx
 import pandas as pd
+from great_expectations.core import ExpectationSuiteValidationResult
 from great_expectations.core.run_identifier import RunIdentifier
 from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
+from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
 from data_checks.offline_docs import make_offline
 from interlink.masking import mask
@@ -111,7 +113,7 @@ def validate(
         run_id=RunIdentifier(run_name=run_name),
     )
     if any(not o.success and o.expectation_config.kwargs.get("column") in sensitive for o in result.results):
-        _mask_stored(ctx, run_name, suite.name, sensitive)
+        _mask_stored(ctx, result, sensitive)
     reasons: dict[Any, list[str]] = {}
     values: dict[Any, dict[str, Any]] = {}
     batch_failures, expectations = [], []
@@ -136,23 +138,26 @@ def validate(
     return Validation(suite.name, failures, batch_failures, expectations)
 
 
-def _mask_stored(ctx: FileDataContext, run_name: str, suite: str, sensitive: tuple[str, ...]) -> None:
-    """Mask the offending values of sensitive columns in the stored results that Data Docs render."""
+def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult, sensitive: tuple[str, ...]) -> None:
+    """Mask the offending values of sensitive columns in the stored copy of `result` (the one Data Docs render);
+    only that one: the results stored before it were masked when they were made."""
     store = ctx.validation_results_store
-    for key in store.list_keys():
-        if key.run_id.run_name != run_name or key.expectation_suite_identifier.name != suite:
+    key = ValidationResultIdentifier(
+        expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+        run_id=result.meta["run_id"],
+        batch_identifier=result.batch_id,
+    )
+    stored = store.get(key)
+    for outcome in stored.results:
+        if outcome.expectation_config.kwargs.get("column") not in sensitive:
             continue
-        stored = store.get(key)
-        for outcome in stored.results:
-            if outcome.expectation_config.kwargs.get("column") not in sensitive:
-                continue
-            details = outcome.result
-            for name in ("partial_unexpected_list", "unexpected_list"):
-                if details.get(name):
-                    details[name] = [mask(v) for v in details[name]]
-            for counted in details.get("partial_unexpected_counts") or []:
-                counted["value"] = mask(counted["value"])
-        store.set(key, stored)
+        details = outcome.result
+        for name in ("partial_unexpected_list", "unexpected_list"):
+            if details.get(name):
+                details[name] = [mask(v) for v in details[name]]
+        for counted in details.get("partial_unexpected_counts") or []:
+            counted["value"] = mask(counted["value"])
+    store.set(key, stored)
 
 
 def build_docs(ctx: FileDataContext, run_name: str) -> Path:

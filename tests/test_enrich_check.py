@@ -184,3 +184,19 @@ def test_build_docs_renders_only_the_named_run(ctx, tmp_path):
     build_docs(ctx, "second-run")
     runs = {p.parent.parent.name for p in (tmp_path / "reports" / "validations").rglob("*.html")}
     assert runs == {"second-run"}
+
+
+def test_every_chunk_of_a_run_is_stored_masked_and_written_once(ctx, monkeypatch):
+    store = ctx.validation_results_store
+    writes = []
+    set_value = store.set
+    monkeypatch.setattr(store, "set", lambda key, value, **kw: writes.append(key) or set_value(key, value, **kw))
+    for number in range(4):
+        chunk = batch(row(f"C{number}", email=f"leak{number}@nowhere", phone="+0123"), start=number * 10)
+        validate(ctx, chunk, billing_customers(), "chunked", sensitive=("email", "phone"))
+    keys = [k for k in store.list_keys() if k.run_id.run_name == "chunked"]
+    assert len(keys) == 4 and sorted(map(str, writes)) == sorted(map(str, keys * 2))  # stored by GX, then masked
+    for key in keys:
+        failed = [o.result for o in store.get(key).results if not o.success]
+        shown = [v for r in failed for v in r.get("partial_unexpected_list", []) + r.get("unexpected_list", [])]
+        assert shown and not any("leak" in str(v) or v == "+0123" for v in shown)
