@@ -101,7 +101,7 @@ def sync_partition(pipeline: Pipeline, settings: Settings, since: str | None, un
     caches: list[dict] = [{} for _ in pipeline.enrichers]
     for chunk in pipeline.source.before(until).chunks(settings, since, chunk_size):
         guard_batch(pipeline, settings, replace(chunk, last=False), entry)  # the flow judges the run's volume
-        process_batch(pipeline, settings, chunk.records, caches, None, RESOLVED, entry, chunk.refused)
+        process_batch(pipeline, settings, chunk.records, caches, None, RESOLVED, entry, chunk.refused, chunk.moments)
         entry.watermark = later(entry.watermark, chunk.watermark)
     return entry
 

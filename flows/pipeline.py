@@ -184,7 +184,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
                 guard_batch(gated, settings, chunk, entry)
                 newest = later(newest, chunk.watermark)
                 mark = chunk.watermark if source.sorted and not chunk.disorder else None
-                process_batch(gated, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused)
+                process_batch(gated, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused, chunk.moments)
                 source.done(settings, chunk)
                 entry.watermark = mark or entry.watermark
                 entry.checkpoint()
@@ -251,6 +251,7 @@ def process_batch(
     settled: str,
     entry: Entry,
     refused: tuple[tuple[Any, str], ...] = (),
+    moments: pd.Series | None = None,
 ) -> None:
     """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run.
 
@@ -262,7 +263,7 @@ def process_batch(
         return
     dead = partial(quarantined_at, pipeline, settings, raw)
     quarantined = quarantine_records(settings.state_db, pipeline.name, refused, pipeline.source_key, flow_run.id) if refused else 0
-    raw, failed = admit(raw, pipeline.contract, pipeline.source.cursor)
+    raw, failed = admit(raw, pipeline.contract, pipeline.source.cursor, moments)
     quarantined += dead("ingest", failed)
     admitted = raw.drop(failed.index)
     rows, failures = shape(pipeline, settings, admitted, caches)

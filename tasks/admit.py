@@ -39,8 +39,11 @@ def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str
     return pd.DataFrame.from_records(objects), refused
 
 
-def admit(raw: pd.DataFrame, contract: SchemaContract | None, cursor: str | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`raw` with the contract's missing fields as nulls, and the refused records (`reason`, `values`), indexed like it."""
+def admit(
+    raw: pd.DataFrame, contract: SchemaContract | None, cursor: str | None, moments: pd.Series | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """`raw` with the contract's missing fields as nulls, and the refused records (`reason`, `values`), indexed like it.
+    `moments`: the cursor column's `times`, when the batch's reader parsed them already."""
     if contract and (missing := [f for f in contract.fields if f not in raw.columns]):
         raw = raw.assign(**dict.fromkeys(missing))
     reasons: dict[Any, list[str]] = {}
@@ -55,7 +58,7 @@ def admit(raw: pd.DataFrame, contract: SchemaContract | None, cursor: str | None
             refuse(index, field, f"{wrong} where the contract says {kind}")
     if cursor and cursor in raw.columns and not pd.api.types.is_numeric_dtype(raw[cursor]):
         column = raw[cursor]
-        moments = times(column)
+        moments = times(column) if moments is None else moments
         for index in moments.index[moments > horizon()]:
             refuse(index, cursor, f"{column[index]} is in the future (more than {FUTURE / timedelta(hours=1):g} h ahead): it would move the watermark past every later change")
     if not reasons:

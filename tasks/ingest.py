@@ -32,7 +32,7 @@ from connectors.sql import (
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
 from tasks.admit import frame_records, records_frame
-from tasks.watermark import newest, order_break, positions
+from tasks.watermark import cursor_times, newest, order_break, positions
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class Chunk:
     last: bool = True
     refused: tuple[tuple[Any, str], ...] = ()
     disorder: str | None = None  # where a source declared sorted went backwards in this chunk
+    moments: pd.Series | None = None  # the cursor column parsed to times once (`tasks.watermark.cursor_times`)
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,9 @@ class RestSource:
                 if position is not None:
                     ahead = reader.submit(copy_context().run, fetch_chunk, self, connection, since, position, chunk_rows)
                 if self.sorted and self.cursor_field in chunk.records.columns:
-                    chunk = replace(chunk, disorder=order_break(chunk.records[self.cursor_field], newest))
-                    if not (known := positions(chunk.records[self.cursor_field]).dropna()).empty:
+                    column = chunk.records[self.cursor_field]
+                    chunk = replace(chunk, disorder=order_break(column, newest, chunk.moments))
+                    if not (known := positions(column, moments=chunk.moments).dropna()).empty:
                         newest = known.max() if newest is None else max(newest, known.max())
                 yield chunk
                 if position is None:
@@ -152,8 +154,9 @@ def fetch_chunk(
     frame = ROWS_HELD.track(pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0])
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame) + len(refused), source.connection, source.path, since)
     position = paginator.checkpoint()
-    mark = newest(frame[source.cursor_field], since) if source.cursor_field in frame.columns else None
-    return Chunk(frame, mark, last=position is None, refused=tuple(refused)), position
+    moments = cursor_times(frame, source.cursor_field)
+    mark = newest(frame[source.cursor_field], since, moments) if source.cursor_field in frame.columns else None
+    return Chunk(frame, mark, last=position is None, refused=tuple(refused), moments=moments), position
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -271,7 +274,8 @@ def read_rows(
         (row, f"{source.cursor}: no readable value, so the row cannot be read incrementally")
         for row in frame_records(untracked)
     )
-    return Chunk(frame, newest(frame[source.cursor], since), last=last, refused=refused), position
+    moments = cursor_times(frame, source.cursor)
+    return Chunk(frame, newest(frame[source.cursor], since, moments), last=last, refused=refused, moments=moments), position
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,16 @@ def horizon() -> pd.Timestamp:
     return pd.Timestamp(datetime.now(UTC) + FUTURE)
 
 
-def positions(values: pd.Series, until: pd.Timestamp | None = None) -> pd.Series:
+def positions(values: pd.Series, until: pd.Timestamp | None = None, moments: pd.Series | None = None) -> pd.Series:
     """Cursor values as comparable positions: numbers as they are, anything else as UTC times
-    (missing where a value is neither, or a time is beyond `until`, by default the `horizon`)."""
+    (missing where a value is neither, or a time is beyond `until`, by default the `horizon`).
+    `moments`: the `times` of these values, or of the batch's column they come from, when already parsed."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
     numbers = pd.to_numeric(values, errors="coerce") if values.dtype == object else None
     if numbers is not None and numbers.notna().sum() == values.notna().sum() > 0:
         return numbers.astype("float64")
-    moments = times(values)
+    moments = times(values) if moments is None else moments.loc[values.index]
     return moments.where(moments <= (horizon() if until is None else until))
 
 
@@ -46,9 +47,18 @@ def times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
 
 
-def newest(values: pd.Series, since: str | None) -> str | None:
+def cursor_times(frame: pd.DataFrame, cursor: str | None) -> pd.Series | None:
+    """The `times` of a batch's cursor column, parsed once for every rule that needs them (`newest`,
+    `order_break`, admission's future check); None for a numeric cursor, or none."""
+    if cursor is None or cursor not in frame.columns or pd.api.types.is_numeric_dtype(frame[cursor]):
+        return None
+    return times(frame[cursor])
+
+
+def newest(values: pd.Series, since: str | None, moments: pd.Series | None = None) -> str | None:
     """The value of a chunk's cursor to commit as its watermark, as text: the latest not after now, and, for
-    text, written like `since` (where none is, like most of the values). None when no value qualifies."""
+    text, written like `since` (where none is, like most of the values). None when no value qualifies.
+    `moments`: the values' `times`, when already parsed."""
     present = values.dropna()
     if present.empty:
         return None
@@ -56,7 +66,7 @@ def newest(values: pd.Series, since: str | None) -> str | None:
         shapes = present.map(_shape)
         usual = _shape(since) if since is not None and (shapes == _shape(since)).any() else shapes.mode().iloc[0]
         present = present[shapes == usual]
-    known = positions(present, until=pd.Timestamp(datetime.now(UTC))).dropna()
+    known = positions(present, until=pd.Timestamp(datetime.now(UTC)), moments=moments).dropna()
     return None if known.empty else cursor_text(present[known.idxmax()])
 
 
@@ -65,10 +75,10 @@ def _shape(text: str) -> str:
     return re.sub(r"\d", "9", text)
 
 
-def order_break(values: pd.Series, after: object | None = None) -> str | None:
+def order_break(values: pd.Series, after: object | None = None, moments: pd.Series | None = None) -> str | None:
     """Where `values` (one chunk's cursor values, in the order read) go backwards, or go below
-    `after` (the newest position of the chunk before); None when they are in order."""
-    known = positions(values).dropna()
+    `after` (the newest position of the chunk before); None when they are in order. `moments`: their `times`."""
+    known = positions(values, moments=moments).dropna()
     previous, shown = after, after
     for index, position in known.items():
         if previous is not None and position < previous:

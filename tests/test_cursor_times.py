@@ -1,0 +1,39 @@
+"""The cursor column is parsed to times once per batch: every rule gives the same answer with the parsed times
+as when it parses them itself."""
+
+from datetime import UTC, datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from data_checks.policy import SchemaContract
+from tasks.admit import admit
+from tasks.watermark import cursor_times, newest, order_break, positions
+
+SOON = datetime.now(UTC) + timedelta(hours=2)
+COLUMNS = {
+    "iso text, one in the future": ["2026-01-01T00:00:00Z", "2026-01-02T10:00:00+02:00", None, "2099-01-01T00:00:00Z"],
+    "mixed shapes": ["2026-01-01T00:00:00Z", "20260103T000000Z", "not a time", "2026-01-02 00:00:00", ""],
+    "out of order": ["2026-01-03T00:00:00Z", "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z"],
+    "driver times": [datetime(2026, 1, 1, tzinfo=UTC), SOON, None, datetime(2025, 12, 31, 23, tzinfo=UTC)],
+    "numeric text": ["17", "3", None, "20260101"],
+}
+
+
+@pytest.mark.parametrize("values", COLUMNS.values(), ids=COLUMNS.keys())
+def test_parsed_once_gives_what_each_rule_parses_itself(values):
+    frame = pd.DataFrame({"updated_at": pd.Series(values, dtype=object, index=range(10, 10 + len(values)))})
+    column, moments = frame["updated_at"], cursor_times(frame, "updated_at")
+    pd.testing.assert_series_equal(positions(column, moments=moments), positions(column))
+    for since in (None, "2026-01-01T00:00:00Z", "20260101T000000Z"):
+        assert newest(column, since, moments) == newest(column, since)
+    known = positions(column).dropna().sort_values()
+    for after in (None, known.iloc[len(known) // 2]):
+        assert order_break(column, after, moments) == order_break(column, after)
+    contract = SchemaContract(version="1", fields={"updated_at": "string"})
+    pd.testing.assert_frame_equal(admit(frame, contract, "updated_at", moments)[1], admit(frame, contract, "updated_at")[1])
+
+
+def test_a_numeric_cursor_is_not_parsed_to_times():
+    assert cursor_times(pd.DataFrame({"version": [1, 2, 3]}), "version") is None
+    assert cursor_times(pd.DataFrame({"version": [1, 2, 3]}), None) is None
