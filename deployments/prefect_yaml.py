@@ -4,7 +4,7 @@
 
 Each deployment gets its entrypoint (`deployments:DEPLOYED.<integration>.<flow>`, whose flow carries
 the declared retries: a deployment cannot), its schedule in the declared timezone, parameters, tags,
-concurrency limit and the declared work pool. The file has no `pull` steps: `prefect deploy` then adds
+concurrency limit and the declared work pool, whose runs send heartbeats (for the crashed-run automation). The file has no `pull` steps: `prefect deploy` then adds
 Prefect's default, a `set_working_directory` to the folder it ran in, so a process worker runs the
 code installed there.
 """
@@ -16,12 +16,16 @@ import sys
 import yaml
 
 from deployments import Declarations, declarations
+from deployments.automations import HEARTBEAT_S
+
+HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}  # pooled runs send heartbeats, as served ones do
 
 HEADER = """\
 # Generated from deployments/deployments.yaml by `python -m deployments.prefect_yaml > prefect.yaml`: edit that file.
 # Deploy to a process work pool (see README, "Deploying"):
 #   prefect work-pool create {pool} --type process
 #   prefect deploy --all
+#   python -m deployments.automations    # the crashed-run and alert automations
 #   prefect worker start --pool {pool}
 """
 
@@ -36,7 +40,7 @@ def prefect_yaml(declared: Declarations) -> str:
             "parameters": d.parameters,
             "tags": d.tags,
             "concurrency_limit": declared.limit(d),
-            "work_pool": {"name": declared.work_pool},
+            "work_pool": {"name": declared.work_pool, "job_variables": {"env": HEARTBEAT}},
         }
         for d in declared.deployments
     ]

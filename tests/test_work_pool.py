@@ -90,6 +90,7 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
             assert deployment.entrypoint == "deployments:DEPLOYED.crm_to_billing.sync"
             assert deployment.work_pool_name == "interlink-test"
             assert deployment.global_concurrency_limit.limit == declared.limit(sync)  # Prefect enforces it, not us
+            assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"  # for the crashed-run automation
             assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}]
 
             worker_log = tmp_path / "worker.log"
