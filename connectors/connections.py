@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from sqlalchemy.engine import make_url
 
 from connectors.auth import AuthConfig
+from connectors.masking import mask_url
 
 LOCATION = {"rest": "base_url", "sql": "url", "folder": "path", "queue": "url"}  # the field that says where a system is
 
@@ -37,7 +38,7 @@ class _Connection(BaseModel):
 
 
 class RestConnection(_Connection):
-    """An HTTP API: where it is, how to authenticate, and how hard to push it."""
+    """An HTTP API (any password or secret parameter in its URL is masked on display): where it is, how to authenticate, and how hard to push it."""
 
     kind: Literal["rest"] = "rest"
     base_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")
@@ -53,11 +54,11 @@ class RestConnection(_Connection):
 
     @property
     def display(self) -> str:
-        return self.base_url or "(not set)"
+        return mask_url(self.base_url) if self.base_url else "(not set)"
 
 
 class SqlConnection(_Connection):
-    """A SQL database, as a SQLAlchemy URL (any password in it is masked on display)."""
+    """A SQL database, as a SQLAlchemy URL (any password or secret parameter in it is masked on display)."""
 
     kind: Literal["sql"] = "sql"
     url: str | None = None
@@ -84,7 +85,7 @@ class FolderConnection(_Connection):
 
 
 class QueueConnection(_Connection):
-    """A message broker, as an AMQP URL (any password in it is masked on display)."""
+    """A message broker, as an AMQP URL (any password or secret parameter in it is masked on display)."""
 
     kind: Literal["queue"] = "queue"
     url: str | None = Field(None, pattern=r"^amqps?://")
@@ -111,9 +112,3 @@ def check_sql_url(url: str) -> str:
         ) from None
     return url
 
-
-def mask_url(url: str) -> str:
-    """The URL with any password, in its user part or its query, replaced by `***`."""
-    parsed = make_url(url)
-    hidden = {k: "***" if "password" in k.lower() or "secret" in k.lower() else v for k, v in parsed.query.items()}
-    return parsed.set(query=hidden).render_as_string(hide_password=True)

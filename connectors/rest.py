@@ -34,6 +34,7 @@ from connectors.auth import AuthConfig
 from connectors.breaker import CircuitBreaker, breaker_for
 from connectors.connections import RestConnection
 from connectors.errors import AuthError, CircuitOpen, FatalError, NotFound, RetriableError
+from connectors.masking import SECRET_NAME, cut, mask_secrets
 from connectors.pagination import PageRequest, Paginator
 from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
 
@@ -90,7 +91,10 @@ class RestClient:
             limiter=limiter_for(name, connection.rate_per_s, connection.max_concurrency, connection.shared_rate_limit),
             breaker=breaker_for(name, connection.breaker_threshold, connection.breaker_cooldown_s),
             transport=transport,
-            secrets=tuple(v.get_secret_value() for _, v in connection.auth or () if isinstance(v, SecretStr)),
+            secrets=(
+                *(v.get_secret_value() for _, v in connection.auth or () if isinstance(v, SecretStr)),
+                *([password] if (password := httpx.URL(connection.base_url or "").password) else []),
+            ),
         )
 
     def __enter__(self) -> RestClient:
@@ -323,16 +327,20 @@ def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, .
     where = f"{name}: {response.request.method} {response.request.url.path} answered {status}"
     if status == 429 or status >= 500:
         raise RetriableError(where, retry_after=_retry_after(response))
-    excerpt = _redact(response.text[:200], secrets)
+    excerpt = cut(response.text, 200, (*secrets, *_credentials(response.request)))
     if status in (401, 403):
         raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})")
     raise (NotFound if status == 404 else FatalError)(f"{where}: {excerpt}")
 
 
 def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
+    return mask_secrets(text, secrets)
+
+
+def _credentials(request: httpx.Request) -> list[str]:
+    """The secrets a request carried, which a server may echo: credential headers, secret query parameters."""
+    sent = [v for k, v in request.headers.items() if SECRET_NAME.search(k)] + [v for k, v in request.url.params.multi_items() if SECRET_NAME.search(k)]
+    return sent + [v.split(None, 1)[1] for v in sent if " " in v.strip()]  # `Bearer <token>`: the token alone too
 
 
 def _retry_after(response: httpx.Response) -> float | None:

@@ -80,11 +80,15 @@ def utcnow() -> datetime:
 
 
 def create_engine(url: str) -> Engine:
-    """An engine for `url`; a SQLite file gets its folder created."""
+    """An engine for `url`; a SQLite file gets its folder created.
+
+    Its errors never carry the rows' values: SQLAlchemy's `hide_parameters` leaves the bound parameters out
+    of every error message (`[SQL parameters hidden due to hide_parameters=True]`).
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url, pool_pre_ping=True)
+    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def ensure_tables(engine: Engine, *tables: sa.Table) -> None:

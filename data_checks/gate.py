@@ -25,8 +25,8 @@ from great_expectations.data_context import FileDataContext
 from great_expectations.data_context.types.base import ProgressBarsConfig
 from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
+from connectors.masking import mask
 from data_checks.offline_docs import make_offline
-from interlink.masking import mask
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

@@ -54,6 +54,11 @@ def users() -> dict[str, list[str]]:
     return found
 
 
+def sensitive_columns() -> dict[str, tuple[str, ...]]:
+    """Each integration's sensitive columns (`Gate.sensitive`), whose values are masked wherever they are shown."""
+    return {name: pipeline.gate.sensitive for name, (_, pipeline) in integrations().items()}
+
+
 def _found(name: str) -> tuple[str, Pipeline]:
     known = integrations()
     if name not in known:

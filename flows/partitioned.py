@@ -123,9 +123,11 @@ class OneAtATime:
     def refusals(self, rows: pd.DataFrame) -> pd.DataFrame:
         return self.target.refusals(rows)
 
-    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
+    def deliver(
+        self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
+    ) -> Delivery:
         with distributed.Lock(self.lock):
-            return self.target.deliver(settings, rows, integration, watermark)
+            return self.target.deliver(settings, rows, integration, watermark, sensitive)
 
     def commit(self, settings: Settings, integration: str, watermark: str) -> None:
         self.target.commit(settings, integration, watermark)

@@ -67,7 +67,9 @@ class Target(Protocol):
 
     def refusals(self, rows: pd.DataFrame) -> pd.DataFrame: ...
 
-    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery: ...
+    def deliver(
+        self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
+    ) -> Delivery: ...
 
     def commit(self, settings: Settings, integration: str, watermark: str) -> None: ...
 
@@ -209,7 +211,7 @@ def replay_flow(pipeline: Pipeline) -> Flow:
     @flow(name=f"{pipeline.name}_replay", description=f"Replay the dead letters of {pipeline.name}", **alert_hooks(pipeline))
     def replay() -> State:
         settings = Settings.load()
-        letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN)
+        letters = DeadLetters(settings.state_db).entries(pipeline.name, OPEN, reveal=True)  # the records as they came
         keyed = [letter for letter in letters if all(_keyed(record, pipeline.source_key) for record in letter["payload"])]
         records, refused = records_frame([record for letter in keyed for record in letter["payload"]])
         with ledgered(pipeline, settings, "replay", None) as entry:
@@ -281,7 +283,7 @@ def process_batch(
     if passed.empty:
         delivery = Delivery(Counts(), committed=watermark is None)
     else:
-        delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark)
+        delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark, pipeline.gate.sensitive)
         quarantined += dead("deliver", delivery.failures, passed)
     if not delivery.committed:
         pipeline.target.commit(settings, pipeline.name, watermark)

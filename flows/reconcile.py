@@ -97,7 +97,7 @@ def _repair(pipeline: Pipeline, settings: Settings, url: str, source: pd.DataFra
         raise GateFailed(f"{validation.suite}: batch failed {', '.join(validation.batch_failures)}")
     passed = rows.drop(validation.row_failures.index)
     forget_hashes(url, pipeline.target, passed[pipeline.key][passed[pipeline.key].isin(found["changed"])])
-    return deliver(url, pipeline.target, passed, pipeline.name, None, flow_run.id).counts
+    return deliver(url, pipeline.target, passed, pipeline.name, None, flow_run.id, pipeline.gate.sensitive).counts
 
 
 def _window(since: str | None) -> datetime | None:

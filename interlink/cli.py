@@ -203,13 +203,16 @@ def dlq_list(
     integration: Annotated[str | None, typer.Option(help="only this integration's dead letters")] = None,
     status: Annotated[Status | None, typer.Option(help="only those in this status")] = None,
     as_json: Json = False,
+    reveal: Annotated[bool, typer.Option("--reveal", help="show the values of sensitive columns unmasked")] = False,
 ) -> None:
-    """Dead-lettered records: why each failed, and the run that dead-lettered it."""
+    """Dead-lettered records: why each failed, and the run that dead-lettered it (sensitive values masked)."""
+    from flows import sensitive_columns
     from interlink.deadletter import DeadLetters
 
     settings = Settings.load()
     check_databases(settings, [])
-    _emit(DeadLetters(settings.state_db).entries(integration, status and status.value), DLQ_COLUMNS, as_json)
+    letters = DeadLetters(settings.state_db, sensitive_columns())
+    _emit(letters.entries(integration, status and status.value, reveal=reveal), DLQ_COLUMNS, as_json)
 
 
 @dlq_app.command("replay")
@@ -247,13 +250,12 @@ def reconcile(
 @app.command()
 def report(html: Annotated[Path | None, typer.Option(metavar="PATH", help="where to write it (default <home>/reports/quality.html)")] = None) -> None:
     """Data quality over time per integration, as one offline HTML page."""
-    from flows import integrations
+    from flows import sensitive_columns
     from interlink.quality_report import build_report
 
     settings = Settings.load()
     check_databases(settings, [])
-    sensitive = {name: pipeline.gate.sensitive for name, (_, pipeline) in integrations().items()}
-    print(f"quality report: {build_report(settings.state_db, html or settings.reports_dir / 'quality.html', sensitive)}")
+    print(f"quality report: {build_report(settings.state_db, html or settings.reports_dir / 'quality.html', sensitive_columns())}")
 
 
 @app.command()

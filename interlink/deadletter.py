@@ -2,16 +2,21 @@
 
 One entry per integration and record key. An entry is `open` until the record is
 delivered: by a later sync (`resolved`) or by a replay (`replayed`).
+
+Entries are kept whole, to be replayed; listed, they show the values of each integration's sensitive
+columns masked (in `values`, in the source records, and wherever they turn up in `reason`), unless an
+operator asks to see them (`reveal=True`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
+from connectors.masking import mask, mask_values
 from connectors.sql import upsert, utcnow
 from interlink.state import DEAD_LETTERS, state_engine
 
@@ -30,8 +35,11 @@ class Reject:
 
 
 class DeadLetters:
-    def __init__(self, url: str):
+    """The store at `url`; `sensitive` names each integration's sensitive columns, masked in what `entries` lists."""
+
+    def __init__(self, url: str, sensitive: Mapping[str, Sequence[str]] | None = None):
         self._engine = state_engine(url)
+        self._sensitive = sensitive or {}
 
     def put(self, integration: str, rejects: Iterable[Reject], flow_run_id: str | None) -> None:
         """Store rejects as open entries, replacing any earlier entry for the same record."""
@@ -57,13 +65,28 @@ class DeadLetters:
                 )
         return len(keys)
 
-    def entries(self, integration: str | None = None, status: str | None = None) -> list[dict[str, Any]]:
-        """Entries, oldest first, optionally of one integration and status."""
+    def entries(self, integration: str | None = None, status: str | None = None, *, reveal: bool = False) -> list[dict[str, Any]]:
+        """Entries, oldest first, optionally of one integration and status; sensitive values masked unless `reveal`."""
         query = sa.select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id)
         if integration:
             query = query.where(DEAD_LETTERS.c.integration == integration)
         if status:
             query = query.where(DEAD_LETTERS.c.status == status)
         with self._engine.connect() as conn:
-            return [dict(row._mapping) for row in conn.execute(query)]
+            entries = [dict(row._mapping) for row in conn.execute(query)]
+        return entries if reveal else [masked(e, self._sensitive.get(e["integration"], ())) for e in entries]
+
+
+def masked(entry: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
+    """A dead letter as it may be shown: the values of `columns` masked wherever they are in it."""
+    if not columns:
+        return entry
+    records = [r for r in entry["payload"] if isinstance(r, dict)]
+    found = [entry["values"].get(c) for c in columns] + [r.get(c) for r in records for c in columns]
+    return entry | {
+        "record_key": mask_values(entry["record_key"], found),
+        "reason": mask_values(entry["reason"], found),
+        "values": {k: mask(v) if k in columns else v for k, v in entry["values"].items()},
+        "payload": [{k: mask(v) if k in columns else v for k, v in r.items()} if isinstance(r, dict) else r for r in entry["payload"]],
+    }
 

@@ -21,6 +21,7 @@ from sqlalchemy.exc import ArgumentError
 
 from connectors.amqp import ping
 from connectors.errors import ConnectorError, NotFound, RetriableError
+from connectors.masking import mask_secrets
 from connectors.rest import RestClient
 from connectors.sql import create_engine
 from interlink.settings import Connection, FolderConnection, QueueConnection, RestConnection, Settings, SqlConnection
@@ -61,14 +62,8 @@ class _Timer:
 
 
 def _target(connection: Connection) -> str:
-    """Where the connection points, with any password masked."""
-    if isinstance(connection, RestConnection) and connection.base_url:
-        url = httpx.URL(connection.base_url)
-        return str(url.copy_with(username=url.username, password="***")) if url.password else connection.base_url
-    try:
-        return connection.display
-    except ArgumentError:  # an unparseable SQL URL: its text may hold a password
-        return "(invalid SQL URL)"
+    """Where the connection points, with any password or secret parameter masked."""
+    return connection.display
 
 
 def _check_rest(name: str, connection: RestConnection, timer: _Timer) -> str | None:
@@ -83,7 +78,7 @@ def _check_rest(name: str, connection: RestConnection, timer: _Timer) -> str | N
     except ConnectorError as exc:  # credentials rejected, another 4xx, an open circuit
         return str(exc)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:  # e.g. a base URL that is not http(s)
-        return f"{name}: {type(exc).__name__}: {exc}"
+        return mask_secrets(f"{name}: {type(exc).__name__}: {exc}")
     return None
 
 
@@ -107,8 +102,8 @@ def sql_problem(url: str, timer: Callable[[], AbstractContextManager] = nullcont
         try:
             password = make_url(url).password
         except ArgumentError:
-            return message
-        return message.replace(password, "***") if password else message
+            password = None
+        return mask_secrets(message, [password] if password else [])
     return None
 
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from prefect.client.schemas.objects import State
 from prefect.exceptions import TerminationSignal
 
+from connectors.masking import cut
 from connectors.sql import utcnow
 from interlink.state import RUNS, state_engine
 
@@ -106,7 +107,7 @@ class Ledger:
             self._write(run_id, entry, CANCELLED, f"stopped by {signal.Signals(exc.signal).name}: the process running it was asked to stop")
             raise
         except BaseException as exc:
-            self._write(run_id, entry, FAILED, f"{type(exc).__name__}: {exc}"[:2000])
+            self._write(run_id, entry, FAILED, cut(f"{type(exc).__name__}: {exc}", 2000))
             raise
         self._write(run_id, entry, COMPLETED)
 

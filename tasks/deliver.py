@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from connectors.masking import mask_exception, mask_values, sensitive_values
 from connectors.refusals import refusals
 from connectors.sql import (
     WATERMARKS,
@@ -105,8 +107,10 @@ class SqlTarget:
             columns=["reason", "values"],
         )
 
-    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
-        return deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id)
+    def deliver(
+        self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
+    ) -> Delivery:
+        return deliver(settings.connection(self.connection).url, self, rows, integration, watermark, flow_run.id, sensitive)
 
     def commit(self, settings: Settings, integration: str, watermark: str) -> None:
         commit_watermark(settings.connection(self.connection).url, integration, watermark, flow_run.id)
@@ -141,7 +145,8 @@ def _shown(rows: pd.DataFrame, index: object, column: str) -> object:
 
 @task(name="deliver", cache_policy=NO_CACHE)
 def deliver(
-    url: str, target: SqlTarget, rows: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None
+    url: str, target: SqlTarget, rows: pd.DataFrame, integration: str, watermark: str | None, flow_run_id: str | None,
+    sensitive: tuple[str, ...] = (),
 ) -> Delivery:
     """Insert the new rows, upsert the changed ones (replacing their children) and move the watermark, in one transaction.
 
@@ -150,7 +155,9 @@ def deliver(
     When the database refuses the batch for its data (a value, a constraint), the rows are
     written part by part, halving the parts that fail, and the ones refused alone come back as
     failures; the watermark is then left for the caller to commit once they are dead-lettered.
+    An error that stops the delivery shows the values of the `sensitive` columns masked, as does the log.
     """
+    masked = partial(mask_values, values=sensitive_values(rows, sensitive))
     engine = create_engine(url)
     try:
         ensure_tables(engine, target.table, *(child.table for child in target.children), WATERMARKS)
@@ -161,9 +168,14 @@ def deliver(
         except sa.exc.DBAPIError as exc:
             if not refused_data(exc):
                 raise
-            get_run_logger().warning("%s refused the batch (%s); writing it in parts to find the rows it refuses", target.table.name, reason(exc))
+            get_run_logger().warning(
+                "%s refused the batch (%s); writing it in parts to find the rows it refuses", target.table.name, masked(reason(exc))
+            )
             parts, failures = bisected(lambda part: _write(engine, target, part, integration, None, flow_run_id), prepared, refused=refused_data)
             delivery = Delivery(sum(parts, Counts()), failures, committed=watermark is None)
+    except Exception as exc:
+        mask_exception(exc, masked)
+        raise
     finally:
         engine.dispose()
     get_run_logger().info(

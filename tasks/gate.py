@@ -15,12 +15,12 @@ from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
+from connectors.masking import mask_emails, mask_frame
 from connectors.sql import utcnow
 from data_checks.gate import GateFailed, GateRejected, Validation
 from data_checks.guards import schema_diff, volume_problem
 from data_checks.policy import Gate, SchemaContract
 from interlink.ledger import Ledger
-from interlink.masking import mask_emails, mask_frame
 
 SAMPLE_ROWS = 10
 

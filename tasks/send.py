@@ -47,7 +47,10 @@ class RestTarget:
     def commit(self, settings: Settings, integration: str, watermark: str) -> None:
         """Nothing to commit: the source keeps its own position."""
 
-    def deliver(self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None) -> Delivery:
+    def deliver(
+        self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
+    ) -> Delivery:
+        """Send the changed rows; a record the API refuses keeps the API's answer, shown masked where it is listed."""
         return send_changed(settings.connection(self.connection), settings.state_db, self, rows, integration, flow_run.id)
 
 

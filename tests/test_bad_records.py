@@ -147,11 +147,11 @@ class FailingOnce:
     def __getattr__(self, name):
         return getattr(self.target, name)
 
-    def deliver(self, settings, rows, integration, watermark):
+    def deliver(self, settings, rows, integration, watermark, sensitive=()):
         self.deliveries += 1
         if self.deliveries == self.fail_at:
             raise ConnectionError("billing went away")
-        return self.target.deliver(settings, rows, integration, watermark)
+        return self.target.deliver(settings, rows, integration, watermark, sensitive)
 
 
 @pytest.fixture

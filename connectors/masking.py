@@ -1,0 +1,125 @@
+"""The one masking rule, for every output: what Interlink may show of a secret or of a person.
+
+Secrets are never shown. In any text (a URL, an error, a response body) these become `***`:
+- a URL's password: `postgresql://user:***@host/db` (anything between `user:` and `@`, as SQLAlchemy reads it);
+- the value of every parameter whose name says it is secret (it ends in `password`, `passwd`, `pass`, `pwd`,
+  `secret`, `token`, `key`, `auth`, `authorization`, `credential(s)`, `signature`, `sig`, `session`, `cookie`),
+  in each form it is written: URL query and DSN (`?password=…`, `&api_key=…`, `password='…'`), JSON or Python
+  mappings (`"access_token": "…"`) and headers (`Authorization: …`, `X-API-Key: …`);
+- a `Bearer` or `Basic` credential anywhere;
+- every secret known by value (a connection's keys and passwords, the credentials a request carried).
+Text is masked before it is cut (`cut`), so a secret straddling the cut cannot leak in part.
+
+Personal data in the columns an integration declares sensitive (`Gate.sensitive`) is shown masked:
+`a***@example.com` for an email, `A***` for any other value (`mask`); wherever those values turn up in
+free text, e.g. a database's error message, they are replaced by their masked form (`mask_values`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+import pandas as pd
+
+MASK = "***"
+MIN_VALUE = 3  # sensitive values shorter than this are not searched for in text (they would mask ordinary words)
+
+SECRET_NAME = re.compile(
+    r"(?:pass(?:word|wd)?|pwd|secret|token|key|auth|authorization|credentials?|signature|sig|session|cookie)$", re.I
+)
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):(?P<secret>[^@\s]+)@")
+_ASSIGNED = re.compile(r"""(?P<head>(?P<name>[A-Za-z0-9_.\-]+)=)(?P<secret>'[^']*'|"[^"]*"|[^\s&;,#'")\]}]+)""")
+_QUOTED = re.compile(
+    r"""(?P<head>(?P<q>["'])(?P<name>[\w.\-]+)(?P=q)\s*:\s*(?P<vq>["']))(?P<secret>(?:\\.|(?!(?P=vq)).)*)(?=(?P=vq))"""
+)
+_HEADER = re.compile(r"(?P<head>\b(?P<name>[A-Za-z][\w\-]*):[ \t]*(?:(?:Bearer|Basic|Token|Digest)[ \t]+)?)(?P<secret>[^\s,;'\"]+)")
+_SCHEME = re.compile(r"(?P<head>\b(?:Bearer|Basic)[ \t]+)(?P<secret>[A-Za-z0-9\-._~+/]+=*)")
+EMAIL = re.compile(r"([^@\s])[^@\s]*@([^@\s]+)")
+LOCAL_PART = re.compile(r"""([^\s@"'<>()\[\],;:])[^\s@"'<>()\[\],;:]*(?=@)""")
+
+
+def mask_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """`text` with every secret in it masked: the `secrets` given by value, and whatever the rule recognises."""
+    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
+        text = text.replace(secret, MASK)
+    text = _USERINFO.sub(rf"\g<head>:{MASK}@", text)
+    for pattern in (_ASSIGNED, _QUOTED, _HEADER):
+        text = pattern.sub(_named, text)
+    return _SCHEME.sub(rf"\g<head>{MASK}", text)
+
+
+def _named(match: re.Match) -> str:
+    secret = match["secret"]
+    if not SECRET_NAME.search(match["name"]) or secret.strip("'\"") in ("", MASK):
+        return match[0]
+    quote = secret[0] if secret[:1] in "'\"" and len(secret) > 1 and secret[-1] == secret[0] else ""
+    return f"{match['head']}{quote}{MASK}{quote}"
+
+
+def mask_url(url: str) -> str:
+    """A URL of any kind as it may be shown: its password and its secret parameters masked."""
+    return mask_secrets(url)
+
+
+def cut(text: str, limit: int, secrets: Iterable[str] = ()) -> str:
+    """The first `limit` characters of `text` as it may be shown: masked first, then cut."""
+    secrets = tuple(secrets)
+    window = limit + max((len(s) for s in secrets), default=0) + 1024  # every secret starting before the cut
+    return mask_secrets(text[:window], secrets)[:limit]
+
+
+def mask(value: object) -> object:
+    """`a***@example.com` for an email, `A***` for other text; missing values stay missing."""
+    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+        return value
+    text = str(value)
+    if EMAIL.fullmatch(text):
+        return EMAIL.sub(r"\1***@\2", text)
+    return text[:1] + MASK if text else text
+
+
+def mask_values(text: str, values: Iterable[object]) -> str:
+    """`text` with every occurrence of one of `values` (a sensitive column's) replaced by its masked form."""
+    found = {str(v) for v in values if v is not None and v is not pd.NA and not (isinstance(v, float) and pd.isna(v))}
+    for value in sorted((v for v in found if len(v) >= MIN_VALUE and v in text), key=len, reverse=True):
+        text = text.replace(value, str(mask(value)))
+    return text
+
+
+def sensitive_values(frame: pd.DataFrame, columns: Iterable[str]) -> set[object]:
+    """The distinct values of `frame`'s sensitive `columns`."""
+    return {v for column in set(columns) & set(frame.columns) for v in frame[column].dropna().unique()}
+
+
+def mask_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A copy of `frame` with the `columns` it has masked."""
+    masked = frame.copy()
+    for column in set(columns) & set(frame.columns):
+        masked[column] = masked[column].map(mask)
+    return masked
+
+
+def mask_emails(text: str) -> str:
+    """`text` with the local part of every email address in it masked: `alice@example.com` → `a***@example.com`."""
+    return LOCAL_PART.sub(r"\1***", text)
+
+
+def mask_exception(exc: BaseException, rule: Callable[[str], str]) -> BaseException:
+    """`exc` with its message, and those of the errors it wraps or chains, passed through `rule`, in place: its type
+    is kept, so whoever classifies it still can. A chained error whose text does not come from its arguments (so it
+    cannot be masked in place) is cut off the chain, with what follows it."""
+    chain: list[BaseException] = []
+    error: BaseException | None = exc
+    while error is not None and all(error is not e for e in chain):
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for error in chain:
+        for each in (error, getattr(error, "orig", None)):  # SQLAlchemy keeps the driver's error as `orig`
+            if isinstance(each, BaseException):
+                each.args = tuple(rule(a) if isinstance(a, str) else a for a in each.args)
+    for before, error in zip(chain, chain[1:]):
+        if rule(str(error)) != str(error):
+            before.__cause__, before.__suppress_context__ = None, True
+            break
+    return exc
