@@ -106,20 +106,30 @@ def mask_emails(text: str) -> str:
 
 
 def mask_exception(exc: BaseException, rule: Callable[[str], str]) -> BaseException:
-    """`exc` with its message, and those of the errors it wraps or chains, passed through `rule`, in place: its type
-    is kept, so whoever classifies it still can. A chained error whose text does not come from its arguments (so it
-    cannot be masked in place) is cut off the chain, with what follows it."""
-    chain: list[BaseException] = []
-    error: BaseException | None = exc
-    while error is not None and all(error is not e for e in chain):
-        chain.append(error)
-        error = error.__cause__ or error.__context__
-    for error in chain:
-        for each in (error, getattr(error, "orig", None)):  # SQLAlchemy keeps the driver's error as `orig`
-            if isinstance(each, BaseException):
-                each.args = tuple(rule(a) if isinstance(a, str) else a for a in each.args)
-    for before, error in zip(chain, chain[1:]):
-        if rule(str(error)) != str(error):
-            before.__cause__, before.__suppress_context__ = None, True
-            break
+    """`exc` with its message passed through `rule`, in place: its type is kept, so whoever classifies it still can.
+
+    The errors it wraps (SQLAlchemy's `orig`) or chains are replaced by bare copies of their type made from their
+    masked arguments, as a driver's error may keep the database's message elsewhere too (psycopg's diagnostics,
+    which pickling carries on: Prefect pickles a failed run's error into its result storage).
+    """
+    exc.args = tuple(rule(a) if isinstance(a, str) else a for a in exc.args)
+    chain = [exc]
+    while (nxt := chain[-1].__cause__ or chain[-1].__context__) is not None and all(nxt is not e for e in chain):
+        chain.append(nxt)
+    copies = {id(e): _bare(e, rule) for e in chain[1:]}
+    if isinstance(orig := getattr(exc, "orig", None), BaseException):
+        exc.orig = copies.setdefault(id(orig), _bare(orig, rule))
+    links = [exc, *(copies[id(e)] for e in chain[1:])]
+    for before, after in zip(links, links[1:]):
+        before.__cause__ = after
+    links[-1].__cause__, links[-1].__context__ = None, None
     return exc
+
+
+def _bare(error: BaseException, rule: Callable[[str], str]) -> BaseException:
+    args = tuple(rule(a) if isinstance(a, str) else a for a in error.args)
+    try:
+        copy = type(error)(*args)
+    except Exception:  # noqa: BLE001 - a type that cannot be remade from its arguments
+        copy = RuntimeError(f"{type(error).__name__}: {rule(str(error))}")
+    return copy.with_traceback(error.__traceback__)

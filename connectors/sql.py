@@ -83,12 +83,20 @@ def create_engine(url: str) -> Engine:
     """An engine for `url`; a SQLite file gets its folder created.
 
     Its errors never carry the rows' values: SQLAlchemy's `hide_parameters` leaves the bound parameters out
-    of every error message (`[SQL parameters hidden due to hide_parameters=True]`).
+    of every error message (`[SQL parameters hidden due to hide_parameters=True]`), and the error keeps none
+    either (a failed run's error is pickled into Prefect's result storage).
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    engine = sa.create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    sa.event.listen(engine, "handle_error", _without_parameters)
+    return engine
+
+
+def _without_parameters(context: sa.engine.ExceptionContext) -> None:
+    if context.sqlalchemy_exception is not None:
+        context.sqlalchemy_exception.params = None
 
 
 def ensure_tables(engine: Engine, *tables: sa.Table) -> None:
