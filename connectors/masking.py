@@ -121,7 +121,7 @@ def mask_exception(exc: BaseException, rule: Callable[[str], str]) -> BaseExcept
         exc.orig = copies.setdefault(id(orig), _bare(orig, rule))
     links = [exc, *(copies[id(e)] for e in chain[1:])]
     for before, after in zip(links, links[1:]):
-        before.__cause__ = after
+        before.__cause__ = before.__context__ = after
     links[-1].__cause__, links[-1].__context__ = None, None
     return exc
 

@@ -139,6 +139,7 @@ def test_an_error_is_masked_in_place_with_its_chain():
         error = mask_exception(exc, lambda text: mask_values(text, ["bo.canary@example.org"]))
     assert type(error) is RuntimeError and str(error) == "delivery failed for b***@example.org"
     assert type(error.__cause__) is ValueError and str(error.__cause__) == "row b***@example.org is bad"
+    assert error.__context__ is error.__cause__  # what pickling carries on (Prefect's result storage) is masked too
 
 
 def test_dead_letters_are_listed_masked_unless_revealed(home):
