@@ -74,11 +74,12 @@ def test_unreachable_database_is_unhealthy_without_its_password(home, monkeypatc
     assert "pw-secret-2" not in json.dumps(list(found.values()))
 
 
-def test_unknown_dialect_is_unhealthy_without_its_password(home, monkeypatch):
+def test_unknown_dialect_is_named_at_load_without_its_password(home, monkeypatch):
     monkeypatch.setenv("INTERLINK_ERP__URL", "nosuchdialect://u:pw-secret-4@h/x")
-    found = by_name()
-    assert not found["erp"]["healthy"] and found["erp"]["reason"]
-    assert "pw-secret-4" not in json.dumps(list(found.values()))
+    with pytest.raises(ConfigError) as info:
+        Settings.load()
+    assert "INTERLINK_ERP__URL" in str(info.value) and "'nosuchdialect'" in str(info.value)
+    assert "pw-secret-4" not in str(info.value)
 
 
 def test_unparseable_database_url_is_named_without_its_password(home, monkeypatch):
