@@ -152,7 +152,7 @@ class RestClient:
         try:
             yield
         except FatalError as exc:
-            raise type(exc)(f"{where}: {_redact(str(exc), self._secrets)}").with_traceback(exc.__traceback__) from None
+            raise type(exc)(f"{where}: {mask_secrets(str(exc), self._secrets)}").with_traceback(exc.__traceback__) from None
 
     def _get(self, request: PageRequest) -> tuple[httpx.Response, Any]:
         response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
@@ -225,7 +225,7 @@ class RestClient:
             what = f"no answer in time from {host}"
         else:
             what = f"connection to {host} lost"
-        detail = _redact(str(exc), self._secrets)
+        detail = mask_secrets(str(exc), self._secrets)
         return f"{self.name}: {method} {target.path}: {what} ({type(exc).__name__}{': ' + detail if detail else ''})"
 
     def _log_retry(self, state: RetryCallState) -> None:
@@ -331,10 +331,6 @@ def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, .
     if status in (401, 403):
         raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})")
     raise (NotFound if status == 404 else FatalError)(f"{where}: {excerpt}")
-
-
-def _redact(text: str, secrets: tuple[str, ...]) -> str:
-    return mask_secrets(text, secrets)
 
 
 def _credentials(request: httpx.Request) -> list[str]:
