@@ -30,6 +30,7 @@ HEARTBEAT_S = 30  # Prefect's shortest heartbeat interval (prefect.flow_engine.M
 PREFIX = "interlink: "  # the automations this module owns, by name
 ALERT_BLOCK = "interlink-alerts"
 FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
+ALERT_ONCE_S = 3600  # a run entering a state twice (an expired pause is failed by the server, then by the flow) alerts once
 DEPLOYED_RUNS = {"prefect.resource.role": "deployment", "prefect.resource.id": "prefect.deployment.*"}
 
 
@@ -68,13 +69,13 @@ STATE_MESSAGE = "{{ (event.payload.validated_state.message or '')|tojson }}"
 
 
 def alerts(block_id) -> list[AutomationCore]:
-    """Failed, crashed, paused and quarantined-above-share runs of deployments → the webhook block."""
+    """Failed, crashed, paused and quarantined-above-share runs of deployments → the webhook block, once per run and state."""
 
     def alert(state: str, event: str, payload: str) -> AutomationCore:
         return AutomationCore(
             name=AUTOMATIONS[state],
             trigger=EventTrigger(expect={event}, match={"prefect.resource.id": "prefect.flow-run.*"}, match_related=DEPLOYED_RUNS,
-                                 posture=Posture.Reactive, threshold=1, within=0),
+                                 for_each={"prefect.resource.id"}, posture=Posture.Reactive, threshold=1, within=ALERT_ONCE_S),
             actions=[CallWebhook(block_document_id=block_id, payload=payload)],
         )
 
