@@ -24,7 +24,7 @@ from typing import Any
 
 import psutil
 import sqlalchemy as sa
-from prefect.client.schemas.objects import State
+from prefect.client.schemas.objects import FlowRun
 from prefect.exceptions import TerminationSignal
 
 from connectors.masking import cut
@@ -143,7 +143,8 @@ class Ledger:
         reaped = []
         for run in dead:
             # a run stopped on purpose (e.g. `interlink serve` was stopped) is CANCELLED, as Prefect has it
-            cancelled = _cancelled(run["flow_run_id"]) if run["flow_run_id"] else None
+            flow_run = _flow_run(run["flow_run_id"]) if run["flow_run_id"] else None
+            cancelled = flow_run.state if flow_run and flow_run.state and flow_run.state.is_cancelled() else None
             why = (
                 f"cancelled in Prefect ({cancelled.message or 'no reason given'}), and its process (pid {run['pid']} on {host}) ended"
                 if cancelled else
@@ -165,8 +166,9 @@ class Ledger:
             run |= {"state": CANCELLED if cancelled else CRASHED, "error": message}
             log.warning("run %s of %s marked %s: %s", run["id"], run["integration"], run["state"], message)
             if not cancelled:
-                deployment_id = _crash_flow_run(run["flow_run_id"], message) if run["flow_run_id"] else None
-                _alert(run, message, deployment_id)
+                if flow_run:
+                    _crash_flow_run(flow_run, message)
+                _alert(run, message, str(flow_run.deployment_id) if flow_run and flow_run.deployment_id else None)
             reaped.append(run)
         return reaped
 
@@ -200,37 +202,35 @@ def _alive(pid: int, started: datetime | None) -> bool:
     return started is None or abs((created - started).total_seconds()) <= PROCESS_START_TOLERANCE_S
 
 
-def _cancelled(flow_run_id: str) -> State | None:
-    """The Cancelled state of Prefect flow run `flow_run_id`, if that is its state; None otherwise or when unknown."""
+def _flow_run(flow_run_id: str) -> FlowRun | None:
+    """Prefect's flow run `flow_run_id`; None when it is not a Prefect id, or the API cannot tell (logged)."""
+    try:
+        run_uuid = uuid.UUID(flow_run_id)
+    except ValueError:
+        return None
     try:
         from prefect.client.orchestration import get_client
 
         with get_client(sync_client=True) as client:
-            state = client.read_flow_run(uuid.UUID(flow_run_id)).state
-    except Exception:  # not a Prefect id, the API down or the run unknown: judged as crashed
+            return client.read_flow_run(run_uuid)
+    except Exception as exc:  # the API down or the run unknown: judged crashed, in the ledger only
+        log.warning("could not read Prefect flow run %s to mark it Crashed: %s: %s", flow_run_id, type(exc).__name__, exc)
         return None
-    return state if state is not None and state.is_cancelled() else None
 
 
-def _crash_flow_run(flow_run_id: str, message: str) -> str | None:
-    """Set Prefect flow run `flow_run_id` Crashed unless it is final already (the server's automation may have been
-    first); a failure is only logged. Returns the run's deployment id, if it has one."""
-    try:
-        run_uuid = uuid.UUID(flow_run_id)
-    except ValueError:
-        return None  # not a Prefect flow run's id
+def _crash_flow_run(flow_run: FlowRun, message: str) -> None:
+    """Set `flow_run` Crashed unless it is final already (the server's automation may have been first); a failure
+    is only logged."""
+    if flow_run.state is not None and flow_run.state.is_final():
+        return
     try:
         from prefect.client.orchestration import get_client
         from prefect.states import Crashed
 
         with get_client(sync_client=True) as client:
-            flow_run = client.read_flow_run(run_uuid)
-            if flow_run.state is None or not flow_run.state.is_final():
-                client.set_flow_run_state(run_uuid, Crashed(message=message), force=True)
-            return str(flow_run.deployment_id) if flow_run.deployment_id else None
-    except Exception as exc:  # the API down or the run unknown: the ledger row is CRASHED all the same
-        log.warning("could not mark Prefect flow run %s Crashed: %s: %s", flow_run_id, type(exc).__name__, exc)
-    return None
+            client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
+    except Exception as exc:  # the API down: the ledger row is CRASHED all the same
+        log.warning("could not mark Prefect flow run %s Crashed: %s: %s", flow_run.id, type(exc).__name__, exc)
 
 
 def _alert(run: dict[str, Any], message: str, deployment_id: str | None) -> None:

@@ -180,7 +180,7 @@ def test_a_prefect_api_out_of_reach_does_not_stop_the_run_that_reaps(state_url, 
     runs = by_id(ledger)
     assert runs[crashed]["state"] == "CRASHED"
     assert [r["state"] for r in runs.values() if r["integration"] == "invoices_to_billing"] == ["COMPLETED"]
-    assert any("could not mark Prefect flow run 8c7a3a1e" in m and "ConnectError" in m for m in caplog.messages)
+    assert any("could not read Prefect flow run 8c7a3a1e" in m and "ConnectError" in m for m in caplog.messages)
 
 
 def test_two_reapers_mark_a_run_crashed_once(state_url):
