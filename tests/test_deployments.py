@@ -235,16 +235,17 @@ def test_a_declared_schedule_fires_and_its_run_completes(crm_db, home, tmp_path)
 
 
 class FailFirst:
-    """ASGI middleware: the first `count` requests to `path` answer 503."""
+    """ASGI middleware: the first `count` requests to `path` answer `status` (503: busy, retried by the task;
+    401: refused, which no task retries)."""
 
-    def __init__(self, app: ASGIApp, path: str, count: int):
-        self.app, self.path, self.left = app, path, count
+    def __init__(self, app: ASGIApp, path: str, count: int, status: int = 503):
+        self.app, self.path, self.left, self.status = app, path, count, status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == self.path and self.left > 0:
             self.left -= 1
-            await send({"type": "http.response.start", "status": 503, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"busy"})
+            await send({"type": "http.response.start", "status": self.status, "headers": [(b"content-type", b"text/plain")]})
+            await send({"type": "http.response.body", "body": b"failed on purpose"})
             return
         await self.app(scope, receive, send)
 

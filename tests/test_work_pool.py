@@ -9,33 +9,18 @@ import subprocess
 import time
 from pathlib import Path
 
+import psutil
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
 from deployments import declarations
 from deployments.prefect_yaml import prefect_yaml
 from interlink.ledger import Ledger
-from tests.test_deployments import BIN, prefect_server, wait_until
+from tests.test_deployments import BIN, FailFirst, prefect_server, wait_until
 
 ROOT = Path(__file__).parents[1]
-
-
-class RefuseFirst:
-    """ASGI middleware: the first `count` requests to `path` answer 401, which no task retries."""
-
-    def __init__(self, app: ASGIApp, path: str, count: int):
-        self.app, self.path, self.left = app, path, count
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == self.path and self.left > 0:
-            self.left -= 1
-            await send({"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"text/plain")]})
-            await send({"type": "http.response.body", "body": b"refused"})
-            return
-        await self.app(scope, receive, send)
 
 
 def test_prefect_yaml_is_generated_from_the_declaration():
@@ -56,7 +41,7 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
     declaration.write_text(yaml.safe_dump(test_declared.model_dump(mode="json", exclude_none=True)))
     (tmp_path / "prefect.yaml").write_text(prefect_yaml(test_declared))
 
-    crm = RefuseFirst(create_app(crm_db, api_key="k-pool"), "/customers", 2)
+    crm = FailFirst(create_app(crm_db, api_key="k-pool"), "/customers", 2, status=401)
     with prefect_server(tmp_path / "prefect", "sqlite") as (url, log), serve(crm) as crm_url:
         env = {
             **{name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")},
@@ -109,9 +94,15 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
                 first, second = sorted(wait_until(lambda: all((runs := [client.read_flow_run(i) for i in pair])[n].state.is_final() for n in (0, 1)) and runs,
                                                   120, "both runs finishing", worker_log), key=lambda r: r.start_time)
                 waited = [s.name for s in client.read_flow_run_states(second.id)]
+                # the API has the runs final before their processes have flushed and exited: Ctrl-C once they are gone
+                wait_until(lambda: not psutil.Process(worker.pid).children(recursive=True), 120, "the runs' processes exiting", worker_log)
             finally:
                 worker.send_signal(signal.SIGINT)  # what Ctrl-C does: the worker stops polling and exits
-                code = worker.wait(60)
+                try:
+                    code = worker.wait(60)
+                except subprocess.TimeoutExpired:
+                    os.killpg(worker.pid, signal.SIGKILL)
+                    raise AssertionError(f"the worker did not exit within 60 s of SIGINT:\n{worker_log.read_text()[-3000:]}") from None
     assert final.state.is_completed(), (final.state, worker_log.read_text()[-3000:])
     assert final.run_count == 3, states  # two failed attempts and the one that completed
     assert states.count("AwaitingRetry") == 2 and states.count("Running") == 3, states
