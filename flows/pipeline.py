@@ -30,6 +30,7 @@ from flows import CHUNK_ROWS
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.ledger import Counts, Entry, Ledger
+from interlink.progress import batch_done
 from interlink.settings import Settings
 from tasks.admit import NO_FAILURES, admit, records_frame
 from tasks.check import check
@@ -182,7 +183,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
             entry.since = entry.watermark = since
             caches: list[dict] = [{} for _ in pipeline.enrichers]
             newest = since
-            for chunk in source.chunks(settings, since, chunk_size):
+            for number, chunk in enumerate(source.chunks(settings, since, chunk_size), 1):
                 guard_batch(gated, settings, chunk, entry)
                 newest = later(newest, chunk.watermark)
                 mark = chunk.watermark if source.sorted and not chunk.disorder else None
@@ -190,6 +191,7 @@ def sync_flow(pipeline: Pipeline) -> Flow:
                 source.done(settings, chunk)
                 entry.watermark = mark or entry.watermark
                 entry.checkpoint()
+                batch_done(pipeline.name, number, entry)
                 if chunk.disorder:
                     raise SourceOrderError(
                         f"{source.setting} says sorted=True, but its records are not in {source.cursor} order "
@@ -220,6 +222,7 @@ def replay_flow(pipeline: Pipeline) -> Flow:
                                    "left open, as no replay can deliver them; fix them at the source")
             process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry, tuple(refused))
             entry.checkpoint()
+            batch_done(pipeline.name, 1, entry)
             entry.report = run_report(pipeline, settings, entry, None)
         return final_state(pipeline, entry)
 
