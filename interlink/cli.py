@@ -113,40 +113,50 @@ def run(
     full_refresh: Annotated[bool, typer.Option("--full-refresh", help="ignore the watermark and read everything")] = False,
     chunk_size: Annotated[int, typer.Option(min=1, help="rows per batch")] = CHUNK_ROWS,
     partitions: Annotated[int | None, typer.Option(min=1, metavar="K", help="split each sync into K time windows run in parallel on Dask")] = None,
+    as_json: Json = False,
 ) -> int:
-    """Run integrations' syncs now, against exactly the configured systems."""
+    """Run integrations' syncs now, against exactly the configured systems; progress shows batch by batch."""
     options: dict[str, Any] = {"full_refresh": full_refresh, "chunk_size": chunk_size}
     if partitions is None:
-        return run_flows(Settings.load(), integrations or [], "sync", **options)
-    return run_flows(Settings.load(), integrations or [], "sync_partitioned", partitions=partitions, **options)
+        return run_flows(Settings.load(), integrations or [], "sync", as_json=as_json, **options)
+    return run_flows(Settings.load(), integrations or [], "sync_partitioned", as_json=as_json, partitions=partitions, **options)
 
 
-def run_flows(settings: Settings, names: list[str], which: str, **parameters: Any) -> int:
+def run_flows(settings: Settings, names: list[str], which: str, *, as_json: bool = False, **parameters: Any) -> int:
     """Run flow `which` of each integration in `names` (all if empty), once every connection they use is set
-    and every database they use answers; 1 if any run failed (the others still run)."""
+    and every database they use answers, showing their progress (`interlink.progress_view`); then a summary
+    of each, or all of them as JSON. 1 if any run failed (the others still run)."""
     from flows import integration, integrations
+    from interlink.progress_view import display
 
     pipelines = [integration(name) for name in names or integrations()]
     used = [c for pipeline in pipelines for c in pipeline.connections]
     settings.require(used)
     check_databases(settings, used)
     flows = [getattr(pipeline, which) for pipeline in pipelines]  # a flow that cannot exist fails before any runs
-    failed = 0
-    for pipeline, flow in zip(pipelines, flows, strict=True):
-        state = flow(**parameters, return_state=True)
-        if not state.is_completed():
-            failed += 1
-            _fail(f"{pipeline.name} {which} {state.name.lower()}: {state.message or state.type.value}", EXIT_FAILED)
-            continue
-        summary = state.result()
-        print(
-            f"\n{pipeline.name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
-            f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
-            f"quarantined {summary['rows_quarantined']}\n"
-            f"watermark: {summary['watermark']}\n"
-            f"data-quality report: {summary['report']}"
-        )
-    return EXIT_FAILED if failed else 0
+    done: list[dict[str, Any]] = []
+    with display(as_json) as shown:
+        for pipeline, flow in zip(pipelines, flows, strict=True):
+            with shown.run(pipeline.name, which) as tally:
+                state = flow(**parameters, return_state=True)
+            if not state.is_completed():
+                error = f"{pipeline.name} {which} {state.name.lower()}: {state.message or state.type.value}"
+                done.append({"integration": pipeline.name, "state": state.name.upper(), "error": error})
+                _fail(error, EXIT_FAILED)
+                continue
+            summary = state.result()
+            done.append({**summary, "state": "COMPLETED", "batches": tally.batches, "seconds": round(tally.seconds, 1)})
+            if not as_json:
+                print(
+                    f"\n{pipeline.name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
+                    f"updated {summary['rows_updated']}, unchanged {summary['rows_unchanged']}, "
+                    f"quarantined {summary['rows_quarantined']} ({tally})\n"
+                    f"watermark: {summary['watermark']}\n"
+                    f"data-quality report: {summary['report']}"
+                )
+    if as_json:
+        print(json.dumps(done, default=_json_value, indent=2))
+    return EXIT_FAILED if any(run["state"] != "COMPLETED" for run in done) else 0
 
 
 def check_databases(settings: Settings, names: list[str]) -> None:

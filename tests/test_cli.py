@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,34 @@ def test_replay_uses_the_configured_systems(home: Path, systems, monkeypatch, ca
         assert main(["dlq", "replay", "crm_to_billing"]) == 0
     replay = json_out(capsys, "runs", "--json")[0]
     assert replay["state"] == "COMPLETED" and replay["rows_read"] == sum(len(e["payload"]) for e in letters) > 0
+
+
+BATCH_LINE = re.compile(r"crm_to_billing sync batch (\d+): read (\d+), inserted (\d+), updated (\d+), unchanged (\d+), quarantined (\d+) \(\d+\.\d s\)")
+COUNTED = ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged", "rows_quarantined")
+
+
+def test_run_prints_each_batch_with_the_run_totals_the_ledger_ends_with(home: Path, systems, monkeypatch, capsys):
+    """Not a terminal: one plain line per batch with the totals so far; `--json`: nothing but the JSON result."""
+    monkeypatch.setenv("INTERLINK_BILLING__URL", f"sqlite:///{home / 'billing.db'}")
+    chunk = 1000
+    with systems():
+        capsys.readouterr()
+        assert main(["run", "crm_to_billing", "--chunk-size", str(chunk)]) == 0
+        out = capsys.readouterr().out
+        again = json_out(capsys, "run", "crm_to_billing", "--chunk-size", str(chunk), "--full-refresh", "--json")
+    batches = [[int(n) for n in m.groups()] for m in BATCH_LINE.finditer(out)]
+    assert len(batches) == len([ln for ln in out.splitlines() if " batch " in ln]) >= 3  # every batch line well formed
+    assert [b[0] for b in batches] == list(range(1, len(batches) + 1))
+    reads = [b[1] for b in batches]
+    assert all(0 < later - before <= chunk for before, later in zip([0, *reads], reads, strict=False))
+    full_refresh, first = json_out(capsys, "runs", "--json")  # newest first
+    assert batches[-1][1:] == [first[k] for k in COUNTED] and first["rows_inserted"] > 0 and first["rows_quarantined"] > 0
+    assert f"quarantined {first['rows_quarantined']} ({len(batches)} batches in " in out
+
+    [result] = again
+    assert result["state"] == "COMPLETED" and result["batches"] == len(batches)
+    assert [result[k] for k in COUNTED] == [full_refresh[k] for k in COUNTED] and result["rows_unchanged"] > 0
+    assert result["watermark"] == full_refresh["watermark"] and Path(result["report"]).is_file()
 
 
 def test_plain_listings_are_tables_with_the_error_the_decision_and_a_link_to_the_run(home: Path, systems, monkeypatch, capsys):
