@@ -38,7 +38,9 @@ class Tally:
         return time.monotonic() - self.started
 
     def __str__(self) -> str:
-        return f"{self.batches} batch{'es' * (self.batches != 1)} in {self.seconds:.1f} s"
+        """E.g. `6 batches in 24.5 s`; only the time when no batch was seen (a partitioned sync's are in Dask's processes)."""
+        batches = f"{self.batches} batch{'es' * (self.batches != 1)} " if self.batches else ""
+        return f"{batches}in {self.seconds:.1f} s"
 
 
 def plain_text(batch: Batch) -> str:
