@@ -109,6 +109,9 @@ def test_a_failed_run_is_one_line_with_its_cause_and_exit_1(home: Path, monkeypa
     assert main(["run", "crm_to_billing"]) == 1
     [line] = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("interlink:")]
     assert line.startswith("interlink: crm_to_billing sync failed: ") and "127.0.0.1:9" in line
+    assert main(["run", "crm_to_billing", "--json"]) == 1
+    [run] = json.loads(capsys.readouterr().out)
+    assert run["state"] == "FAILED" and run["error"].startswith("crm_to_billing sync failed: ") and "127.0.0.1:9" in run["error"]
 
 
 def test_an_unknown_integration_is_named_with_the_choices(home: Path, capsys):
