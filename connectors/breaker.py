@@ -199,12 +199,13 @@ _REGISTRY: dict[tuple, CircuitBreaker] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def breaker_for(name: str, threshold: int, cooldown_s: float) -> CircuitBreaker:
-    """The circuit breaker of connection `name`, one per process (and settings), shared by every thread of a run.
+def breaker_for(name: str, address: str, threshold: int, cooldown_s: float) -> CircuitBreaker:
+    """The circuit breaker of connection `name` to the system at `address`, one per process (and settings),
+    shared by every thread of a run; the same name pointed at another system has another breaker.
 
     Only retriable failures count: a fatal one (a 4xx) says nothing of the system's health.
     """
-    key = (name, threshold, cooldown_s)
+    key = (name, address, threshold, cooldown_s)
     with _REGISTRY_LOCK:
         if key not in _REGISTRY:
             _REGISTRY[key] = CircuitBreaker(name, threshold, cooldown_s, counts=lambda exc: isinstance(exc, RetriableError))

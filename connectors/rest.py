@@ -89,7 +89,7 @@ class RestClient:
             timeout_s=connection.timeout_s,
             max_attempts=connection.max_attempts,
             limiter=limiter_for(name, connection.rate_per_s, connection.max_concurrency, connection.shared_rate_limit),
-            breaker=breaker_for(name, connection.breaker_threshold, connection.breaker_cooldown_s),
+            breaker=breaker_for(name, connection.base_url or "", connection.breaker_threshold, connection.breaker_cooldown_s),
             transport=transport,
             secrets=(
                 *(v.get_secret_value() for _, v in connection.auth or () if isinstance(v, SecretStr)),

@@ -272,7 +272,7 @@ def test_fatal_errors_do_not_open_the_breaker_but_retriable_ones_do():
                 with pytest.raises(NotFound, match="no such thing"):
                     rest.get_json(f"/things/{n}")
             assert len(server.seen) == 5  # each 404 tried once
-            breaker = breaker_for(name, 3, 60)
+            breaker = breaker_for(name, url, 3, 60)
             assert (breaker.state, breaker.opened_times) == (BreakerState.CLOSED, 0)
 
             down = True  # the same breaker does count retriable failures
