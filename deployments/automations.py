@@ -4,7 +4,8 @@
   (`PREFECT_FLOWS_HEARTBEAT_FREQUENCY`, which `interlink serve` sets for its runs). When a run's
   heartbeats stop for the declared `crash_after_s` before it reaches a final state (its process and
   the runner were killed, or the machine stopped), the server sets it CRASHED, which releases its
-  deployment's concurrency slot (Prefect's "detect zombie flows").
+  deployment's concurrency slot (Prefect's "detect zombie flows"). A run waiting for its flow retry sends
+  none: it is Crashed only if it is not running again `crash_after_s` after its retry was due.
 - **Alerts.** With `INTERLINK_ALERT_URL` set, that URL is the Prefect Webhook block `interlink-alerts`,
   and the server calls it with a JSON message when a deployed run fails, crashes, pauses for approval,
   or dead-letters more than its gate's `alert_above` share (the run's `interlink.run.quarantined` event).
@@ -34,25 +35,41 @@ ALERT_ONCE_S = 3600  # a run entering a state twice (an expired pause is failed 
 DEPLOYED_RUNS = {"prefect.resource.role": "deployment", "prefect.resource.id": "prefect.deployment.*"}
 
 
-def crash_zombies(crash_after_s: int) -> AutomationCore:
-    """Set CRASHED a run whose heartbeats stopped `crash_after_s` ago while it was not final."""
-    return AutomationCore(
-        name=f"{PREFIX}crash runs whose heartbeat stopped",
-        description="A run that sent heartbeats, then none, and did not finish: its process died.",
-        trigger=EventTrigger(
-            after={"prefect.flow-run.heartbeat"},
-            expect={"prefect.flow-run.heartbeat", *(f"prefect.flow-run.{state}" for state in FINAL)},
-            match={"prefect.resource.id": "prefect.flow-run.*"},
-            for_each={"prefect.resource.id"},
-            posture=Posture.Proactive,
-            threshold=1,
-            within=crash_after_s,
-        ),
-        actions=[ChangeFlowRunState(
-            state=StateType.CRASHED,
-            message=f"no heartbeat for {crash_after_s}s: the process running this flow run died (killed, out of memory, or its machine stopped)",
-        )],
+def crash_zombies(crash_after_s: int, retry_delay_s: int) -> list[AutomationCore]:
+    """Set CRASHED a run whose heartbeats stopped `crash_after_s` ago while it was neither final nor waiting for a
+    flow retry (no heartbeats come while it waits), and a run not running again `crash_after_s` after its retry was due."""
+    crashed = ChangeFlowRunState(
+        state=StateType.CRASHED,
+        message=f"no heartbeat for {crash_after_s}s: the process running this flow run died (killed, out of memory, or its machine stopped)",
     )
+    retry_lost = ChangeFlowRunState(
+        state=StateType.CRASHED,
+        message=f"its retry was due {retry_delay_s}s after it failed and had not started {crash_after_s}s later: "
+                "the process running this flow run died while it waited (killed, out of memory, or its machine stopped)",
+    )
+    final = {f"prefect.flow-run.{state}" for state in FINAL}
+    return [
+        AutomationCore(
+            name=f"{PREFIX}crash runs whose heartbeat stopped",
+            description="A run that sent heartbeats, then none, and did not finish or wait for a retry: its process died.",
+            trigger=EventTrigger(
+                after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", "prefect.flow-run.AwaitingRetry", *final},
+                match={"prefect.resource.id": "prefect.flow-run.*"}, for_each={"prefect.resource.id"},
+                posture=Posture.Proactive, threshold=1, within=crash_after_s,
+            ),
+            actions=[crashed],
+        ),
+        AutomationCore(
+            name=f"{PREFIX}crash runs whose retry never started",
+            description="A run waiting for its flow retry that did not run again in time: its process died while it waited.",
+            trigger=EventTrigger(
+                after={"prefect.flow-run.AwaitingRetry"}, expect={"prefect.flow-run.Retrying", "prefect.flow-run.Running", *final},
+                match={"prefect.resource.id": "prefect.flow-run.*"}, for_each={"prefect.resource.id"},
+                posture=Posture.Proactive, threshold=1, within=retry_delay_s + crash_after_s,
+            ),
+            actions=[retry_lost],
+        ),
+    ]
 
 
 def _payload(state: str, message: str, counts: str = "null") -> str:
@@ -90,7 +107,8 @@ def alerts(block_id) -> list[AutomationCore]:
 
 def declared() -> list[AutomationCore]:
     """Every automation the declaration asks for; saves the alert URL as the webhook block."""
-    wanted = [crash_zombies(declarations().crash_after_s)]
+    declared = declarations()
+    wanted = crash_zombies(declared.crash_after_s, declared.retry_delay_seconds)
     if url := Settings.load().alert_url:
         block_id = Webhook(url=url).save(ALERT_BLOCK, overwrite=True)
         wanted += alerts(block_id)

@@ -98,7 +98,7 @@ def test_deployed_runs_are_alerted_by_the_servers_automations(crm_db, home, tmp_
             runner = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             with SyncPrefectClient(api=api) as client:
-                assert len(client.read_automations()) == len(names) == 5
+                assert len(client.read_automations()) == len(names) == 6
                 runs, finals = {}, {}
                 for name in ("plain", "strict", "waiting"):
                     deployment = wait_until(lambda n=name: _deployment(client, f"crm_to_billing/{n}"), 90, f"deployment {name}")
