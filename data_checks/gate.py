@@ -15,18 +15,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import great_expectations as gx
 import pandas as pd
-from great_expectations.core import ExpectationSuiteValidationResult
-from great_expectations.core.run_identifier import RunIdentifier
-from great_expectations.data_context import FileDataContext
-from great_expectations.data_context.types.base import ProgressBarsConfig
-from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
 from connectors.masking import mask
 from data_checks.offline_docs import make_offline
+
+if TYPE_CHECKING:  # GX is imported by the functions that use it: its import costs seconds, and a run with no rows needs none
+    import great_expectations as gx
+    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations.data_context import FileDataContext
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
@@ -87,6 +86,9 @@ def context(home: Path) -> FileDataContext:
 
 
 def _new_context(home: Path) -> FileDataContext:
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
     ctx = gx.get_context(mode="file", project_root_dir=str(home / "gx"))
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     if SITE not in (ctx.get_config().data_docs_sites or {}):
@@ -106,6 +108,8 @@ def validate(
 ) -> Validation:
     """Validate `batch` against `suite`; the result is stored under `run_name` for Data Docs,
     with the offending values of `sensitive` columns masked."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
     definition = _definition(ctx, suite)
     result = definition.run(
         batch_parameters={"dataframe": batch},
@@ -141,6 +145,8 @@ def validate(
 def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult, sensitive: tuple[str, ...]) -> None:
     """Mask the offending values of sensitive columns in the stored copy of `result` (the one Data Docs render);
     only that one: the results stored before it were masked when they were made."""
+    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
+
     store = ctx.validation_results_store
     key = ValidationResultIdentifier(
         expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
@@ -184,6 +190,8 @@ def _definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.Validati
 
 
 def _store_definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.ValidationDefinition:
+    import great_expectations as gx
+
     source = ctx.data_sources.add_or_update_pandas("interlink")
     asset = next((a for a in source.assets if a.name == suite.name), None) or source.add_dataframe_asset(suite.name)
     batch = next((b for b in asset.batch_definitions if b.name == "batch"), None) or asset.add_batch_definition_whole_dataframe("batch")

@@ -1,7 +1,11 @@
 """The contract a batch of ERP order rows must meet before delivery."""
 
-import great_expectations as gx
-import great_expectations.expectations as gxe
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 from data_checks.customers import EMAIL
 
@@ -9,6 +13,9 @@ ORDER_STATUSES = ("pending", "paid", "shipped", "cancelled")
 
 
 def erp_orders() -> gx.ExpectationSuite:
+    import great_expectations as gx  # only when a batch is checked: its import costs seconds
+    import great_expectations.expectations as gxe
+
     return gx.ExpectationSuite(
         name="erp_orders",
         expectations=[

@@ -1,12 +1,19 @@
 """The contract a batch of stock levels must meet before it reaches the storefront."""
 
-import great_expectations as gx
-import great_expectations.expectations as gxe
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 SKU = r"^SKU-\d{5}$"
 
 
 def stock_levels() -> gx.ExpectationSuite:
+    import great_expectations as gx  # only when a batch is checked: its import costs seconds
+    import great_expectations.expectations as gxe
+
     return gx.ExpectationSuite(
         name="stock_levels",
         expectations=[

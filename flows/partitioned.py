@@ -22,14 +22,13 @@ import os
 from dataclasses import dataclass, replace
 from functools import reduce
 
-import distributed
 import pandas as pd
 from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.states import State
-from prefect_dask import DaskTaskRunner
+from prefect.task_runners import TaskRunner
 
 from connectors.sql import create_engine, select_in
 from flows import CHUNK_ROWS
@@ -46,15 +45,21 @@ BISECT_STEPS = 12  # probes that find the newest record, to 1/4096 of the range 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
-class DaskRunner(DaskTaskRunner):
+def dask_runner() -> TaskRunner:
     """A `DaskTaskRunner` whose cluster is chosen when a flow run starts (Prefect duplicates the
-    flow's runner then): the scheduler at `INTERLINK_DASK_ADDRESS`, or a local cluster."""
+    flow's runner then): the scheduler at `INTERLINK_DASK_ADDRESS`, or a local cluster.
+    Dask is imported here, not with the module: every command finds the integrations by importing
+    `flows.*`, and only partitioned runs need it."""
+    from prefect_dask import DaskTaskRunner
 
-    def duplicate(self) -> DaskTaskRunner:
-        if address := Settings.load().dask_address:
-            return DaskTaskRunner(address=address)
-        local = {"n_workers": os.cpu_count(), "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}  # any free port
-        return DaskTaskRunner(cluster_kwargs=local)
+    class DaskRunner(DaskTaskRunner):
+        def duplicate(self) -> DaskTaskRunner:
+            if address := Settings.load().dask_address:
+                return DaskTaskRunner(address=address)
+            local = {"n_workers": os.cpu_count(), "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"}  # any free port
+            return DaskTaskRunner(cluster_kwargs=local)
+
+    return DaskRunner()
 
 
 def partitioned_sync_flow(pipeline: Pipeline) -> Flow:
@@ -65,7 +70,7 @@ def partitioned_sync_flow(pipeline: Pipeline) -> Flow:
         raise ConfigError(f"{pipeline.name} cannot be partitioned: an `approve` gate pauses the flow, not a partition")
 
     @flow(
-        name=f"{pipeline.name}_partitioned", task_runner=DaskRunner(),
+        name=f"{pipeline.name}_partitioned", task_runner=dask_runner(),
         description=f"Sync {pipeline.source.connection} → {pipeline.target.connection} in parallel windows",
         **alert_hooks(pipeline),
     )
@@ -126,6 +131,8 @@ class OneAtATime:
     def deliver(
         self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
     ) -> Delivery:
+        import distributed  # loaded on the Dask worker that runs this
+
         with distributed.Lock(self.lock):
             return self.target.deliver(settings, rows, integration, watermark, sensitive)
 

@@ -12,9 +12,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
-from typing import Annotated, Any, Protocol
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
-import great_expectations as gx
 import pandas as pd
 from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
@@ -42,6 +41,9 @@ from tasks.quarantine import quarantine, quarantine_records, settle
 from tasks.report import publish_report
 from tasks.transform import transform_batch
 from tasks.watermark import later
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 
 class Source(Protocol):

@@ -1,13 +1,18 @@
 """Check: run a batch's expectation suite before anything is delivered."""
 
-from pathlib import Path
+from __future__ import annotations
 
-import great_expectations as gx
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from data_checks.gate import Validation, context, exclusive, validate
+
+if TYPE_CHECKING:
+    import great_expectations as gx
 
 
 @task(name="check", cache_policy=NO_CACHE)
