@@ -7,6 +7,7 @@ context under `<home>/gx`; Data Docs (HTML) are built into `<home>/reports`.
 from __future__ import annotations
 
 import fcntl
+import glob
 import logging
 import os
 import threading
@@ -164,6 +165,17 @@ def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult,
         for counted in details.get("partial_unexpected_counts") or []:
             counted["value"] = mask(counted["value"])
     store.set(key, stored)
+
+
+def validated(home: Path, run_name: str) -> bool:
+    """Whether a validation result of `run_name` is stored under `home`, read from the store's folders
+    (`<suite>/<run name>/…`) without importing GX."""
+    return any((home / "gx" / "gx" / "uncommitted" / "validations").glob(f"*/{glob.escape(run_name)}"))
+
+
+def docs_index(home: Path) -> Path:
+    """The Data Docs site's index page under `home` (it exists once docs were built)."""
+    return home / "reports" / "index.html"
 
 
 def build_docs(ctx: FileDataContext, run_name: str) -> Path:

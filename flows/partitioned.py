@@ -128,6 +128,9 @@ class OneAtATime:
     def refusals(self, rows: pd.DataFrame) -> pd.DataFrame:
         return self.target.refusals(rows)
 
+    def unchanged(self, settings: Settings, rows: pd.DataFrame) -> pd.Index:
+        return self.target.unchanged(settings, rows)
+
     def deliver(
         self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
     ) -> Delivery:

@@ -107,6 +107,17 @@ class SqlTarget:
             columns=["reason", "values"],
         )
 
+    def unchanged(self, settings: Settings, rows: pd.DataFrame) -> pd.Index:
+        """The rows the table already holds exactly (same key, same hash, no newer update time): delivering them changes nothing."""
+        engine = create_engine(settings.connection(self.connection).url)
+        try:
+            ensure_tables(engine, self.table, *(child.table for child in self.children), WATERMARKS)
+            with engine.connect() as conn:
+                plan = _plan(conn, self, _prepared(rows, self))
+        finally:
+            engine.dispose()
+        return plan.index[plan == "unchanged"]
+
     def deliver(
         self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
     ) -> Delivery:

@@ -7,7 +7,7 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.gate import build_docs, context
+from data_checks.gate import build_docs, context, docs_index, validated
 from interlink.ledger import Counts
 
 
@@ -17,16 +17,19 @@ def publish_report(
     decision: str | None = None,
 ) -> Path:
     """Build the run's Data Docs and publish a markdown artifact with its counts and any person's approval
-    decision; returns the docs path."""
-    ctx = context(home)
-    docs = build_docs(ctx, run_name)
+    decision; returns the docs path. A run that validated nothing (no new rows) leaves the docs as they were, loading no GX."""
     failing: dict[str, int] = {}  # every expectation of the run → rows that failed it, over all batches
-    for key in ctx.validation_results_store.list_keys():
-        if key.run_id.run_name != run_name:
-            continue
-        for outcome in ctx.validation_results_store.get(key).results:
-            name = f"{outcome.expectation_config.type}({outcome.expectation_config.kwargs.get('column')})"
-            failing[name] = failing.get(name, 0) + (0 if outcome.success else outcome.result.get("unexpected_count") or 1)
+    if not validated(home, run_name) and docs_index(home).exists():
+        docs = docs_index(home)
+    else:
+        ctx = context(home)
+        docs = build_docs(ctx, run_name)
+        for key in ctx.validation_results_store.list_keys():
+            if key.run_id.run_name != run_name:
+                continue
+            for outcome in ctx.validation_results_store.get(key).results:
+                name = f"{outcome.expectation_config.type}({outcome.expectation_config.kwargs.get('column')})"
+                failing[name] = failing.get(name, 0) + (0 if outcome.success else outcome.result.get("unexpected_count") or 1)
     lines = [
         f"# {integration}",
         f"Target: `{target}`  ",

@@ -47,6 +47,10 @@ class RestTarget:
     def commit(self, settings: Settings, integration: str, watermark: str) -> None:
         """Nothing to commit: the source keeps its own position."""
 
+    def unchanged(self, settings: Settings, rows: pd.DataFrame) -> pd.Index:
+        """None: this target has no watermark, so no rows are re-read at one (see `flows.pipeline.unchanged_at`)."""
+        return rows.index[:0]
+
     def deliver(
         self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
     ) -> Delivery:

@@ -95,6 +95,30 @@ def test_rerun_delivers_nothing_and_a_crm_change_delivers_exactly_the_changed_ro
     assert after.attrs["watermark"] == crm_rows(crm_db)["updated_at"].max()
 
 
+def test_a_rerun_checks_no_row_the_target_holds_unchanged_but_checks_a_changed_one_at_the_watermark(systems, crm_db, home, billing_url):
+    """The record re-read at the inclusive watermark is not validated again while billing holds it exactly
+    (no validation result, no GX); changed at the same update time, it is checked, and quarantined when bad."""
+    from data_checks.gate import docs_index, validated
+
+    with systems():
+        crm_to_billing.sync()
+        rerun = crm_to_billing.sync(return_state=True)
+        summary = rerun.result()
+        assert (summary["rows_read"], summary["rows_unchanged"], summary["rows_quarantined"]) == (1, 1, 0)
+        assert not validated(home, str(rerun.state_details.flow_run_id))
+        assert summary["report"] == str(docs_index(home))
+        with closing(sqlite3.connect(crm_db)) as conn, conn:
+            newest = conn.execute("SELECT id FROM customers ORDER BY updated_at DESC LIMIT 1").fetchone()[0]
+            conn.execute("UPDATE customers SET email = 'not-an-email' WHERE id = ?", (newest,))  # same updated_at
+        changed = crm_to_billing.sync(return_state=True)
+    found = changed.result()
+    assert (found["rows_read"], found["rows_quarantined"], found["rows_unchanged"]) == (1, 1, 0)
+    assert validated(home, str(changed.state_details.flow_run_id))
+    [letter] = [e for e in DeadLetters(Settings().state_db).entries("crm_to_billing", "open") if e["record_key"] == newest]
+    assert letter["stage"] == "check" and "email" in letter["reason"]
+    assert target(billing_url).set_index("crm_id").at[newest, "email"] != "not-an-email"
+
+
 @contextmanager
 def crash_on_insert(number: int) -> Iterator[list[int]]:
     """Raise inside the `number`-th INSERT into customers, after the earlier ones ran."""
