@@ -54,6 +54,11 @@ N ?= 1000000
 bench-gate: $(INSTALLED)
 	$(BIN)/python benchmarks/gate_share.py --n $(N)
 
+# A no-change `interlink run crm_to_billing` from the shell, wall and CPU, with a Prefect server and without one (prints only).
+.PHONY: bench-startup
+bench-startup: $(INSTALLED)
+	$(BIN)/python benchmarks/cli_startup.py --repeat 3 --no-server-too
+
 # Interlink against a hand-written httpx + COPY baseline and dlt: full and incremental syncs of N rows from a REST
 # source into the machine's PostgreSQL, 3 repetitions (writes benchmarks/results/latest.json, latest.md, bench-<N>.json).
 # `make bench` is N=100000; `make bench N=1000000` the full size. Installs the .venv if missing, adding the bench extra (dlt).
