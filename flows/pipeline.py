@@ -305,8 +305,8 @@ def unchanged_at(
 ) -> pd.Index:
     """The rows re-read at the inclusive watermark `since` (their raw cursor equals it) that the target already holds
     exactly. They need no check: delivering them changes nothing (they count as unchanged), so a run that finds nothing
-    new validates nothing and never loads Great Expectations. Every other row is checked, and a full refresh or a
-    replay (no `since`) checks every row."""
+    new validates nothing and never loads Great Expectations. Every other row is checked; runs with no `since`
+    (a full refresh, a replay, a partition of a partitioned sync, the order-event stream) check every row."""
     cursor = pipeline.source.cursor
     if since is None or cursor is None or cursor not in raw.columns or rows.empty:
         return rows.index[:0]
