@@ -80,8 +80,11 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
 
             worker_log = tmp_path / "worker.log"
             with worker_log.open("w") as out:
+                # as from a terminal or a service manager: a background job of a script inherits SIGINT ignored, and
+                # then Prefect's worker ignores Ctrl-C and its first SIGTERM too (its handler re-sends itself SIGINT)
                 worker = subprocess.Popen([BIN / "prefect", "worker", "start", "--pool", "interlink-test"], env=env, cwd=tmp_path,
-                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                                          stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             try:
                 triggered = time.monotonic()
                 flow_run = client.create_flow_run_from_deployment(deployment.id)
