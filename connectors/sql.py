@@ -23,6 +23,7 @@ import pandas as pd
 import psycopg
 import sqlalchemy as sa
 from psycopg import sql as pgsql
+from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
@@ -41,7 +42,7 @@ WATERMARKS = sa.Table(
 )
 
 COPY_THRESHOLD = 5000  # rows from which a PostgreSQL write goes through COPY
-COPY_PART = 50_000  # rows turned into CSV text at a time
+COPY_PART = 10_000  # rows turned into CSV text at a time, while a thread sends the part before
 WRITE_BATCH = 1000  # rows per INSERT statement where COPY is not used
 _NULL = r"\N"  # NULL in COPY's CSV: an empty field is an empty string
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -137,7 +138,7 @@ def read_chunks(
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=chunk_rows).execute(query)
         for part in result.partitions(chunk_rows):
-            yield pd.DataFrame(part, columns=list(result.keys()))
+            yield rows_frame(part, result.keys())
 
 
 def read_page(
@@ -172,7 +173,7 @@ def read_page(
     query = query.order_by(order, *(source.c[k] for k in keys)).limit(limit)
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=min(limit, 10_000)).execute(query)
-        return pd.DataFrame(list(result), columns=list(result.keys()), dtype=object)
+        return rows_frame(result, result.keys(), dtype=object)
 
 
 def read_untracked(engine: Engine, source: sa.FromClause, cursor: str, columns: Sequence[str] | None, limit: int) -> pd.DataFrame:
@@ -182,7 +183,13 @@ def read_untracked(engine: Engine, source: sa.FromClause, cursor: str, columns: 
     query = sa.select(*(_raw(c, dialect) for c in selected)).where(cursor_expression(source.c[cursor], dialect).is_(None)).limit(limit)
     with engine.connect() as conn:
         result = conn.execute(query)
-        return pd.DataFrame(list(result), columns=list(result.keys()), dtype=object)
+        return rows_frame(result, result.keys(), dtype=object)
+
+
+def rows_frame(rows: Iterable[sa.Row], columns: Iterable[str], dtype: Any = None) -> pd.DataFrame:
+    """Result rows as a frame. Each row becomes a plain tuple first: pandas asks every row for a `dtype`, and
+    a SQLAlchemy `Row` answers a missing attribute through a slow exception path (12x slower at 100k rows)."""
+    return pd.DataFrame([tuple(row) for row in rows], columns=list(columns), dtype=dtype)
 
 
 def cursor_expression(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement:
@@ -331,7 +338,7 @@ def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[
     )
     whole = _whole_numbers(table, rows)
     try:
-        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy) as stream:
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy, writer=QueuedLibpqWriter(cursor)) as stream:
             for start in range(0, len(whole), COPY_PART):
                 stream.write(whole.iloc[start : start + COPY_PART].to_csv(header=False, index=False, na_rep=_NULL))
     except psycopg.Error as exc:  # as SQLAlchemy's own statements raise it: IntegrityError for a duplicate key, …

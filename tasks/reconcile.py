@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import create_engine, read_chunks, select_in
+from connectors.sql import create_engine, read_chunks, rows_frame, select_in
 from tasks.deliver import ChildTable, SqlTarget, row_hashes
 
 HASHES = ["row_hash", "held_hash"]
@@ -37,7 +37,7 @@ def read_target(url: str, target: SqlTarget, since: datetime | None, keys: pd.Se
             parts = [_hashed(conn, target, rows) for rows in chunks]
             seen = set().union(*(part[target.key] for part in parts))
             others = select_in(conn, list(table.c), table.c[target.key], [k for k in keys.tolist() if k not in seen])
-            parts.append(_hashed(conn, target, pd.DataFrame(others, columns=list(table.c.keys()))))
+            parts.append(_hashed(conn, target, rows_frame(others, table.c.keys())))
     finally:
         engine.dispose()
     return pd.concat(parts, ignore_index=True)
