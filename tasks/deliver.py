@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 import pandas as pd
@@ -22,6 +21,7 @@ from connectors.sql import (
     create_engine,
     ensure_tables,
     refused_data,
+    rows_frame,
     select_in,
     utcnow,
     write,
@@ -168,7 +168,10 @@ def deliver(
     failures; the watermark is then left for the caller to commit once they are dead-lettered.
     An error that stops the delivery shows the values of the `sensitive` columns masked, as does the log.
     """
-    masked = partial(mask_values, values=sensitive_values(rows, sensitive))
+
+    def masked(text: str) -> str:  # only on an error: the batch's sensitive values are many
+        return mask_values(text, sensitive_values(rows, sensitive))
+
     engine = create_engine(url)
     try:
         ensure_tables(engine, target.table, *(child.table for child in target.children), WATERMARKS)
@@ -277,9 +280,9 @@ def _plan(conn: sa.Connection, target: SqlTarget, rows: pd.DataFrame) -> pd.Seri
     table = target.table
     key = table.c[target.key]
     times = [table.c[target.updated]] if target.updated else []
-    existing = pd.DataFrame(
+    existing = rows_frame(
         select_in(conn, [key, table.c.row_hash, *times], key, rows[target.key].tolist()),
-        columns=[target.key, "old_hash", *(["old_updated"] if times else [])],
+        [target.key, "old_hash", *(["old_updated"] if times else [])],
     ).set_index(target.key)
     old = existing.reindex(rows[target.key])
     old.index = rows.index
