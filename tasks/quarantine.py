@@ -14,6 +14,8 @@ from prefect.cache_policies import NO_CACHE
 from interlink.deadletter import DeadLetters, Reject
 from tasks.admit import frame_records, missing
 
+MAX_KEY = 200  # characters of a record key the store keeps; a longer one keeps a digest of the rest
+
 
 @task(name="quarantine", cache_policy=NO_CACHE)
 def quarantine(
@@ -33,7 +35,7 @@ def quarantine(
     one). A dead letter keeps every raw record with the same source key, so a replay sees all
     of them again; one entry per record key, replacing an earlier one.
     """
-    sources = (raw[source_key] if source_key in raw.columns else pd.Series(None, index=raw.index, dtype=object)).map(_token)
+    sources = _tokens(raw[source_key] if source_key in raw.columns else pd.Series(None, index=raw.index, dtype=object))
     failing = sources.loc[failures.index]
     related = raw[sources.isin(set(failing.dropna()))]
     by_key: dict = {}
@@ -70,10 +72,20 @@ def quarantine_records(
 @task(name="settle", cache_policy=NO_CACHE)
 def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> int:
     """Close the open dead letters of records now delivered (as `status`); returns how many."""
-    closed = DeadLetters(state_url).settle(integration, [_record_key(key, []) for key in keys.dropna()], status)
+    tokens = _tokens(keys.dropna()).astype(object)
+    short = tokens.str.len() <= MAX_KEY
+    record_keys = [*tokens[short], *(_record_key(key, []) for key in tokens[~short])]
+    closed = DeadLetters(state_url).settle(integration, record_keys, status)
     if closed:
         get_run_logger().info("%d earlier dead letters now %s", closed, status)
     return closed
+
+
+def _tokens(values: pd.Series) -> pd.Series:
+    """`_token` of each value: a text column's values are their own tokens, other columns go value by value."""
+    if pd.api.types.is_string_dtype(values) and values.dtype != object:
+        return values.astype(object).where(values.notna(), None)
+    return values.map(_token)
 
 
 def _token(value: object) -> str | None:
@@ -86,6 +98,6 @@ def _token(value: object) -> str | None:
 def _record_key(key: object, payload: list) -> str:
     """The record's key, or for a record without one a stable digest of its content."""
     if (text := _token(key)) is not None:  # a key too long for the store keeps a digest of the rest
-        return text if len(text) <= 200 else f"{text[:183]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+        return text if len(text) <= MAX_KEY else f"{text[:183]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"no-key:{digest}"
