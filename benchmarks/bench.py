@@ -155,7 +155,8 @@ def write(raw: dict) -> dict:
     """Summarise, with the RSS of the other benchmark size when its results exist, and write the result files."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     n = raw["settings"]["n"]
-    others = {int(p.stem.split("-", 1)[1]): json.loads(p.read_text()) for p in RESULTS.glob("bench-*.json")}
+    sized = (p for p in RESULTS.glob("bench-*.json") if p.stem.removeprefix("bench-").isdigit())  # not bench-…-before-….json
+    others = {int(p.stem.removeprefix("bench-")): json.loads(p.read_text()) for p in sized}
     report = summarise(raw, {size: other for size, other in others.items() if size != n})
     text = json.dumps(report, indent=2)
     (RESULTS / f"bench-{n}.json").write_text(text)
