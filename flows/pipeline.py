@@ -9,7 +9,9 @@ with failing rows dead-lettered, every run ledgered and reported.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import copy_context
 from dataclasses import dataclass, replace
 from functools import cached_property, partial
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
@@ -187,11 +189,9 @@ def sync_flow(pipeline: Pipeline) -> Flow:
             entry.since = entry.watermark = since
             caches: list[dict] = [{} for _ in pipeline.enrichers]
             newest = since
-            for number, chunk in enumerate(source.chunks(settings, since, chunk_size), 1):
-                guard_batch(gated, settings, chunk, entry)
-                newest = later(newest, chunk.watermark)
-                mark = chunk.watermark if source.sorted and not chunk.disorder else None
-                process_batch(gated, settings, chunk.records, caches, mark, RESOLVED, entry, chunk.refused, chunk.moments)
+
+            def finish(number: int, chunk: Chunk, batch: Prepared, mark: str | None) -> None:
+                deliver_batch(gated, settings, batch, mark, RESOLVED, entry)
                 source.done(settings, chunk)
                 entry.watermark = mark or entry.watermark
                 entry.checkpoint()
@@ -201,6 +201,18 @@ def sync_flow(pipeline: Pipeline) -> Flow:
                         f"{source.setting} says sorted=True, but its records are not in {source.cursor} order "
                         f"({chunk.disorder}); this batch was delivered without moving the watermark: set sorted=False there"
                     )
+
+            with Behind() as behind:
+                for number, chunk in enumerate(source.chunks(settings, since, chunk_size), 1):
+                    if chunk.last:
+                        behind.wait()  # the volume guard counts every row before this batch
+                    guard_batch(gated, settings, chunk, entry)
+                    newest = later(newest, chunk.watermark)
+                    mark = chunk.watermark if source.sorted and not chunk.disorder else None
+                    batch = prepare_batch(gated, settings, chunk.records, caches, entry, chunk.refused, chunk.moments)
+                    behind.submit(finish, number, chunk, batch, mark)
+                    if chunk.disorder:
+                        behind.wait()
             if not source.sorted and newest and newest != since:
                 pipeline.target.commit(settings, pipeline.name, newest)  # the whole run is delivered
                 entry.watermark = newest
@@ -251,6 +263,15 @@ def guard_batch(pipeline: Pipeline, settings: Settings, chunk: Chunk, entry: Ent
             entry.notes.append(note)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A batch through every step but delivery: its raw records, the rows that passed, and what became of the rest."""
+
+    raw: pd.DataFrame
+    rows: pd.DataFrame
+    counts: Counts
+
+
 def process_batch(
     pipeline: Pipeline,
     settings: Settings,
@@ -262,19 +283,29 @@ def process_batch(
     refused: tuple[tuple[Any, str], ...] = (),
     moments: pd.Series | None = None,
 ) -> None:
-    """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run.
+    """One batch through the steps, counted into `entry`; `caches` keep each enricher's lookups for the run."""
+    deliver_batch(pipeline, settings, prepare_batch(pipeline, settings, raw, caches, entry, refused, moments), watermark, settled, entry)
 
-    A record that fails a step (read, transform, enrich, check, or the target's own limits) is
-    dead-lettered with the stage and the reason, and the rest go on. The watermark commits with
-    the delivered rows, or after the dead letters when the target had to be written in parts.
-    """
+
+def prepare_batch(
+    pipeline: Pipeline,
+    settings: Settings,
+    raw: pd.DataFrame,
+    caches: list[dict],
+    entry: Entry,
+    refused: tuple[tuple[Any, str], ...] = (),
+    moments: pd.Series | None = None,
+) -> Prepared:
+    """A batch read, transformed, enriched and checked. A record that fails a step (read, transform, enrich,
+    check, or the target's own limits) is dead-lettered with the stage and the reason, and the rest go on."""
+    counts = Counts(rows_read=len(raw) + len(refused))
     if raw.empty and not refused:
-        return
+        return Prepared(raw, raw, counts)
     dead = partial(quarantined_at, pipeline, settings, raw)
     quarantined = quarantine_records(settings.state_db, pipeline.name, refused, pipeline.source_key, flow_run.id) if refused else 0
-    raw, failed = admit(raw, pipeline.contract, pipeline.source.cursor, moments)
+    completed, failed = admit(raw, pipeline.contract, pipeline.source.cursor, moments)
     quarantined += dead("ingest", failed)
-    admitted = raw.drop(failed.index)
+    admitted = completed.drop(failed.index)
     rows, failures = shape(pipeline, settings, admitted, caches)
     shaped = rows.index.union(failures["transform"].index).union(failures["enrich"].index)
     superseded = len(admitted.index.difference(shaped))  # records the transform merged into a newer one
@@ -285,19 +316,59 @@ def process_batch(
     passed = rows.drop(failed.index)
     failed = pipeline.target.refusals(passed) if not passed.empty else NO_FAILURES
     quarantined += dead("deliver", failed, passed)
-    passed = passed.drop(failed.index)
+    return Prepared(raw, passed.drop(failed.index), counts + Counts(rows_quarantined=quarantined, rows_superseded=superseded))
+
+
+def deliver_batch(pipeline: Pipeline, settings: Settings, batch: Prepared, watermark: str | None, settled: str, entry: Entry) -> None:
+    """Deliver a prepared batch and count it into `entry`. The watermark commits with the delivered rows, or after
+    the dead letters when the target had to be written in parts; the delivered rows' open dead letters are settled."""
+    if not batch.counts.rows_read:
+        return
+    passed, quarantined = batch.rows, 0
     if watermark is not None and not passed.empty:  # before the commit that moves past them: a crash after it
         settle(settings.state_db, pipeline.name, passed[pipeline.key], settled)  # cannot leave them open
     if passed.empty:
         delivery = Delivery(Counts(), committed=watermark is None)
     else:
         delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark, pipeline.gate.sensitive)
-        quarantined += dead("deliver", delivery.failures, passed)
+        quarantined = quarantined_at(pipeline, settings, batch.raw, "deliver", delivery.failures, passed)
     if not delivery.committed:
         pipeline.target.commit(settings, pipeline.name, watermark)
     if watermark is None and not passed.empty:  # read again until delivered (replay: while still open)
         settle(settings.state_db, pipeline.name, passed[pipeline.key].drop(delivery.failures.index), settled)
-    entry.counts += delivery.counts + Counts(rows_read=len(raw) + len(refused), rows_quarantined=quarantined, rows_superseded=superseded)
+    entry.counts += batch.counts + delivery.counts + Counts(rows_quarantined=quarantined)
+
+
+class Behind:
+    """Each batch's delivery in a thread of its own while the flow prepares the next: one at a time, in order.
+
+    `submit` waits for the delivery before; `wait` for the last one, raising its error. Leaving the block waits
+    too, so a run that fails while a batch is being delivered still finishes (and ledgers) that batch.
+    """
+
+    def __enter__(self) -> Behind:
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="deliver")
+        self._pending: Future | None = None
+        return self
+
+    def submit(self, deliver: Callable[..., None], *args: Any) -> None:
+        self.wait()
+        self._pending = self._writer.submit(copy_context().run, deliver, *args)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: Any) -> None:
+        try:
+            self.wait()
+        except Exception as late:
+            if error is None:
+                raise
+            get_run_logger().error("delivering the batch before the failure failed too: %s", late)
+        finally:
+            self._writer.shutdown()
 
 
 def unchanged_at(

@@ -3,6 +3,7 @@ server we did not write), delivered to PostgreSQL and MariaDB; and sources that 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -152,6 +153,47 @@ class FailingOnce:
         if self.deliveries == self.fail_at:
             raise ConnectionError("billing went away")
         return self.target.deliver(settings, rows, integration, watermark, sensitive)
+
+
+class HeldUntilChecked:
+    """The real target, whose first delivery waits until the flow has started checking the next batch."""
+
+    def __init__(self, target, checking: threading.Event):
+        self.target, self.checking, self.deliveries = target, checking, 0
+
+    def __getattr__(self, name):
+        return getattr(self.target, name)
+
+    def deliver(self, settings, rows, integration, watermark, sensitive=()):
+        self.deliveries += 1
+        if self.deliveries == 1:
+            assert self.checking.wait(60), "the next batch was not checked while this one was being delivered"
+        return self.target.deliver(settings, rows, integration, watermark, sensitive)
+
+
+@pytest.mark.parametrize("billing_url", ["postgresql"], indirect=True)
+def test_a_batch_delivered_while_the_next_fails_its_check_is_committed_and_ledgered(tmp_path, billing_url, monkeypatch):
+    records = [customer(i, email="not-an-email" if 100 <= i < 200 else f"c{i}@example.com") for i in range(300)]
+    checking, checks = threading.Event(), []
+
+    def suite():  # the second batch's check starts while the first batch is still being delivered
+        checks.append(1)
+        if len(checks) == 2:
+            checking.set()
+        return PIPELINE.suite()
+
+    with json_server({"customers": records, "countries": COUNTRIES}, tmp_path) as url:
+        monkeypatch.setenv("INTERLINK_CRM__BASE_URL", url)
+        monkeypatch.setenv("INTERLINK_FINANCE__BASE_URL", url)
+        pipeline = replace(PIPELINE, source=crm_source(), suite=suite, target=HeldUntilChecked(PIPELINE.target, checking))
+        state = pipeline.sync(chunk_size=100, policy="fail", return_state=True)
+
+    assert state.is_failed() and "GateFailed" in state.message and "100 of 100 rows fail" in state.message
+    rows = delivered(billing_url)
+    assert set(rows.index) == {r["id"] for r in records[:100]}
+    assert rows.attrs["watermark"] == records[99]["updated_at"]
+    run = last_run()
+    assert run["state"] == "FAILED" and run["rows_inserted"] == 100 and run["watermark"] == records[99]["updated_at"]
 
 
 @pytest.fixture
