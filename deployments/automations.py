@@ -38,38 +38,40 @@ DEPLOYED_RUNS = {"prefect.resource.role": "deployment", "prefect.resource.id": "
 def crash_zombies(crash_after_s: int, retry_delay_s: int) -> list[AutomationCore]:
     """Set CRASHED a run whose heartbeats stopped `crash_after_s` ago while it was neither final nor waiting for a
     flow retry (no heartbeats come while it waits), and a run not running again `crash_after_s` after its retry was due."""
-    crashed = ChangeFlowRunState(
-        state=StateType.CRASHED,
-        message=f"no heartbeat for {crash_after_s}s: the process running this flow run died (killed, out of memory, or its machine stopped)",
-    )
-    retry_lost = ChangeFlowRunState(
-        state=StateType.CRASHED,
-        message=f"its retry was due {retry_delay_s}s after it failed and had not started {crash_after_s}s later: "
-                "the process running this flow run died while it waited (killed, out of memory, or its machine stopped)",
-    )
+    died = "the process running this flow run died"
     final = {f"prefect.flow-run.{state}" for state in FINAL}
     return [
-        AutomationCore(
-            name=f"{PREFIX}crash runs whose heartbeat stopped",
-            description="A run that sent heartbeats, then none, and did not finish or wait for a retry: its process died.",
-            trigger=EventTrigger(
-                after={"prefect.flow-run.heartbeat"}, expect={"prefect.flow-run.heartbeat", "prefect.flow-run.AwaitingRetry", *final},
-                match={"prefect.resource.id": "prefect.flow-run.*"}, for_each={"prefect.resource.id"},
-                posture=Posture.Proactive, threshold=1, within=crash_after_s,
-            ),
-            actions=[crashed],
+        _crash_when_silent(
+            f"{PREFIX}crash runs whose heartbeat stopped",
+            "A run that sent heartbeats, then none, and did not finish or wait for a retry: its process died.",
+            after="prefect.flow-run.heartbeat",
+            expect={"prefect.flow-run.heartbeat", "prefect.flow-run.AwaitingRetry", *final},
+            within=crash_after_s,
+            message=f"no heartbeat for {crash_after_s}s: {died} (killed, out of memory, or its machine stopped)",
         ),
-        AutomationCore(
-            name=f"{PREFIX}crash runs whose retry never started",
-            description="A run waiting for its flow retry that did not run again in time: its process died while it waited.",
-            trigger=EventTrigger(
-                after={"prefect.flow-run.AwaitingRetry"}, expect={"prefect.flow-run.Retrying", "prefect.flow-run.Running", *final},
-                match={"prefect.resource.id": "prefect.flow-run.*"}, for_each={"prefect.resource.id"},
-                posture=Posture.Proactive, threshold=1, within=retry_delay_s + crash_after_s,
-            ),
-            actions=[retry_lost],
+        _crash_when_silent(
+            f"{PREFIX}crash runs whose retry never started",
+            "A run waiting for its flow retry that did not run again in time: its process died while it waited.",
+            after="prefect.flow-run.AwaitingRetry",
+            expect={"prefect.flow-run.Retrying", "prefect.flow-run.Running", *final},
+            within=retry_delay_s + crash_after_s,
+            message=f"its retry was due {retry_delay_s}s after it failed and had not started {crash_after_s}s later: "
+                    f"{died} while it waited (killed, out of memory, or its machine stopped)",
         ),
     ]
+
+
+def _crash_when_silent(name: str, description: str, *, after: str, expect: set[str], within: int, message: str) -> AutomationCore:
+    """Set CRASHED, with `message`, each flow run that had an `after` event and then none of `expect` for `within` seconds."""
+    return AutomationCore(
+        name=name,
+        description=description,
+        trigger=EventTrigger(
+            after={after}, expect=expect, match={"prefect.resource.id": "prefect.flow-run.*"}, for_each={"prefect.resource.id"},
+            posture=Posture.Proactive, threshold=1, within=within,
+        ),
+        actions=[ChangeFlowRunState(state=StateType.CRASHED, message=message)],
+    )
 
 
 def _payload(state: str, message: str, counts: str = "null") -> str:
