@@ -60,14 +60,18 @@ fail() {
   exit 1
 }
 
+wait_url() {  # wait_url URL SECONDS WHAT: poll URL every half second until it answers; fail naming WHAT after SECONDS
+  for i in $(seq $(($2 * 2))); do
+    curl -fsS "$1" >/dev/null 2>&1 && return
+    sleep 0.5
+  done
+  fail "$3 did not answer at $1 within $2s"
+}
+
 # 1. A real Prefect server (SQLite under the scratch PREFECT_HOME).
 setsid .venv/bin/prefect server start --host 127.0.0.1 --port "$port" >"$scratch/server.log" 2>&1 &
 pids+=($!)
-for i in $(seq 120); do
-  curl -fsS "$ui/api/health" >/dev/null 2>&1 && break
-  [ "$i" = 120 ] && fail "the Prefect server did not answer at $ui/api/health within 60s"
-  sleep 0.5
-done
+wait_url "$ui/api/health" 60 "the Prefect server"
 
 # 2. Every declared deployment registered and served, with the demo systems up.
 setsid .venv/bin/interlink demo serve --fault-rate 0 >"$scratch/serve.log" 2>&1 &
@@ -197,11 +201,7 @@ auth = os.environ["INTERLINK_STOREFRONT__AUTH__CLIENT_ID"], os.environ["INTERLIN
 uvicorn.run(create_app(db, *auth), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
 ' "$storefront_port" >"$scratch/storefront.log" 2>&1 &
 pids+=($!)
-for i in $(seq 100); do
-  curl -fsS "$INTERLINK_STOREFRONT__BASE_URL/health" >/dev/null 2>&1 && break
-  [ "$i" = 100 ] && fail "the demo storefront did not answer within 20s"
-  sleep 0.2
-done
+wait_url "$INTERLINK_STOREFRONT__BASE_URL/health" 20 "the demo storefront"
 wait_run "$retried_id" COMPLETED 300
 # Its details: the run count, the declared retries, and in the timeline the failed ingest, the wait, the second attempt.
 shot docs/prefect-retries.png "$ui/runs/flow-run/$retried_id?tab=Details" 1440,1300
