@@ -38,6 +38,7 @@ from benchmarks.bench_report import markdown, summarise
 from benchmarks.common import machine, run_child
 from benchmarks.source import Customers, create_app
 from demo_systems.server import serve
+from flows import CHUNK_ROWS
 
 RESULTS = ROOT / "benchmarks" / "results"
 API_KEY = "sk-bench-41d7e2"
@@ -170,7 +171,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--n", type=int, default=100_000, help="source rows")
     parser.add_argument("--repeat", type=int, default=3, help="repetitions (medians are reported)")
     parser.add_argument("--page", type=int, default=1000, help="source page size")
-    parser.add_argument("--chunk", type=int, default=50_000, help="Interlink's chunk_size (its default)")
+    parser.add_argument("--chunk", type=int, default=CHUNK_ROWS, help="Interlink's chunk_size (default: its own, flows.CHUNK_ROWS)")
     parser.add_argument("--concurrent-pages", type=int, default=4, help="Interlink's RestSource.concurrent_pages")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--change-share", type=float, default=0.01, help="share of rows changed before the last incremental")
