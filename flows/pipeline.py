@@ -405,7 +405,7 @@ def quarantined_at(
 
 def checked(pipeline: Pipeline, settings: Settings, rows: pd.DataFrame, entry: Entry) -> pd.DataFrame:
     """The rows' check failures (`reason`, `values`); a failed batch, or a person's rejection, raises."""
-    validation = check(rows, pipeline.suite(), settings.home, run_name(), pipeline.gate.sensitive)
+    validation = check(rows, pipeline.suite, settings.home, run_name(), pipeline.gate.sensitive)
     try:
         if decision := decide(pipeline.name, rows, validation, pipeline.gate, partial(alert_pause, pipeline)):
             entry.decision = "; ".join(filter(None, [entry.decision, decision]))

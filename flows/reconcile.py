@@ -92,7 +92,7 @@ def _repair(pipeline: Pipeline, settings: Settings, url: str, source: pd.DataFra
     rows = source[source[pipeline.key].isin(found["missing"] + found["changed"])].drop(columns="row_hash")
     if rows.empty:
         return Counts()
-    validation = check(rows, pipeline.suite(), settings.home, run_name())
+    validation = check(rows, pipeline.suite, settings.home, run_name())
     if validation.batch_failures:
         raise GateFailed(f"{validation.suite}: batch failed {', '.join(validation.batch_failures)}")
     passed = rows.drop(validation.row_failures.index)

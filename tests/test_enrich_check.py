@@ -158,12 +158,12 @@ def test_batch_level_expectation_is_a_batch_failure(ctx):
 
 
 def test_check_reports_a_batch_failure_for_the_gate_to_decide(tmp_path):
-    validation = check(batch(row("C1")), row_count_suite(), tmp_path, "check-small")
+    validation = check(batch(row("C1")), row_count_suite, tmp_path, "check-small")
     assert [f.split("(")[0] for f in validation.batch_failures] == ["expect_table_row_count_to_be_between"]
 
 
 def test_check_returns_row_failures_without_raising(tmp_path):
-    validation = check(batch(row("C1"), row("C2", tax_rate=0.9)), billing_customers(), tmp_path, "check-rows")
+    validation = check(batch(row("C1"), row("C2", tax_rate=0.9)), billing_customers, tmp_path, "check-rows")
     assert list(validation.row_failures.index) == [201]
     assert validation.batch_failures == []
 
