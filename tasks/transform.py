@@ -5,9 +5,15 @@ Transforms never drop or reject a record: what cannot be normalised is left as i
 dead-lettered (`transform_batch`).
 """
 
-import re
+import operator
+import sys
+import unicodedata
 from collections.abc import Callable
+from functools import cache
+from itertools import repeat
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -28,77 +34,114 @@ CALLING_CODES = {
     "SE": "46", "PL": "48", "CH": "41", "AU": "61", "JP": "81", "IN": "91", "BR": "55", "MX": "52",
     "IE": "353", "DK": "45", "NO": "47", "BE": "32",
 }
-_NOT_DIGIT = re.compile(r"\D")
+_NOT_DIGITS = bytes(set(range(256)) - set(b"0123456789\n"))  # what `_digits` deletes
 
 
 def blank_to_na(values: pd.Series) -> pd.Series:
     """Strip text, collapse inner whitespace; empty becomes missing."""
-    return _each(values, _clean)
+    return _string_series(_collapsed(_text(values)), values.index)
 
 
 def normalise_email(values: pd.Series) -> pd.Series:
-    return _each(values, lambda v: (_clean(v) or "").lower() or None)
+    """Trimmed and lower-cased (inner whitespace collapsed, for the checks to name)."""
+    texts = _text(values)  # emails rarely hold whitespace: one split-join-lower pass beats `_collapsed`'s check here
+    return _string_series(np.fromiter(map(str.lower, map(" ".join, map(str.split, texts))), dtype=object, count=len(texts)), values.index)
 
 
 def normalise_country(values: pd.Series) -> pd.Series:
-    def code(value: str) -> str | None:
-        text = (_clean(value) or "").upper()
-        return COUNTRY_ALIASES.get(text, text) or None
-
-    return _each_distinct(values, code)
+    """Upper-cased ISO codes with aliases resolved (`uk` → `GB`), worked out once per distinct value."""
+    codes, distinct = pd.factorize(_text(values))
+    upper = _map(str.upper, _collapsed(distinct))
+    return _string_series(np.array([COUNTRY_ALIASES.get(c, c) for c in upper], dtype=object)[codes], values.index)
 
 
 def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
-    """E.164 (`+4930123456`): international prefixes kept, national numbers given the country's code."""
-    phones = _text(values)
-    codes = countries.astype("string").to_numpy(dtype=object, na_value=None)
-    return pd.Series([_e164(p, c) for p, c in zip(phones, codes, strict=True)], index=values.index, dtype="string")
+    """E.164 (`+4930123456`): international prefixes kept, national numbers given the country's code.
+
+    Digits of any script count as their ASCII digit (`+4٩١…` is `+491…`), and a fullwidth `＋` as `+`.
+    """
+    text = _text(values)
+    other = ~_flags(str.isascii, text)
+    text[other] = [t.translate(_ascii_digits()) for t in text[other]]
+    text = _collapsed(text)
+    digits = _digits(text)
+    head = text.astype("U2")
+    plus, zeros = np.strings.startswith(head, "+"), head == "00"
+    country, distinct = pd.factorize(countries.astype("string"))
+    calling = np.array([CALLING_CODES.get(c) for c in distinct] + [None], dtype=object)[country]  # -1, no country: None
+    national = ~(plus | zeros) & (calling != None) & (text != "")  # noqa: E711 (element-wise)
+    result = text  # left as it was where no country code is known
+    result[plus] = "+" + digits[plus]
+    result[zeros] = "+" + _map(operator.getitem, digits[zeros], slice(2, None))
+    result[national] = "+" + calling[national] + _national(digits[national], calling[national])
+    return _string_series(result, values.index)
 
 
-def _e164(phone: str | None, country: str | None) -> str | None:
-    text = _clean(phone)
-    if text is None:
-        return None
-    digits = _NOT_DIGIT.sub("", text)
-    if text.startswith("00"):
-        return "+" + digits[2:]
-    if text.startswith("+"):
-        return "+" + digits
-    calling = CALLING_CODES.get(country)
-    if calling is None:
-        return text  # left as it was where no country code is known
-    national = digits.lstrip("0")  # the trunk prefix: 0, or 1 in the North American plan
-    if calling == "1" and len(national) == 11 and national.startswith("1"):
-        national = national[1:]
-    return "+" + calling + national
+def _digits(texts: np.ndarray) -> np.ndarray:
+    """The ASCII digits of each text, read in one pass over the texts joined (collapsed text holds no line break)."""
+    joined = "\n".join(texts).encode("utf-8", "surrogatepass").translate(None, _NOT_DIGITS).decode()
+    return np.array(joined.split("\n") if len(texts) else [], dtype=object)
 
 
-def _clean(value: str | None) -> str | None:
-    return " ".join(value.split()) or None if value is not None else None
+def _national(digits: np.ndarray, calling: np.ndarray) -> np.ndarray:
+    """National numbers without their trunk prefix: 0, or 1 in the North American plan (`1 555 123 4567`)."""
+    national = _map(str.lstrip, digits, "0")
+    nanp = (calling == "1") & (_map(len, national) == 11) & _flags(str.startswith, national, "1")
+    national[nanp] = _map(operator.getitem, national[nanp], slice(1, None))
+    return national
 
 
-def _text(values: pd.Series) -> list[str | None]:
-    """Each value as text (a number or a nested list too); None for missing."""
-    return [
-        v if isinstance(v, str) else None if pd.api.types.is_scalar(v) and pd.isna(v) else str(v)
-        for v in values.to_numpy(dtype=object)
-    ]
+@cache
+def _ascii_digits() -> dict[int, str]:
+    """A `str.translate` table: each non-ASCII decimal digit (Arabic-Indic, fullwidth, …) → its ASCII digit; `＋` → `+`."""
+    digits = {c: str(unicodedata.decimal(chr(c))) for c in range(128, sys.maxunicode + 1) if chr(c).isdecimal()}
+    return digits | {ord("＋"): "+"}
 
 
-def _each(values: pd.Series, normalise: Callable[[str | None], str | None]) -> pd.Series:
-    """`normalise` applied to each value (as text; None for missing), as a string column like `values`."""
-    return pd.Series([normalise(v) for v in _text(values)], index=values.index, dtype="string")
+def _text(values: pd.Series) -> np.ndarray:
+    """Each value as text (a number or a nested list too), in a new array; "" for missing."""
+    if isinstance(values.dtype, pd.StringDtype):
+        return values.to_numpy(dtype=object, na_value="", copy=True)
+    return np.array(
+        [v if isinstance(v, str) else "" if pd.api.types.is_scalar(v) and pd.isna(v) else str(v) for v in values.to_numpy(dtype=object)],
+        dtype=object,
+    )
 
 
-def _each_distinct(values: pd.Series, normalise: Callable[[str | None], str | None]) -> pd.Series:
-    """Like `_each`, calling `normalise` once per distinct value: for columns of few values, such as codes."""
-    codes, distinct = pd.factorize(pd.Series(_text(values), dtype=object))
-    done = pd.array([normalise(v) for v in distinct] + [normalise(None)], dtype="string")
-    return pd.Series(done.take(codes), index=values.index)
+def _collapsed(texts: np.ndarray) -> np.ndarray:
+    """Each text stripped and its inner runs of whitespace made one space, as `" ".join(text.split())`."""
+    stripped = _map(str.strip, texts)
+    joined = "|".join(stripped)
+    if joined.isprintable() and "  " not in joined:  # printable text holds no whitespace but " "
+        return stripped
+    odd = ~_flags(str.isprintable, stripped) | _flags(operator.contains, stripped, "  ")
+    stripped[odd] = [" ".join(t.split()) for t in stripped[odd]]
+    return stripped
+
+
+def _map(function: Callable, texts: np.ndarray, *args: Any) -> np.ndarray:
+    """`function(text, *args)` for each text, as an array."""
+    return np.fromiter(map(function, texts, *(repeat(a) for a in args)), dtype=object, count=len(texts))
+
+
+def _flags(test: Callable[..., bool], texts: np.ndarray, *args: Any) -> np.ndarray:
+    """`test(text, *args)` for each text, as a boolean array."""
+    return np.fromiter(map(test, texts, *(repeat(a) for a in args)), dtype=bool, count=len(texts))
+
+
+def _string_series(texts: np.ndarray, index: pd.Index) -> pd.Series:
+    """A string column of `texts`, empty text missing."""
+    return pd.Series(pd.array(np.where(texts == "", None, texts), dtype="string"), index=index)
 
 
 def latest_per_key(frame: pd.DataFrame, key: str, updated: str | None) -> pd.DataFrame:
     """One row per non-null key, the most recently updated (without `updated`, the last); rows without a key are kept."""
-    ordered = frame.sort_values(updated, kind="stable", na_position="first") if updated else frame  # no valid time loses
-    keyed = ordered[ordered[key].notna()].drop_duplicates(subset=key, keep="last")
-    return pd.concat([keyed, ordered[ordered[key].isna()]]).sort_index()
+    keys = frame[key]
+    contested = np.flatnonzero(keys.duplicated(keep=False) & keys.notna())  # positions of keys several rows share
+    rivals = frame[[key, updated] if updated else [key]].iloc[contested].reset_index(drop=True)
+    if updated:
+        rivals = rivals.sort_values(updated, kind="stable", na_position="first")  # no valid time loses
+    kept = np.ones(len(frame), dtype=bool)
+    kept[contested] = False
+    kept[contested[rivals.index[~rivals[key].duplicated(keep="last")]]] = True
+    return frame[kept].sort_index()
