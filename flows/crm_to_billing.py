@@ -71,17 +71,21 @@ def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
 
     A tax rate that is not a number fails the rows of that country only (they are dead-lettered).
     """
-    countries = set(rows["country"].dropna())
-    known = {code: t for code, t in terms.items() if t and code in countries}
+    codes, countries = pd.factorize(rows["country"])  # no country: code -1
+    present = set(countries)
+    known = {code: t for code, t in terms.items() if t and code in present}
     for code, t in known.items():
         try:
             float(t["tax_rate"] if t.get("tax_rate") is not None else "nan")
         except (TypeError, ValueError):
             raise ValueError(f"tax_rate: finance answered {str(t['tax_rate'])[:40]!r} for {code}, not a number") from None
-    return rows.assign(
-        currency=rows["country"].map({c: t["currency"] for c, t in known.items()}).astype("string"),
-        tax_rate=rows["country"].map({c: t["tax_rate"] for c, t in known.items()}).astype("float64"),
-    )
+
+    def by_country(field: str, dtype: str) -> pd.api.extensions.ExtensionArray:
+        """`field` of each row's country, worked out once per country; -1 takes the trailing null."""
+        distinct = [known[c][field] if c in known else None for c in countries] + [None]
+        return pd.Series(distinct, dtype=object).astype(dtype).array.take(codes)
+
+    return rows.assign(currency=by_country("currency", "string"), tax_rate=by_country("tax_rate", "float64"))
 
 
 PIPELINE = Pipeline(

@@ -1,5 +1,8 @@
 """Enrich (billing terms by country) and the data-check gate (which rows fail, and why)."""
 
+import random
+import re
+
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
@@ -45,6 +48,43 @@ def test_enrich_keeps_rows_index_and_columns():
     assert list(rows.columns) == ["crm_id", "country", "currency", "tax_rate"]
     assert rows["tax_rate"].dtype == "float64"
     pd.testing.assert_frame_equal(rows[["crm_id", "country"]], before)
+
+
+def ref_add_billing_terms(rows: pd.DataFrame, terms: dict) -> pd.DataFrame:
+    """Today's enrichment, row by row through `Series.map`: the reference `add_billing_terms` is held to."""
+    countries = set(rows["country"].dropna())
+    known = {code: t for code, t in terms.items() if t and code in countries}
+    for code, t in known.items():
+        try:
+            float(t["tax_rate"] if t.get("tax_rate") is not None else "nan")
+        except (TypeError, ValueError):
+            raise ValueError(f"tax_rate: finance answered {str(t['tax_rate'])[:40]!r} for {code}, not a number") from None
+    return rows.assign(
+        currency=rows["country"].map({c: t["currency"] for c, t in known.items()}).astype("string"),
+        tax_rate=rows["country"].map({c: t["tax_rate"] for c, t in known.items()}).astype("float64"),
+    )
+
+
+ANSWERS = [None, {"currency": "EUR", "tax_rate": 0.19}, {"currency": "SEK", "tax_rate": "0.25"}, {"currency": 978, "tax_rate": 0},
+           {"currency": None, "tax_rate": None}, {"currency": "CHF", "tax_rate": " 0.081 "}, {"currency": "X", "tax_rate": "12abc"},
+           {"currency": "Y", "tax_rate": [0.2]}, {"tax_rate": 0.2}, {"currency": "Z"}, {"currency": "USD", "tax_rate": True}]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_billing_terms_are_todays_for_any_answers_and_countries(seed):
+    rng = random.Random(seed)
+    codes = ["DE", "SE", "CH", "US", "ZZ", "QQ"]
+    terms = {code: rng.choice(ANSWERS) for code in rng.sample(codes, rng.randint(0, len(codes)))}
+    countries = rng.choices([*codes, None], k=50)
+    rows = pd.DataFrame({"crm_id": [f"C{n}" for n in range(50)], "country": pd.array(countries, dtype=rng.choice(["string", "str", object]))},
+                        index=rng.sample(range(500), 50))
+    try:
+        expected = ref_add_billing_terms(rows, terms)
+    except Exception as exc:  # the same error, for the same answers
+        with pytest.raises(type(exc), match=re.escape(str(exc))):
+            add_billing_terms.fn(rows, terms)
+    else:
+        pd.testing.assert_frame_equal(add_billing_terms.fn(rows, terms), expected)
 
 
 # the gate
