@@ -125,6 +125,8 @@ def test_clean_rows_pass(ctx):
         ({"tax_rate": 0.9}, "expect_column_values_to_be_between(tax_rate)", "tax_rate", 0.9),
         ({"phone": "(555) 123-4567"}, "expect_column_values_to_match_regex(phone)", "phone", "(555) 123-4567"),
         ({"phone": "+12"}, "expect_column_values_to_match_regex(phone)", "phone", "+12"),
+        ({"phone": "+4٩١٢٣٤٥٦٧٨"}, "expect_column_values_to_match_regex(phone)", "phone", "+4٩١٢٣٤٥٦٧٨"),  # digits: ASCII only
+        ({"phone": "+４９３０１２３４５６７"}, "expect_column_values_to_match_regex(phone)", "phone", "+４９３０１２３４５６７"),
         ({"name": None}, "expect_column_values_to_not_be_null(name)", "name", None),
         ({"crm_updated_at": pd.NaT}, "expect_column_values_to_not_be_null(crm_updated_at)", "crm_updated_at", None),
     ],
