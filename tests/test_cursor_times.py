@@ -1,6 +1,8 @@
 """The cursor column is parsed to times once per batch: every rule gives the same answer with the parsed times
 as when it parses them itself."""
 
+import re
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -8,7 +10,7 @@ import pytest
 
 from data_checks.policy import SchemaContract
 from tasks.admit import admit
-from tasks.watermark import cursor_times, newest, order_break, positions
+from tasks.watermark import _shape, cursor_times, newest, order_break, positions
 
 SOON = datetime.now(UTC) + timedelta(hours=2)
 COLUMNS = {
@@ -37,3 +39,16 @@ def test_parsed_once_gives_what_each_rule_parses_itself(values):
 def test_a_numeric_cursor_is_not_parsed_to_times():
     assert cursor_times(pd.DataFrame({"version": [1, 2, 3]}), "version") is None
     assert cursor_times(pd.DataFrame({"version": [1, 2, 3]}), None) is None
+
+
+def test_a_shape_is_the_text_with_every_digit_that_regex_d_matches_as_9():
+    every_digit = "".join(chr(c) for c in range(sys.maxunicode + 1) if re.fullmatch(r"\d", chr(c)))
+    for text in (every_digit, "2026-01-01T00:00:00Z", "٢٠٢٦-٠١-٠١", "x\x00²½Ⅻ 12", ""):
+        assert _shape(text) == re.sub(r"\d", "9", text)
+
+
+def test_the_watermark_of_text_is_the_newest_value_written_like_since():
+    # The newer value parses as a time too, but a source comparing text would sort it elsewhere.
+    values = pd.Series(["2026-01-02T00:00:00Z", "2026-01-03 00:00:00Z", "2026-01-01T00:00:00Z"], dtype="string")
+    assert newest(values, since="2025-12-31T00:00:00Z") == "2026-01-02T00:00:00Z"
+    assert newest(values, since="2025-12-31 00:00:00Z") == "2026-01-03 00:00:00Z"
