@@ -28,6 +28,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from connectors.errors import ConfigError
+from connectors.pgcsv import csv_text
 
 # Microsecond timestamps everywhere (MySQL/MariaDB's DATETIME drops them by default).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -44,7 +45,7 @@ WATERMARKS = sa.Table(
 COPY_THRESHOLD = 5000  # rows from which a PostgreSQL write goes through COPY
 COPY_PART = 10_000  # rows turned into CSV text at a time, while a thread sends the part before
 WRITE_BATCH = 1000  # rows per INSERT statement where COPY is not used
-_NULL = r"\N"  # NULL in COPY's CSV: an empty field is an empty string
+_NULL = r"\N"  # NULL in COPY's CSV (text reading so is quoted); an empty field is an empty string
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -314,11 +315,8 @@ def _insert_or_update(
 
 
 def _copyable(table: sa.Table, rows: pd.DataFrame) -> bool:
-    """Whether CSV text carries `rows` exactly: no JSON columns, no text that reads as NULL."""
-    if any(isinstance(table.c[c].type, sa.JSON) for c in rows.columns):
-        return False
-    text = rows.select_dtypes(include=["object", "string"])
-    return not text.eq(_NULL).any().any()
+    """Whether CSV text carries `rows` exactly: no JSON columns."""
+    return not any(isinstance(table.c[c].type, sa.JSON) for c in rows.columns)
 
 
 def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[str] | None) -> None:
@@ -340,7 +338,7 @@ def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[
     try:
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy, writer=QueuedLibpqWriter(cursor)) as stream:
             for start in range(0, len(whole), COPY_PART):
-                stream.write(whole.iloc[start : start + COPY_PART].to_csv(header=False, index=False, na_rep=_NULL))
+                stream.write(csv_text(whole.iloc[start : start + COPY_PART], _NULL))
     except psycopg.Error as exc:  # as SQLAlchemy's own statements raise it: IntegrityError for a duplicate key, …
         raise sa.exc.DBAPIError.instance(f"COPY {into.name}", None, exc, psycopg.Error) from None
     if keys is not None:

@@ -2,12 +2,13 @@
 
 import uuid
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from connectors import sql
+from connectors import pgcsv, sql
 from connectors.sql import WriteMode
 from interlink.settings import ConfigError
 from tests.conftest import service_url
@@ -86,7 +87,7 @@ def test_a_failed_write_leaves_the_table_as_it_was(engine, table):
 
 @pytest.mark.parametrize("count, null_marker", [(3, False), (sql.COPY_THRESHOLD + 10, False), (sql.COPY_THRESHOLD + 10, True)])
 def test_nulls_empty_text_odd_text_and_whole_floats_arrive_exactly(engine, count, null_marker):
-    """Over COPY_THRESHOLD rows PostgreSQL takes the CSV COPY path, unless some text reads as its NULL marker."""
+    """Over COPY_THRESHOLD rows PostgreSQL takes the CSV COPY path, text that reads as its NULL marker included."""
     table = sa.Table(
         f"odd_{uuid.uuid4().hex[:8]}", sa.MetaData(),
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
@@ -118,6 +119,50 @@ def test_nulls_empty_text_odd_text_and_whole_floats_arrive_exactly(engine, count
         for r in frame.itertuples()
     ]
     assert stored == expected
+
+
+def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch):
+    """PostgreSQL's COPY path (`connectors.pgcsv`) against its INSERT path, on values CSV makes hard."""
+    engine = sql.create_engine(service_url("postgresql"))
+    text = ["plain", "", None, " padded ", 'quote " and, comma', "cr\rlf\n", "back\\slash", "\\N", "\\.", "NULL", "ünïcode 😀"]
+    n = len(text) * 3
+    frame = pd.DataFrame({
+        "id": range(n),
+        "text": [text[i % len(text)] for i in range(n)],
+        "amount": [[0.1 + 0.2, float("inf"), float("-inf"), float("nan"), -0.0, 1e20, 5e-324][i % 7] for i in range(n)],
+        "qty": pd.array([None if i % 4 == 0 else i * 1_000_000_007 for i in range(n)], dtype="Int64"),
+        "flag": [i % 2 == 0 for i in range(n)],
+        "exact": [Decimal("12.345") if i % 2 else None for i in range(n)],
+        "naive_ns": pd.to_datetime([datetime(2026, 1, 1) + timedelta(seconds=i) for i in range(n)]) + pd.Timedelta(nanoseconds=123456789),
+        "aware": pd.to_datetime([datetime(2026, 1, 1) + timedelta(hours=i) for i in range(n)]).tz_localize("Europe/Berlin"),
+        "day": pd.to_datetime([datetime(2026, 1, 1) + timedelta(days=i) for i in range(n)]),
+        "anything": [[1, "two", 3.5, True, None][i % 5] for i in range(n)],
+        "hash": pd.Series([f"{i:016x}" for i in range(n)], dtype=object),  # no missing value: to_numpy gives a view
+    })
+    before = frame.copy()
+    table = sa.Table(
+        f"hard_{uuid.uuid4().hex[:8]}", sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("text", sa.String(50)), sa.Column("amount", sa.Double), sa.Column("qty", sa.BigInteger),
+        sa.Column("flag", sa.Boolean), sa.Column("exact", sa.Numeric(10, 3)), sa.Column("naive_ns", sql.Timestamp),
+        sa.Column("aware", sa.DateTime(timezone=True)), sa.Column("day", sa.Date), sa.Column("anything", sa.String(20)),
+        sa.Column("hash", sa.String(16)),
+    )
+    stored, written = {}, []
+    monkeypatch.setattr(sql, "csv_text", lambda rows, null: written.append(len(rows)) or pgcsv.csv_text(rows, null))
+    for path, threshold in (("insert", n + 1), ("copy", 1)):
+        monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
+        sql.ensure_tables(engine, table)
+        try:
+            with engine.begin() as conn:
+                sql.write(conn, table, frame, WriteMode.UPSERT, keys=["id"])
+            with engine.connect() as conn:
+                stored[path] = [tuple(r) for r in conn.execute(sa.select(table).order_by(table.c.id))]
+        finally:
+            table.drop(engine)
+    engine.dispose()
+    assert written == [n] and stored["copy"] == stored["insert"]
+    pd.testing.assert_frame_equal(frame, before)
 
 
 def test_read_chunks_streams_in_bounded_frames(engine, table):
