@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -58,13 +59,18 @@ def _column_refusals(column: sa.Column, values: pd.Series) -> pd.Series:
 
 
 def _text_refusals(values: pd.Series, length: int | None) -> pd.Series:
-    text = values.astype("string") if values.dtype != object else values.map(lambda v: v if isinstance(v, str) else str(v))
+    """`values` (none missing) as the text they are written as: lone surrogates, NUL bytes, over `length`."""
+    if values.dtype == object:
+        text = [v if isinstance(v, str) else str(v) for v in values]
+    else:
+        text = values.astype("string").to_numpy(dtype=object).tolist()
     reasons = pd.Series(None, index=values.index, dtype=object)
-    if _ODD.search("".join(text.dropna().to_numpy(dtype=object))):  # rare: one scan of the whole column, then value by value
-        reasons[text.str.contains(_SURROGATE, regex=True).fillna(False)] = "holds a lone surrogate, which is not valid Unicode text"
-        reasons[text.str.contains("\x00", regex=False).fillna(False)] = "holds a NUL byte"
+    if _ODD.search("".join(text)):  # rare: one scan of the whole column, then value by value
+        odd = pd.Series(text, index=values.index, dtype=object)
+        reasons[odd.str.contains(_SURROGATE, regex=True)] = "holds a lone surrogate, which is not valid Unicode text"
+        reasons[odd.str.contains("\x00", regex=False)] = "holds a NUL byte"
     if length is not None:
-        lengths = text.str.len()
+        lengths = pd.Series(np.fromiter(map(len, text), dtype=np.int64, count=len(text)), index=values.index)
         too_long = lengths > length
         reasons[too_long] = lengths[too_long].map(lambda n: f"{n} characters, more than the column's {length}")
     return reasons.dropna()
