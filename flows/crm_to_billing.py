@@ -24,7 +24,7 @@ from tasks import retriable
 from tasks.deliver import SqlTarget, tracked_table
 from tasks.enrich import Lookup
 from tasks.ingest import RestSource
-from tasks.transform import blank_to_na, latest_per_key, normalise_country, normalise_email, normalise_phone
+from tasks.transform import blank_to_na, latest_per_key, normalise_country, normalise_email, normalise_phone, per_distinct
 
 
 @task(name="transform", cache_policy=NO_CACHE)
@@ -71,8 +71,7 @@ def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
 
     A tax rate that is not a number fails the rows of that country only (they are dead-lettered).
     """
-    codes, countries = pd.factorize(rows["country"])  # no country: code -1
-    present = set(countries)
+    present = set(rows["country"].dropna().unique())
     known = {code: t for code, t in terms.items() if t and code in present}
     for code, t in known.items():
         try:
@@ -81,9 +80,7 @@ def add_billing_terms(rows: pd.DataFrame, terms: CountryTerms) -> pd.DataFrame:
             raise ValueError(f"tax_rate: finance answered {str(t['tax_rate'])[:40]!r} for {code}, not a number") from None
 
     def by_country(field: str, dtype: str) -> pd.api.extensions.ExtensionArray:
-        """`field` of each row's country, worked out once per country; -1 takes the trailing null."""
-        distinct = [known[c][field] if c in known else None for c in countries] + [None]
-        return pd.Series(distinct, dtype=object).astype(dtype).array.take(codes)
+        return per_distinct(rows["country"], lambda code: known[code][field] if code in known else None, dtype)
 
     return rows.assign(currency=by_country("currency", "string"), tax_rate=by_country("tax_rate", "float64"))
 

@@ -72,9 +72,7 @@ def quarantine_records(
 @task(name="settle", cache_policy=NO_CACHE)
 def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> int:
     """Close the open dead letters of records now delivered (as `status`); returns how many."""
-    tokens = _tokens(keys.dropna()).astype(object)
-    short = tokens.str.len() <= MAX_KEY
-    record_keys = [*tokens[short], *(_record_key(key, []) for key in tokens[~short])]
+    record_keys = [_stored(token) for token in _tokens(keys.dropna())]
     closed = DeadLetters(state_url).settle(integration, record_keys, status)
     if closed:
         get_run_logger().info("%d earlier dead letters now %s", closed, status)
@@ -97,7 +95,12 @@ def _token(value: object) -> str | None:
 
 def _record_key(key: object, payload: list) -> str:
     """The record's key, or for a record without one a stable digest of its content."""
-    if (text := _token(key)) is not None:  # a key too long for the store keeps a digest of the rest
-        return text if len(text) <= MAX_KEY else f"{text[:183]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+    if (text := _token(key)) is not None:
+        return _stored(text)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"no-key:{digest}"
+
+
+def _stored(text: str) -> str:
+    """A key as the store keeps it: as it is, or when longer than `MAX_KEY`, cut with a digest of the whole."""
+    return text if len(text) <= MAX_KEY else f"{text[:183]}~{hashlib.sha256(text.encode()).hexdigest()[:16]}"

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -50,9 +51,19 @@ def normalise_email(values: pd.Series) -> pd.Series:
 
 def normalise_country(values: pd.Series) -> pd.Series:
     """Upper-cased ISO codes with aliases resolved (`uk` → `GB`), worked out once per distinct value."""
-    codes, distinct = pd.factorize(_text(values))
-    upper = _map(str.upper, _collapsed(distinct))
-    return _string_series(np.array([COUNTRY_ALIASES.get(c, c) for c in upper], dtype=object)[codes], values.index)
+    return _string_series(np.asarray(per_distinct(_text(values), _country_code)), values.index)
+
+
+def _country_code(text: str) -> str:
+    code = " ".join(text.split()).upper()
+    return COUNTRY_ALIASES.get(code, code)
+
+
+def per_distinct(values: pd.Series | np.ndarray, function: Callable[[Any], Any], dtype: str = "object") -> ExtensionArray:
+    """`function` of each value, worked out once per distinct value, as an array of `dtype`; missing where a value is."""
+    codes, distinct = pd.factorize(values)
+    results = pd.Series([function(v) for v in distinct] + [None], dtype=object).astype(dtype)
+    return results.array.take(codes)  # a missing value's code, -1, takes the trailing None
 
 
 def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
@@ -67,8 +78,7 @@ def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
     digits = _digits(text)
     head = text.astype("U2")
     plus, zeros = np.strings.startswith(head, "+"), head == "00"
-    country, distinct = pd.factorize(countries.astype("string"))
-    calling = np.array([CALLING_CODES.get(c) for c in distinct] + [None], dtype=object)[country]  # -1, no country: None
+    calling = np.asarray(per_distinct(countries.astype("string"), CALLING_CODES.get))  # no country: None
     national = ~(plus | zeros) & (calling != None) & (text != "")  # noqa: E711 (element-wise)
     result = text  # left as it was where no country code is known
     result[plus] = "+" + digits[plus]
