@@ -131,7 +131,7 @@ def _targets(report: dict, others: dict[int, dict]) -> dict:
             None,
             "same-run ratio, median",
         ),
-        "interlink_vs_dlt_throughput": (ratios.get("interlink_vs_dlt_throughput"), ">=", 1.5, LARGE, "same-run ratio, median"),
+        "interlink_vs_dlt_throughput": (ratios.get("interlink_vs_dlt_throughput"), ">=", 3.0, LARGE, "same-run ratio, median"),
         "peak_rss_1m_vs_100k": (rss_ratio, "<=", 1.25, None, rss_note),
         "noop_incremental_s": (report.get("noop_incremental_s"), "<=", 5.0, LARGE, "seconds"),
         "orchestration_overhead_share": (phases.get(OVERHEAD, {}).get("share"), "<=", 0.05, None, "of full-sync wall"),
