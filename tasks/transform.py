@@ -102,9 +102,15 @@ def _national(digits: np.ndarray, calling: np.ndarray) -> np.ndarray:
 
 
 @cache
+def decimal_digits() -> tuple[int, ...]:
+    """Every decimal digit of Unicode (category Nd, what a regex's `\\d` matches), as code points; found once per process."""
+    return tuple(c for c in range(sys.maxunicode + 1) if chr(c).isdecimal())
+
+
+@cache
 def _ascii_digits() -> dict[int, str]:
     """A `str.translate` table: each non-ASCII decimal digit (Arabic-Indic, fullwidth, …) → its ASCII digit; `＋` → `+`."""
-    digits = {c: str(unicodedata.decimal(chr(c))) for c in range(128, sys.maxunicode + 1) if chr(c).isdecimal()}
+    digits = {c: str(unicodedata.decimal(chr(c))) for c in decimal_digits() if c >= 128}
     return digits | {ord("＋"): "+"}
 
 

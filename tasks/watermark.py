@@ -11,7 +11,6 @@ not moves its watermark only when a whole run has been delivered.
 from __future__ import annotations
 
 import functools
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -19,6 +18,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from connectors.sql import WATERMARKS, create_engine, cursor_text, ensure_tables, read_watermark, write_watermark
+from tasks.transform import decimal_digits
 
 FUTURE = timedelta(days=1)  # how far ahead of now a cursor time may be
 
@@ -80,7 +80,7 @@ def _shape(text: str) -> str:
 @functools.cache
 def _nines() -> dict[int, str]:
     """A `str.translate` table taking every decimal digit to 9: five times faster than a regex per value."""
-    return {c: "9" for c in range(sys.maxunicode + 1) if chr(c).isdecimal()}
+    return dict.fromkeys(decimal_digits(), "9")
 
 
 def order_break(values: pd.Series, after: object | None = None, moments: pd.Series | None = None) -> str | None:
