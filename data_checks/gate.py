@@ -89,7 +89,11 @@ def context(home: Path) -> FileDataContext:
 def _new_context(home: Path) -> FileDataContext:
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
+    from great_expectations.execution_engine import pandas_execution_engine
 
+    # GX fingerprints every batch below this size (an MD5 over every value, kept only as a batch marker): 2 s per
+    # 1M rows, a second hashing of what delivery hashes anyway. A threshold of 0 turns it off.
+    pandas_execution_engine.HASH_THRESHOLD = 0
     ctx = gx.get_context(mode="file", project_root_dir=str(home / "gx"))
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     if SITE not in (ctx.get_config().data_docs_sites or {}):

@@ -228,6 +228,17 @@ def test_build_docs_renders_only_the_named_run(ctx, tmp_path):
     assert runs == {"second-run"}
 
 
+def test_a_batch_is_validated_without_gx_fingerprinting_its_values(ctx, monkeypatch):
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    hashed = []
+    monkeypatch.setattr(pandas_execution_engine, "hash_pandas_dataframe", lambda df: hashed.append(len(df)) or "")
+    result = validate(ctx, batch(row("C1"), row("C2", email="bad")), billing_customers(), "unhashed")
+    assert hashed == [] and list(result.row_failures.index) == [201]
+    stored = ctx.validation_results_store.get(next(k for k in ctx.validation_results_store.list_keys() if k.run_id.run_name == "unhashed"))
+    assert "pandas_data_fingerprint" not in stored.meta["batch_markers"]
+
+
 def test_every_chunk_of_a_run_is_stored_masked_and_written_once(ctx, monkeypatch):
     store = ctx.validation_results_store
     writes = []
