@@ -6,7 +6,8 @@
 2. Starts one real Prefect server (a temporary PREFECT_HOME), so its start-up is outside every timing.
 3. Each repetition runs every contender, in a rotated order, in a subprocess of its own, into a fresh PostgreSQL
    schema of its own; the source is reset before each. Peak RSS is the child's own VmHWM, CPU time its `os.wait4` rusage.
-   Interlink also runs a no-change incremental sync and one after 1 % of the source rows changed.
+   Interlink also runs a no-change incremental sync, one after 1 % of the source rows changed, and a full re-sync
+   into its populated target.
    With `--profile`, one more Interlink run, under pyinstrument, writes its call tree; it counts in no figure.
 4. Writes `benchmarks/results/bench-<N>.json`, and the same as `latest.json` with `latest.md` (see `bench_report.py`).
 """

@@ -50,6 +50,10 @@ def summarise(raw: dict, others: dict[int, dict]) -> dict:
         for other in ("baseline", "dlt")
         if {"interlink", other} <= set(names)
     }
+    if {"interlink", "baseline"} <= set(names):
+        report["ratios"]["interlink_resync_vs_baseline_throughput"] = _round(
+            median(rep["runs"]["baseline"]["sync_s"] / rep["runs"]["interlink"]["resync"]["sync_s"] for rep in reps)
+        )
     report["targets"] = _targets(report, others)
     report["repetitions"] = reps
     return report
@@ -97,7 +101,7 @@ def _phases(runs: list[dict]) -> dict:
 
 
 def _interlink_runs(runs: list[dict]) -> dict:
-    """Interlink's three runs: wall time and row counts."""
+    """Interlink's four runs: wall time and row counts."""
 
     def one(kind: str) -> dict:
         counts = [r[kind]["counts"] for r in runs]
@@ -106,7 +110,7 @@ def _interlink_runs(runs: list[dict]) -> dict:
 
     full = {"sync_s": _round(median(r["sync_s"] for r in runs)), **runs[0]["counts"]}
     changed = {**one("changed"), "rows_changed_at_source": runs[0]["changed"]["rows_changed_at_source"]}
-    return {"full_sync": full, "no_change": one("noop"), "changed": changed}
+    return {"full_sync": full, "no_change": one("noop"), "changed": changed, "resync": one("resync")}
 
 
 def _rss_ratio(report: dict, others: dict[int, dict]) -> tuple[float | None, str]:
@@ -156,6 +160,14 @@ def _targets(report: dict, others: dict[int, dict]) -> dict:
             "stated_for_rows": None,
             "note": f"read {changed['rows_read']}: the changed rows and those at the inclusive watermark",
         }
+        resync = incremental["resync"]
+        out["resync_writes_nothing"] = {
+            "value": f"{resync['rows_inserted'] + resync['rows_updated']} rows written of {resync['rows_read']} read",
+            "target": "inserted 0, updated 0: the target holds every row already",
+            "met": resync["rows_inserted"] == 0 and resync["rows_updated"] == 0,
+            "stated_for_rows": None,
+            "note": f"{resync['rows_unchanged']} unchanged, {resync['rows_quarantined']} dead-lettered again",
+        }
     return out
 
 
@@ -184,12 +196,14 @@ def markdown(r: dict) -> str:
         lines += ["| " + " | ".join(phases) + " |", "|" + "---:|" * len(phases)]
         lines.append("| " + " | ".join(f"{p['seconds']:.1f} ({p['share']:.1%})" for p in phases.values()) + " |")
     if inc := r.get("interlink_runs"):
-        lines += ["", "Interlink's runs: the full sync, then incremental runs (median wall; rows of the first repetition):", ""]
+        lines += ["", "Interlink's runs: the full sync, incremental runs, then a full re-sync (median wall; rows of the first "
+                  "repetition):", ""]
         lines += ["| run | wall s | read | inserted | updated | unchanged | quarantined |", "|---|---:|---:|---:|---:|---:|---:|"]
         runs = (
             ("full sync", "full_sync"),
             ("no source change", "no_change"),
             (f"{s['change_share']:.0%} of rows changed", "changed"),
+            ("full re-sync into the populated target", "resync"),
         )
         for label, key in runs:
             i = inc[key]
@@ -197,6 +211,8 @@ def markdown(r: dict) -> str:
                 f"| {label} | {i['sync_s']:.2f} | {i['rows_read']:,} | {i['rows_inserted']:,} | {i['rows_updated']:,} "
                 f"| {i['rows_unchanged']:,} | {i['rows_quarantined']:,} |"
             )
+        if (ratio := r["ratios"].get("interlink_resync_vs_baseline_throughput")) is not None:
+            lines += ["", f"The full re-sync runs at {ratio:.3f}× the COPY script's full load (median of same-run ratios)."]
     lines += ["", "| target | value | goal | met |", "|---|---:|---|---|"]
     for name, t in r["targets"].items():
         value = "–" if t["value"] is None else t["value"]
