@@ -2,8 +2,8 @@
 
 Four runs of one flow in this process, against the Prefect server at `PREFECT_API_URL`: a full sync, an incremental
 run with no source change, one after the source changed `change_share` of its rows, and a full re-sync into the
-target that now holds every row (each row read, checked and compared again, none written). Each run's wall time is taken
-around the flow call; its task runs are read back from the Prefect API for the phase breakdown. With `profile`
+target that now holds every row (each row read, checked and compared again, none written). Each run's wall time and the
+process's CPU time (every thread) are taken around the flow call; its task runs are read back from the Prefect API for the phase breakdown. With `profile`
 (a path), the full sync runs under pyinstrument (sampling every 10 ms) and its call tree is written there.
 """
 
@@ -60,10 +60,10 @@ def run(config: dict) -> dict:
 
     def timed(full_refresh: bool, profile: str | None = None) -> dict:
         profiler = Profiler(interval=0.01) if profile else None
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         with profiler or nullcontext():
             state = sync(full_refresh=full_refresh, chunk_size=config["chunk"], return_state=True)
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         if profiler:
             Path(profile).write_text(profiler.output_text(unicode=False, color=False))
         summary = state.result()
@@ -71,6 +71,7 @@ def run(config: dict) -> dict:
         phases = phase_seconds(runs)
         return {
             "sync_s": seconds,
+            "cpu_s": cpu,
             "state": state.name,
             "counts": {k: v for k, v in summary.items() if k.startswith("rows_")},
             "phases": phases,
