@@ -18,6 +18,7 @@ marked `opened_circuit` and ending `; circuit now open for 30s`; later requests 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import ssl
 import threading
@@ -273,10 +274,16 @@ def limiter_for(name: str, rate_per_s: float | None, max_concurrency: int | None
 
 
 def _json(response: httpx.Response) -> Any:
+    """The answer decoded: by orjson, or, where orjson refuses it, by Python's `json`, which takes a lone surrogate
+    escape (`"\\ud800"`, as JavaScript's `JSON.stringify` writes one) so that the record holding it is dead-lettered
+    instead of the page failing every run."""
     try:
         return orjson.loads(response.content)
     except orjson.JSONDecodeError:
-        raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
+        try:
+            return json.loads(response.content)
+        except ValueError:
+            raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
 
 
 def _find_records(where: str, body: Any) -> str:

@@ -24,7 +24,50 @@ NO_FAILURES = pd.DataFrame(columns=["reason", "values"])
 
 def frame_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """`frame`'s rows as JSON-able dicts (times in ISO 8601), as a dead letter keeps them."""
-    return json.loads(frame.to_json(orient="records", date_format="iso", default_handler=str))
+    return as_json(frame, orient="records")
+
+
+def as_json(data: pd.DataFrame | pd.Series, **options: Any) -> Any:
+    """`data` written as JSON by pandas (times in ISO 8601, other objects as text) and read back.
+
+    pandas' JSON writer cannot encode text holding a lone surrogate, which a source may send (JavaScript writes
+    one as `"\\ud800"`); such values are swapped for placeholders while pandas writes, then put back as they were.
+    """
+    options = {"date_format": "iso", "default_handler": str, **options}
+    try:
+        return json.loads(data.to_json(**options))
+    except UnicodeEncodeError:
+        held: dict[str, Any] = {}
+
+        def hold(value: Any) -> Any:
+            if isinstance(value, str | dict | list) and not _encodable(value):
+                held[token := f"\x00unencodable {len(held)}\x00"] = value
+                return token
+            return value
+
+        def swap(column: pd.Series) -> pd.Series:
+            return column.map(hold) if column.dtype == object or isinstance(column.dtype, pd.StringDtype) else column
+
+        swapped = swap(data) if isinstance(data, pd.Series) else data.apply(swap)
+        return _put_back(json.loads(swapped.to_json(**options)), held)
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False, default=str).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _put_back(value: Any, held: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return held.get(value, value)
+    if isinstance(value, dict):
+        return {k: _put_back(v, held) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_put_back(v, held) for v in value]
+    return value
 
 
 def missing(value: Any) -> bool:

@@ -242,7 +242,10 @@ def row_hashes(rows: pd.DataFrame, target: SqlTarget) -> pd.Series:
     """
     compared = _naive_utc(rows[target.compared])
     text = pd.DataFrame({column: _text(compared[column]) for column in compared.columns}, index=compared.index)
-    hashes = pd.util.hash_pandas_object(text, index=False).to_numpy().astype(">u8")
+    try:
+        hashes = pd.util.hash_pandas_object(text, index=False).to_numpy().astype(">u8")
+    except UnicodeEncodeError:  # text holding a lone surrogate (the target refuses it): hashed as UTF-8 bytes that keep it
+        hashes = pd.util.hash_pandas_object(text.apply(_utf8), index=False).to_numpy().astype(">u8")
     hexes = np.frombuffer(hashes.tobytes().hex().encode("ascii"), dtype="S16").astype(str).astype(object)
     return pd.Series(hexes, index=compared.index)
 
@@ -257,6 +260,11 @@ def _text(values: pd.Series) -> pd.Series:
     else:
         return values.astype("string")
     return pd.Series(written, index=values.index, dtype=object).where(values.notna()).astype("string")
+
+
+def _utf8(values: pd.Series) -> pd.Series:
+    """Text as its UTF-8 bytes, a lone surrogate kept: hashed the same as the text, where the text can be encoded."""
+    return values.astype(object).map(lambda v: v.encode("utf-8", "surrogatepass") if isinstance(v, str) else v)
 
 
 def _naive_utc(rows: pd.DataFrame) -> pd.DataFrame:

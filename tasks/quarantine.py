@@ -12,7 +12,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from interlink.deadletter import DeadLetters, Reject
-from tasks.admit import frame_records, missing
+from tasks.admit import as_json, frame_records, missing
 
 MAX_KEY = 200  # characters of a record key the store keeps; a longer one keeps a digest of the rest
 
@@ -42,7 +42,7 @@ def quarantine(
     for source, record in zip(sources.loc[related.index], frame_records(related), strict=True):
         by_key.setdefault(source, []).append(record)
     own = frame_records(raw.loc[failures.index])  # for a record without a source key: itself
-    values = json.loads(failures["values"].to_json(date_format="iso", default_handler=str))
+    values = as_json(failures["values"])
     rejects: dict[str, Reject] = {}
     for index, source, key, why, record in zip(
         failures.index, failing, record_keys.loc[failures.index], failures["reason"], own, strict=True

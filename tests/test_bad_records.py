@@ -41,17 +41,19 @@ def customer(i: int, **fields) -> dict:
 
 
 GOOD = [customer(i) for i in range(200)]
-FUTURE, LONG, NUL, OBJECT, MISSING, NOT_A_NUMBER = BAD = [
+FUTURE, LONG, NUL, OBJECT, MISSING, NOT_A_NUMBER, SURROGATE = BAD = [
     customer(900, updated_at="2200-01-01T00:00:00Z"),
     customer(901, name="x" * 250),
     customer(902, name="Ada\x00Lovelace"),
     customer(903, name={"first": "A"}),
     {k: v for k, v in customer(904).items() if k != "email"},
     customer(905, country="XX"),
+    customer(906, name="Ada \ud800 Lovelace"),  # json-server sends it as the escape "\ud800", which orjson refuses
 ]
 FIELD = {  # what each one's dead letter must name, and the stage it failed at
     FUTURE["id"]: ("updated_at", "ingest"), LONG["id"]: ("name", "deliver"), NUL["id"]: ("name", "deliver"),
     OBJECT["id"]: ("name", "ingest"), MISSING["id"]: ("email", "check"), NOT_A_NUMBER["id"]: ("tax_rate", "enrich"),
+    SURROGATE["id"]: ("name", "deliver"),
 }
 
 
@@ -117,9 +119,9 @@ def test_each_bad_record_is_a_dead_letter_naming_its_field_and_the_rest_is_deliv
         assert field in letter["reason"] and letter["stage"] == stage, letter
         kept = {k: v for k, v in letter["payload"][0].items() if v is not None}
         assert letter["payload"][1:] == [] and kept == record  # as it came, NUL byte and all, ready to replay
-    assert rows.attrs["watermark"] == NOT_A_NUMBER["updated_at"]  # the newest time not in the future
+    assert rows.attrs["watermark"] == SURROGATE["updated_at"]  # the newest time not in the future
     run = last_run()
-    assert run["state"] == "COMPLETED" and run["rows_read"] == 206 and run["rows_quarantined"] == 6 and adds_up(run)
+    assert run["state"] == "COMPLETED" and run["rows_read"] == 207 and run["rows_quarantined"] == 7 and adds_up(run)
 
     # Later changes still arrive: a good record updated, the long name fixed, the finance API corrected.
     crm.patch(f"/customers/{GOOD[7]['id']}", json={"name": "Renamed", "updated_at": at(1000)}).raise_for_status()
@@ -135,7 +137,7 @@ def test_each_bad_record_is_a_dead_letter_naming_its_field_and_the_rest_is_deliv
     crm.patch("/countries/XX", json={"tax_rate": 0.2}).raise_for_status()
     pipeline.replay()
     assert delivered(billing_url).at[NOT_A_NUMBER["id"], "tax_rate"] == pytest.approx(0.2)
-    assert set(open_letters()) == {r["id"] for r in (FUTURE, NUL, OBJECT, MISSING)}
+    assert set(open_letters()) == {r["id"] for r in (FUTURE, NUL, OBJECT, MISSING, SURROGATE)}
     assert adds_up(last_run())
 
 

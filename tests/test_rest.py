@@ -39,6 +39,20 @@ def test_api_key_goes_in_the_header_only():
     assert KEY not in str(seen[0].url)
 
 
+@pytest.mark.parametrize(
+    ("body", "decoded"),
+    [(b'{"name": "Ada \\ud800 Lovelace"}', {"name": "Ada \ud800 Lovelace"}), (b'{"name": "Ada"}', {"name": "Ada"})],
+)
+def test_an_answer_holding_a_lone_surrogate_escape_is_decoded_for_its_record_to_be_dead_lettered(body, decoded):
+    with client(lambda request: httpx.Response(200, content=body)) as rest:
+        assert rest.get_json("/customers/1") == decoded
+
+
+def test_an_answer_that_is_not_json_is_fatal():
+    with client(lambda request: httpx.Response(200, content=b'{"name": "Ada"')) as rest, pytest.raises(FatalError, match="not JSON"):
+        rest.get_json("/customers/1")
+
+
 def test_cursor_pagination_follows_the_cursor_until_it_is_null():
     pages = {None: ("c1", [1, 2]), "c1": ("c2", [3]), "c2": (None, [4])}
 

@@ -63,3 +63,15 @@ def test_a_change_in_any_column_changes_the_hash():
     changed.loc[0, "naive"] += pd.Timedelta(microseconds=1)
     changed.loc[1, "text"] = "changed"
     assert (row_hashes(changed, target) != before).tolist() == [True, True] + [False] * 8
+
+
+@pytest.mark.parametrize("dtype", [object, "string"])
+def test_a_lone_surrogate_is_hashed_and_every_other_row_keeps_its_hash(dtype):
+    """A record re-read at the watermark is hashed before its check: text the target refuses must not fail the run."""
+    frame = FRAMES["typed columns"].copy()
+    target = SimpleNamespace(compared=list(frame.columns))
+    clean = row_hashes(frame, target)
+    frame["text"] = pd.Series(["Ada \ud800 Lovelace", *TEXT[1:]], dtype=dtype)
+    hashed = row_hashes(frame, target)
+    assert hashed.iloc[1:].tolist() == clean.iloc[1:].tolist()
+    assert hashed.iloc[0] != clean.iloc[0] and hashed.iloc[0] == row_hashes(frame, target).iloc[0]
