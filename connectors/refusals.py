@@ -15,8 +15,9 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-_SURROGATE = "[\ud800-\udfff]"
-_ODD = re.compile(f"[\x00{_SURROGATE[1:-1]}]")
+SURROGATE = re.compile("[\ud800-\udfff]")
+LONE_SURROGATE = "holds a lone surrogate, which is not valid Unicode text"
+_ODD = re.compile("[\x00\ud800-\udfff]")
 INTEGER_LIMITS = ((sa.SmallInteger, 2**15), (sa.BigInteger, 2**63), (sa.Integer, 2**31))
 
 
@@ -67,7 +68,7 @@ def _text_refusals(values: pd.Series, length: int | None) -> pd.Series:
     reasons = pd.Series(None, index=values.index, dtype=object)
     if _ODD.search("".join(text)):  # rare: one scan of the whole column, then value by value
         odd = pd.Series(text, index=values.index, dtype=object)
-        reasons[odd.str.contains(_SURROGATE, regex=True)] = "holds a lone surrogate, which is not valid Unicode text"
+        reasons[odd.str.contains(SURROGATE)] = LONE_SURROGATE
         reasons[odd.str.contains("\x00", regex=False)] = "holds a NUL byte"
     if length is not None:
         lengths = pd.Series(np.fromiter(map(len, text), dtype=np.int64, count=len(text)), index=values.index)

@@ -1,9 +1,10 @@
 """Admit: which raw records of a batch go on to the transform, and why the others cannot.
 
-A record is refused (dead-lettered at stage `ingest`) when it is not an object, when a field
-holds a list or an object where the source contract declares a scalar (or a scalar where it
-declares a list or an object), or when its cursor time lies further ahead than
-`tasks.watermark.FUTURE`. A field the contract declares but the batch lacks becomes nulls.
+A record is refused (dead-lettered at stage `ingest`) when it is not an object, when a field's
+text holds a lone surrogate (which Arrow-backed text columns cannot hold), when a field holds a
+list or an object where the source contract declares a scalar (or a scalar where it declares a
+list or an object), or when its cursor time lies further ahead than `tasks.watermark.FUTURE`.
+A field the contract declares but the batch lacks becomes nulls.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from connectors.refusals import LONE_SURROGATE, SURROGATE
 from data_checks.policy import SchemaContract
 from tasks.watermark import FUTURE, horizon, times
 
@@ -76,10 +78,33 @@ def missing(value: Any) -> bool:
 
 
 def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str]]]:
-    """The records that are objects, as a frame, and each other one with the reason it is refused."""
+    """The records that are objects, as a frame, and each other one with the reason it is refused.
+
+    Text holding a lone surrogate (a JavaScript source may send `"\\ud800"`) is not valid Unicode: an Arrow text
+    column cannot hold it, and no target can store it, so its record is refused here, naming the fields.
+    """
     objects = [r for r in records if isinstance(r, dict)]
     refused = [(r, f"the record is {_json_kind(r)}, not an object") for r in records if not isinstance(r, dict)]
-    return pd.DataFrame.from_records(objects), refused
+    try:
+        frame = pd.DataFrame.from_records(objects)
+        odd = _surrogate_fields(frame[[c for c in frame.columns if frame[c].dtype == object]])  # Arrow text holds none
+    except UnicodeEncodeError:  # rare: a text column's Arrow array refused one, so look at every record
+        odd = _surrogate_fields(pd.DataFrame(objects, dtype=object))
+        frame = pd.DataFrame.from_records([r for n, r in enumerate(objects) if n not in odd])
+    else:
+        frame = frame.drop(index=list(odd)).reset_index(drop=True) if odd else frame
+    refused += [(objects[n], "; ".join(f"{f}: {LONE_SURROGATE}" for f in fields)) for n, fields in odd.items()]
+    return frame, refused
+
+
+def _surrogate_fields(columns: pd.DataFrame) -> dict[Any, list[str]]:
+    """The fields holding text with a lone surrogate, by row; one scan of a column's text, then value by value."""
+    found: dict[Any, list[str]] = {}
+    for name, values in columns.items():
+        if SURROGATE.search("".join(v for v in values if isinstance(v, str))):
+            for index in values.index[[isinstance(v, str) and SURROGATE.search(v) is not None for v in values]]:
+                found.setdefault(index, []).append(name)
+    return dict(sorted(found.items()))
 
 
 def admit(

@@ -61,6 +61,19 @@ def test_admission_refuses_what_breaks_the_contract_or_lies_in_the_future_and_fi
     assert failures.at[1, "values"] == {"name": {"first": "B"}}
 
 
+def test_a_record_whose_text_holds_a_lone_surrogate_is_refused_by_name_and_the_rest_become_arrow_text():
+    odd = {"id": "2", "name": "Ada \ud800", "city": "Ber\udfffl\ud800n", "tags": {"x": "\ud800"}}
+    frame, refused = records_frame([{"id": "1", "name": "Ada", "tags": None}, odd, {"id": "3", "name": "Bo", "tags": None}])
+    assert refused == [(odd, "name: holds a lone surrogate, which is not valid Unicode text; city: holds a lone surrogate, which is not valid Unicode text")]
+    assert frame["id"].tolist() == ["1", "3"] and frame["name"].tolist() == ["Ada", "Bo"]
+    assert isinstance(frame["name"].array, pd.arrays.ArrowStringArray)
+
+    mixed = {"id": "5", "name": "Bo \udfff"}  # in a column of mixed values (an object column), not Arrow text
+    frame, refused = records_frame([{"id": "4", "name": {"first": "A"}}, mixed, {"id": "6", "name": 7}])
+    assert refused == [(mixed, "name: holds a lone surrogate, which is not valid Unicode text")]
+    assert frame["id"].tolist() == ["4", "6"] and frame.index.tolist() == [0, 1]
+
+
 def test_keys_longer_than_the_store_holds_stay_apart_and_settle(tmp_path):
     url = f"sqlite:///{tmp_path}/state.db"
     raw = pd.DataFrame({"id": ["A" * 200 + "1", "A" * 200 + "2"], "name": ["x", "y"]})
