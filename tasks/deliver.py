@@ -241,25 +241,30 @@ def row_hashes(rows: pd.DataFrame, target: SqlTarget) -> pd.Series:
     becomes text on its own (times through numpy, not row by row), and the hashes are written as hex at once.
     """
     compared = _naive_utc(rows[target.compared])
-    text = pd.DataFrame({column: _text(compared[column]) for column in compared.columns}, index=compared.index)
     try:
+        text = pd.DataFrame({column: _text(compared[column]) for column in compared.columns}, index=compared.index)
         hashes = pd.util.hash_pandas_object(text, index=False).to_numpy().astype(">u8")
     except UnicodeEncodeError:  # text holding a lone surrogate (the target refuses it): hashed as UTF-8 bytes that keep it
-        hashes = pd.util.hash_pandas_object(text.apply(_utf8), index=False).to_numpy().astype(">u8")
+        text = pd.DataFrame({column: _utf8(_text(compared[column], PYTHON_TEXT)) for column in compared.columns}, index=compared.index)
+        hashes = pd.util.hash_pandas_object(text, index=False).to_numpy().astype(">u8")
     hexes = np.frombuffer(hashes.tobytes().hex().encode("ascii"), dtype="S16").astype(str).astype(object)
     return pd.Series(hexes, index=compared.index)
 
 
-def _text(values: pd.Series) -> pd.Series:
+def _text(values: pd.Series, dtype: pd.StringDtype | str = "string") -> pd.Series:
     """A column as the text its rows are hashed by: a time as `%Y-%m-%dT%H:%M:%S.%f`, a float as Python's `str`
-    (numpy writes both for a whole column at once), anything else as pandas writes it; a missing value missing."""
+    (numpy writes both for a whole column at once), anything else as pandas writes it; a missing value missing.
+    Arrow text by default; `PYTHON_TEXT` for text Arrow cannot hold (a lone surrogate). Both hash the same."""
     if pd.api.types.is_datetime64_dtype(values):
         written = np.datetime_as_string(values.to_numpy(), unit="us", casting="unsafe")
     elif values.dtype == "float64":
         written = values.to_numpy().astype(str)
     else:
-        return values.astype("string")
-    return pd.Series(written, index=values.index, dtype=object).where(values.notna()).astype("string")
+        return values.astype(dtype)
+    return pd.Series(written, index=values.index, dtype=object).where(values.notna()).astype(dtype)
+
+
+PYTHON_TEXT = pd.StringDtype("python")
 
 
 def _utf8(values: pd.Series) -> pd.Series:

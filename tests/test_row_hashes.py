@@ -65,7 +65,7 @@ def test_a_change_in_any_column_changes_the_hash():
     assert (row_hashes(changed, target) != before).tolist() == [True, True] + [False] * 8
 
 
-@pytest.mark.parametrize("dtype", [object, "string"])
+@pytest.mark.parametrize("dtype", [object, pd.StringDtype("python")])  # Arrow text cannot hold one at all
 def test_a_lone_surrogate_is_hashed_and_every_other_row_keeps_its_hash(dtype):
     """A record re-read at the watermark is hashed before its check: text the target refuses must not fail the run."""
     frame = FRAMES["typed columns"].copy()
