@@ -7,7 +7,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import great_expectations as gx
 
-EMAIL = r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$"
+# Python's `\s`, its characters spelled out (not as `\u` escapes, which RE2 lacks), so that pandas checks Arrow text
+# with RE2 at once, not with Python's `re` value by value.
+WHITESPACE = "\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+EMAIL = rf"^[^@{WHITESPACE}]+@[^@{WHITESPACE}]+\.[a-z]{{2,}}$"
 E164 = r"^\+[1-9][0-9]{7,14}$"  # ASCII digits under any regex engine (Python's `\d` takes any script's, RE2's not)
 
 

@@ -2,19 +2,30 @@
 
 import random
 import re
+import sys
 
 import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
 import pytest
 
-from data_checks.customers import billing_customers
+from data_checks.customers import EMAIL, WHITESPACE, billing_customers
 from data_checks.gate import build_docs, context, validate
 from flows.crm_to_billing import add_billing_terms
 from tasks.check import check
 
 TERMS = {"DE": {"currency": "EUR", "tax_rate": 0.19}, "GB": {"currency": "GBP", "tax_rate": 0.2}, "ZZ": None}
 TEXT = ["crm_id", "name", "email", "phone", "country", "currency"]
+
+
+def test_the_email_rule_is_checked_by_re2_on_arrow_text_and_agrees_with_pythons_re():
+    spaces = [chr(c) for c in range(sys.maxunicode + 1) if re.fullmatch(r"\s", chr(c))]
+    assert spaces == [chr(c) for c in range(sys.maxunicode + 1) if re.fullmatch(f"[{WHITESPACE}]", chr(c))]
+    emails = ["a@b.de", "x@y.DE", "ü@ö.de", "a@b.de\n", "@b.de", "a@@b.de", *(f"a{s}b@c.de" for s in spaces), *(f"ab@c{s}.de" for s in spaces)]
+    arrow, python = pd.Series(emails), pd.Series(emails, dtype=object)
+    assert isinstance(arrow.array, pd.arrays.ArrowStringArray)
+    assert not arrow[~arrow.str.contains("\n", regex=False)].array._needs_python_regex(EMAIL)  # `$` needs `re` only by a newline
+    assert arrow.str.contains(EMAIL).tolist() == python.str.contains(EMAIL).tolist() == [True, False, True, True] + [False] * (2 + 2 * len(spaces))
 
 
 def terms_input() -> pd.DataFrame:
