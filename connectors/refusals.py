@@ -61,20 +61,27 @@ def _column_refusals(column: sa.Column, values: pd.Series) -> pd.Series:
 
 def _text_refusals(values: pd.Series, length: int | None) -> pd.Series:
     """`values` (none missing) as the text they are written as: lone surrogates, NUL bytes, over `length`."""
-    if values.dtype == object:
-        text = [v if isinstance(v, str) else str(v) for v in values]
-    else:
-        text = values.astype("string").to_numpy(dtype=object).tolist()
     reasons = pd.Series(None, index=values.index, dtype=object)
-    if _ODD.search("".join(text)):  # rare: one scan of the whole column, then value by value
-        odd = pd.Series(text, index=values.index, dtype=object)
-        reasons[odd.str.contains(SURROGATE)] = LONE_SURROGATE
-        reasons[odd.str.contains("\x00", regex=False)] = "holds a NUL byte"
-    if length is not None:
+    if values.dtype != object and not _text_of(values.dtype, "python"):
+        values = values.astype("string")  # Arrow text: numbers, times … as pandas writes them
+    if _text_of(values.dtype, "pyarrow"):  # which holds no lone surrogate: NUL bytes and lengths counted in C
+        reasons[values.str.contains("\x00", regex=False).to_numpy(dtype=bool)] = "holds a NUL byte"
+        lengths = pd.Series(values.str.len().to_numpy(dtype=np.int64), index=values.index)
+    else:
+        text = [v if isinstance(v, str) else str(v) for v in values]
+        if _ODD.search("".join(text)):  # rare: one scan of the whole column, then value by value
+            odd = pd.Series(text, index=values.index, dtype=object)
+            reasons[odd.str.contains(SURROGATE)] = LONE_SURROGATE
+            reasons[odd.str.contains("\x00", regex=False)] = "holds a NUL byte"
         lengths = pd.Series(np.fromiter(map(len, text), dtype=np.int64, count=len(text)), index=values.index)
+    if length is not None:
         too_long = lengths > length
         reasons[too_long] = lengths[too_long].map(lambda n: f"{n} characters, more than the column's {length}")
     return reasons.dropna()
+
+
+def _text_of(dtype: Any, storage: str) -> bool:
+    return isinstance(dtype, pd.StringDtype) and dtype.storage == storage
 
 
 def _integer_refusals(values: pd.Series, kind: sa.Integer) -> pd.Series:

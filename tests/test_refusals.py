@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -35,6 +36,16 @@ def test_every_value_the_check_lets_through_is_stored_as_it_was(billing_url):
     engine.dispose()
     expected = {f"c{i}": str(name) for i, name in enumerate(HOSTILE_NAMES) if i not in REFUSED}
     assert stored == expected
+
+
+def test_arrow_text_is_refused_for_the_same_reasons_as_text_held_by_python():
+    names = [n for n in HOSTILE_NAMES if isinstance(n, str) and "\ud800" not in n]  # Arrow cannot hold a lone surrogate
+    arrow = customers(len(names), name=names)
+    python = arrow.assign(name=arrow["name"].astype(object))
+    assert isinstance(arrow["name"].array, pd.arrays.ArrowStringArray)
+    refused = BILLING_CUSTOMERS.refusals(arrow)
+    assert refused["reason"].tolist() == ["name: 201 characters, more than the column's 200", "name: holds a NUL byte"]
+    pd.testing.assert_frame_equal(refused, BILLING_CUSTOMERS.refusals(python))
 
 
 VETOED = replace(BILLING_CUSTOMERS, table=tracked_table(
