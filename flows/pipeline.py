@@ -305,18 +305,23 @@ def prepare_batch(
     quarantined = quarantine_records(settings.state_db, pipeline.name, refused, pipeline.source_key, flow_run.id) if refused else 0
     completed, failed = admit(raw, pipeline.contract, pipeline.source.cursor, moments)
     quarantined += dead("ingest", failed)
-    admitted = completed.drop(failed.index)
+    admitted = _without(completed, failed.index)
     rows, failures = shape(pipeline, settings, admitted, caches)
     shaped = rows.index.union(failures["transform"].index).union(failures["enrich"].index)
     superseded = len(admitted.index.difference(shaped))  # records the transform merged into a newer one
     quarantined += dead("transform", failures["transform"]) + dead("enrich", failures["enrich"])
-    to_check = rows.drop(unchanged_at(pipeline, settings, admitted, rows, entry.since, moments))
+    to_check = _without(rows, unchanged_at(pipeline, settings, admitted, rows, entry.since, moments))
     failed = checked(pipeline, settings, to_check, entry) if not to_check.empty else NO_FAILURES
     quarantined += dead("check", failed, rows)
-    passed = rows.drop(failed.index)
+    passed = _without(rows, failed.index)
     failed = pipeline.target.refusals(passed) if not passed.empty else NO_FAILURES
     quarantined += dead("deliver", failed, passed)
-    return Prepared(raw, passed.drop(failed.index), counts + Counts(rows_quarantined=quarantined, rows_superseded=superseded))
+    return Prepared(raw, _without(passed, failed.index), counts + Counts(rows_quarantined=quarantined, rows_superseded=superseded))
+
+
+def _without(frame: pd.DataFrame, labels: pd.Index) -> pd.DataFrame:
+    """`frame` less the rows labelled `labels`: itself when there are none (a drop copies every column)."""
+    return frame.drop(labels) if len(labels) else frame
 
 
 def deliver_batch(pipeline: Pipeline, settings: Settings, batch: Prepared, watermark: str | None, settled: str, entry: Entry) -> None:

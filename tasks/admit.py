@@ -87,9 +87,9 @@ def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str
     refused = [(r, f"the record is {_json_kind(r)}, not an object") for r in records if not isinstance(r, dict)]
     try:
         frame = pd.DataFrame.from_records(objects)
-        odd = _surrogate_fields(frame[[c for c in frame.columns if frame[c].dtype == object]])  # Arrow text holds none
+        odd = _surrogate_fields({c: frame[c] for c in frame.columns if frame[c].dtype == object})  # Arrow text holds none
     except UnicodeEncodeError:  # rare: a text column's Arrow array refused one, so look at every record
-        odd = _surrogate_fields(pd.DataFrame(objects, dtype=object))
+        odd = _surrogate_fields(dict(pd.DataFrame(objects, dtype=object).items()))
         frame = pd.DataFrame.from_records([r for n, r in enumerate(objects) if n not in odd])
     else:
         frame = frame.drop(index=list(odd)).reset_index(drop=True) if odd else frame
@@ -97,7 +97,7 @@ def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str
     return frame, refused
 
 
-def _surrogate_fields(columns: pd.DataFrame) -> dict[Any, list[str]]:
+def _surrogate_fields(columns: dict[str, pd.Series]) -> dict[Any, list[str]]:
     """The fields holding text with a lone surrogate, by row; one scan of a column's text, then value by value."""
     found: dict[Any, list[str]] = {}
     for name, values in columns.items():
