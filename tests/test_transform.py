@@ -262,7 +262,7 @@ def ref_phone(value: object, country: str | None) -> str | None:
 
 WHITESPACE = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace()]  # \t … \x1c-\x1f, \x85, \xa0, \u2028, \u3000 …
 PLAIN = ["a", "Zoë", "ß", "İ", "x@y.DE", "@", ".", "-", "(", ")", "|", "+", "00", "0", "1", "49", "555 123", "uk", "USA", "U.S.", "de", "zz"]
-HOSTILE = [  # no lone surrogate: a record holding one is refused at ingest (tests/test_admit.py)
+HOSTILE = [  # no lone surrogate: a record holding one is refused at ingest (tests/test_isolation.py)
     *WHITESPACE, "", "  ", "\x00", "\u200b", "\ufeff", "²", "½", "٩", "٠٠", "４", "＋", "৩", "𝟗", "🙂", "\n\n", "x" * 300,
 ]
 NOT_TEXT = [None, float("nan"), np.float64("nan"), pd.NA, pd.NaT, np.datetime64("NaT"), 42, -0.0, 1.5, 1e16, True,
