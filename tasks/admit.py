@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
+from itertools import chain
 from numbers import Number
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 
 from connectors.refusals import LONE_SURROGATE, SURROGATE
 from data_checks.policy import SchemaContract
@@ -78,23 +80,76 @@ def missing(value: Any) -> bool:
 
 
 def records_frame(records: list[Any]) -> tuple[pd.DataFrame, list[tuple[Any, str]]]:
-    """The records that are objects, as a frame, and each other one with the reason it is refused.
+    """The records that are objects, as a frame, and each other one with the reason it is refused (see `Pages`)."""
+    pages = Pages()
+    pages.add(records)
+    return pages.frame(), pages.refused
 
-    Text holding a lone surrogate (a JavaScript source may send `"\\ud800"`) is not valid Unicode: an Arrow text
-    column cannot hold it, and no target can store it, so its record is refused here, naming the fields.
+
+class Pages:
+    """Pages of records gathered into one frame; `refused` holds each record that cannot be a row, with why.
+
+    A page whose fields are all scalars of one JSON type each (text, integer, number, boolean, null) becomes an
+    Arrow table, and the tables become one frame at the end: about half the work of a pandas frame per page, to
+    the same columns. Any other page is read by pandas, as before: a nested field (Arrow would merge objects
+    into structs), mixed types, integers beyond 64 bits, or text holding a lone surrogate. Such text is not
+    valid Unicode: an Arrow text column cannot hold it, and no target can store it, so its record is refused
+    here, naming the fields.
     """
-    objects = [r for r in records if isinstance(r, dict)]
-    refused = [(r, f"the record is {_json_kind(r)}, not an object") for r in records if not isinstance(r, dict)]
+
+    SCALARS = (pa.types.is_string, pa.types.is_int64, pa.types.is_float64, pa.types.is_boolean, pa.types.is_null)
+
+    def __init__(self) -> None:
+        self._parts: list[pa.Table | pd.DataFrame] = []
+        self.refused: list[tuple[Any, str]] = []
+
+    def add(self, records: list[Any]) -> None:
+        objects = [r for r in records if isinstance(r, dict)]
+        self.refused += [(r, f"the record is {_json_kind(r)}, not an object") for r in records if not isinstance(r, dict)]
+        table = _scalar_table(objects)
+        if table is None:
+            frame, odd = _pandas_frame(objects)
+            self.refused += [(objects[n], "; ".join(f"{f}: {LONE_SURROGATE}" for f in fields)) for n, fields in odd.items()]
+        self._parts.append(frame if table is None else table)
+
+    def frame(self) -> pd.DataFrame:
+        """Every page's rows, in order, indexed from 0."""
+        parts = self._parts
+        if parts and all(isinstance(p, pa.Table) for p in parts):
+            try:
+                return pa.concat_tables(parts, promote_options="permissive").combine_chunks().to_pandas()
+            except pa.ArrowException:  # a field of different types on two pages: pandas makes it objects
+                pass
+        frames = [p.to_pandas() if isinstance(p, pa.Table) else p for p in parts]
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
+
+
+def _scalar_table(objects: list[dict]) -> pa.Table | None:
+    """The records as an Arrow table with a column per field (in order of first appearance), or None where a
+    field is not scalars of one type (see `Pages`)."""
+    if not objects or not objects[0]:
+        return None
+    try:
+        if set().union(*objects).difference(objects[0]):  # a field the first record lacks (Arrow would look no further)
+            names = list(dict.fromkeys(chain.from_iterable(objects)))
+            table = pa.table([pa.array([record.get(name) for record in objects]) for name in names], names=names)
+        else:
+            table = pa.Table.from_pylist(objects)
+    except (pa.ArrowException, OverflowError, UnicodeEncodeError):
+        return None
+    return table if all(any(scalar(t) for scalar in Pages.SCALARS) for t in table.schema.types) else None
+
+
+def _pandas_frame(objects: list[dict]) -> tuple[pd.DataFrame, dict[int, list[str]]]:
+    """The records as pandas makes a frame of them, less those holding a lone surrogate, which come back by
+    position with their fields."""
     try:
         frame = pd.DataFrame.from_records(objects)
         odd = _surrogate_fields({c: frame[c] for c in frame.columns if frame[c].dtype == object})  # Arrow text holds none
     except UnicodeEncodeError:  # rare: a text column's Arrow array refused one, so look at every record
         odd = _surrogate_fields(dict(pd.DataFrame(objects, dtype=object).items()))
-        frame = pd.DataFrame.from_records([r for n, r in enumerate(objects) if n not in odd])
-    else:
-        frame = frame.drop(index=list(odd)).reset_index(drop=True) if odd else frame
-    refused += [(objects[n], "; ".join(f"{f}: {LONE_SURROGATE}" for f in fields)) for n, fields in odd.items()]
-    return frame, refused
+        return pd.DataFrame.from_records([r for n, r in enumerate(objects) if n not in odd]), odd
+    return (frame.drop(index=list(odd)).reset_index(drop=True) if odd else frame), odd
 
 
 def _surrogate_fields(columns: dict[str, pd.Series]) -> dict[Any, list[str]]:

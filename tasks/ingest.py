@@ -31,7 +31,7 @@ from connectors.sql import (
 )
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
-from tasks.admit import frame_records, records_frame
+from tasks.admit import Pages, frame_records
 from tasks.watermark import cursor_times, newest, order_break, positions
 
 
@@ -140,18 +140,15 @@ def fetch_chunk(
     params = dict(source.params)
     if since:
         params[source.since_param] = since
-    pages: list[pd.DataFrame] = []  # a frame per page: far smaller than the page's dicts
-    refused: list[tuple[Any, str]] = []
+    pages = Pages()  # each page as a table: far smaller than the page's dicts
     rows = 0
     with RestClient.connect(source.connection, connection) as client:
         for page in client.paginate(source.path, paginator, params, source.records_path, source.concurrent_pages):
-            frame, not_objects = records_frame(page)
-            pages.append(frame)
-            refused += not_objects
+            pages.add(page)
             rows += len(page)
             if rows >= max_rows:
                 break
-    frame = ROWS_HELD.track(pd.concat(pages, ignore_index=True) if len(pages) > 1 else pages[0])
+    frame, refused = ROWS_HELD.track(pages.frame()), pages.refused
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame) + len(refused), source.connection, source.path, since)
     position = paginator.checkpoint()
     moments = cursor_times(frame, source.cursor_field)

@@ -7,7 +7,7 @@ import pytest
 
 from data_checks.policy import SchemaContract
 from interlink.deadletter import DeadLetters
-from tasks.admit import admit, records_frame
+from tasks.admit import Pages, admit, missing, records_frame
 from tasks.isolate import isolated
 from tasks.quarantine import quarantine, settle
 
@@ -72,6 +72,37 @@ def test_a_record_whose_text_holds_a_lone_surrogate_is_refused_by_name_and_the_r
     frame, refused = records_frame([{"id": "4", "name": {"first": "A"}}, mixed, {"id": "6", "name": 7}])
     assert refused == [(mixed, "name: holds a lone surrogate, which is not valid Unicode text")]
     assert frame["id"].tolist() == ["4", "6"] and frame.index.tolist() == [0, 1]
+
+
+PAGES = {  # pages of records as sources send them; each must become the frame pandas makes of all of them
+    "text": [[{"id": "1", "name": "Ada"}, {"id": "2", "name": None}], [{"id": "3", "name": "Bo\x00\u00e9\U0001f600"}]],
+    "numbers": [[{"id": 1, "n": 1.5, "ok": True}, {"id": 2, "n": None, "ok": None}], [{"id": 3, "n": float("nan"), "ok": False}]],
+    "integers, then a number": [[{"id": 1, "n": 2}], [{"id": 2, "n": 2.5}]],
+    "fields that come and go": [[{"id": "1"}, {"id": "2", "late": "x"}, {"late": "y"}], [{"id": "3", "other": 4}], [{}]],
+    "text, then an integer": [[{"id": "1", "v": "a"}], [{"id": "2", "v": 7}]],
+    "mixed on one page": [[{"id": "1", "v": "a"}, {"id": "2", "v": 7}, {"id": "3", "v": True}]],
+    "a boolean, then integers": [[{"id": 1, "v": True}], [{"id": 2, "v": 1}]],
+    "beyond 64 bits": [[{"id": 1, "v": 2**64}, {"id": 2, "v": -(2**63)}]],
+    "nested": [[{"id": "1", "tags": ["x"], "address": {"city": "Berlin"}}], [{"id": "2", "tags": [], "address": {}}]],
+    "nulls only": [[{"id": None}, {"id": None}]],
+    "empty page": [[], [{"id": "1"}]],
+}
+
+
+@pytest.mark.parametrize("pages", PAGES.values(), ids=PAGES.keys())
+def test_pages_become_the_frame_pandas_makes_of_their_records(pages):
+    gathered = Pages()
+    for page in pages:
+        gathered.add(page)
+    expected = pd.concat([pd.DataFrame.from_records(page) for page in pages], ignore_index=True)
+    got = gathered.frame()
+    assert gathered.refused == []
+    assert got.columns.tolist() == expected.columns.tolist() and len(got) == len(expected)
+    for column in got.columns:  # the same values; a type may differ only where pandas' pages disagreed
+        assert [None if missing(v) else v for v in got[column]] == [None if missing(v) else v for v in expected[column]]
+    single = [pd.DataFrame.from_records(page) for page in pages if page]
+    if all(s.dtypes.equals(single[0].dtypes) for s in single):
+        pd.testing.assert_frame_equal(got, expected)
 
 
 def test_keys_longer_than_the_store_holds_stay_apart_and_settle(tmp_path):
