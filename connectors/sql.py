@@ -365,10 +365,10 @@ def select_in(
     values = list(values)
     query = sa.select(*columns) if where is None else sa.select(*columns).where(where)
     if conn.dialect.name == "postgresql":
-        return list(conn.execute(query.where(key == sa.any_(sa.literal(values, postgresql.ARRAY(key.type))))))
+        return conn.execute(query.where(key == sa.any_(sa.literal(values, postgresql.ARRAY(key.type))))).all()  # one fetch, not one per row
     rows: list[sa.Row] = []
     for start in range(0, len(values), batch):
-        rows.extend(conn.execute(query.where(key.in_(values[start : start + batch]))))
+        rows.extend(conn.execute(query.where(key.in_(values[start : start + batch]))).all())
     return rows
 
 
