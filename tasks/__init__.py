@@ -1,7 +1,10 @@
 """Reusable Prefect tasks: ingest, transform, enrich, check, deliver — each batch-sized."""
 
-from prefect import Task
+import logging
+
+from prefect import Task, get_run_logger
 from prefect.client.schemas.objects import TaskRun
+from prefect.exceptions import MissingContextError
 from prefect.states import State
 
 from connectors.errors import RetriableError
@@ -17,3 +20,11 @@ def retriable(task: Task, task_run: TaskRun, state: State) -> bool:
     """
     error = state.result(raise_on_failure=False)
     return isinstance(error, RetriableError) and not error.opened_circuit
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The logger of the Prefect run this is part of (its lines show in the UI), or `interlink`'s outside any run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("interlink")
