@@ -1,10 +1,7 @@
 """Reusable Prefect tasks: ingest, transform, enrich, check, deliver — each batch-sized."""
 
-import logging
-
-from prefect import Task, get_run_logger
+from prefect import Task
 from prefect.client.schemas.objects import TaskRun
-from prefect.exceptions import MissingContextError
 from prefect.states import State
 
 from connectors.errors import RetriableError
@@ -20,11 +17,3 @@ def retriable(task: Task, task_run: TaskRun, state: State) -> bool:
     """
     error = state.result(raise_on_failure=False)
     return isinstance(error, RetriableError) and not error.opened_circuit
-
-
-def run_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The logger of the Prefect run this is part of (its lines show in the UI), or `interlink`'s outside any run."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger("interlink")

@@ -41,9 +41,9 @@ class Approval(RunInput):
                          min_length=1, max_length=1000, pattern=r"\S")
 
 
+@task(name="schema-guard", cache_policy=NO_CACHE)
 def schema_guard(raw: pd.DataFrame, contract: SchemaContract) -> list[str]:
-    """The batch's differences from the source contract; under `freeze`, any difference fails the run.
-    Not a task, like `tasks.quarantine.settle`: it runs for every batch."""
+    """The batch's differences from the source contract; under `freeze`, any difference fails the run."""
     diff = schema_diff(raw, contract)
     if diff and contract.on_change == "freeze":
         raise GateFailed(f"source schema differs from contract {contract.version}: " + "; ".join(diff))

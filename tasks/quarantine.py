@@ -12,7 +12,6 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from interlink.deadletter import DeadLetters, Reject
-from tasks import run_logger
 from tasks.admit import as_json, frame_records, missing
 
 MAX_KEY = 200  # characters of a record key the store keeps; a longer one keeps a digest of the rest
@@ -70,14 +69,13 @@ def quarantine_records(
     return len(rejects)
 
 
+@task(name="settle", cache_policy=NO_CACHE)
 def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> int:
-    """Close the open dead letters of records now delivered (as `status`); returns how many.
-
-    Not a task: it runs for every batch, and a task run costs the Prefect server about 50 ms of CPU."""
+    """Close the open dead letters of records now delivered (as `status`); returns how many."""
     record_keys = [_stored(token) for token in _tokens(keys.dropna())]
     closed = DeadLetters(state_url).settle(integration, record_keys, status)
     if closed:
-        run_logger().info("%d earlier dead letters now %s", closed, status)
+        get_run_logger().info("%d earlier dead letters now %s", closed, status)
     return closed
 
 
