@@ -42,7 +42,7 @@ tools: $(INSTALLED)
 
 test: $(INSTALLED) tools
 	$(BIN)/ruff check .
-	$(BIN)/pytest
+	$(BIN)/pytest --numprocesses auto --maxprocesses 4
 
 clean:
 	rm -rf $(VENV) .interlink

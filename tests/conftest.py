@@ -77,7 +77,7 @@ def systems(crm_db: Path, monkeypatch: pytest.MonkeyPatch) -> Callable:
     return start
 
 
-_namespaces: dict[str, tuple[str, str]] = {}  # kind -> (private schema/database, its URL)
+_namespaces: dict[tuple[str, str], tuple[str, str]] = {}  # (kind, purpose) -> (private schema/database, its URL)
 
 
 @pytest.fixture(scope="session")
@@ -118,11 +118,11 @@ def storefront(storefront_db: Path, monkeypatch: pytest.MonkeyPatch) -> Callable
     return start
 
 
-def service_url(kind: str) -> str:
-    """A private schema (PostgreSQL) or database (MariaDB) on a real service, made once per session,
-    so concurrent test runs never share tables. Skips, or fails under REQUIRE_SERVICES=1, if the
-    service is down."""
-    if kind not in _namespaces:
+def service_url(kind: str, purpose: str = "tables") -> str:
+    """A private schema (PostgreSQL) or database (MariaDB) on a real service, made once per session and
+    `purpose`, so concurrent test runs (and pytest-xdist workers) never share tables, and a test that compares a
+    whole schema sees only its own. Skips, or fails under REQUIRE_SERVICES=1, if the service is down."""
+    if (kind, purpose) not in _namespaces:
         admin = SERVICES[kind]
         name = f"interlink_test_{uuid.uuid4().hex[:12]}"
         try:
@@ -140,14 +140,14 @@ def service_url(kind: str) -> str:
             url = url.update_query_dict({"options": f"-csearch_path={name}"})
         else:
             url = url.set(database=name)
-        _namespaces[kind] = (name, url.render_as_string(hide_password=False))
-    return _namespaces[kind][1]
+        _namespaces[kind, purpose] = (name, url.render_as_string(hide_password=False))
+    return _namespaces[kind, purpose][1]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def drop_private_namespaces() -> Iterator[None]:
     yield
-    for kind, (name, _) in _namespaces.items():
+    for (kind, _), (name, _) in _namespaces.items():
         engine = sa.create_engine(SERVICES[kind])
         with engine.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {name} CASCADE" if kind == "postgresql" else f"DROP DATABASE {name}"))

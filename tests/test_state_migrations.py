@@ -147,7 +147,7 @@ def state_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'state.db'}"
     else:
-        url = service_url(request.param)
+        url = service_url(request.param, "state")  # a schema of its own: schema_diff compares all of it
         reset_tables(url, *STATE_TABLES)
     forget(url)
     yield url
