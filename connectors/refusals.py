@@ -35,9 +35,9 @@ def refusals(table: sa.Table, rows: pd.DataFrame) -> dict[Any, dict[str, str]]:
 def _column_refusals(column: sa.Column, values: pd.Series) -> pd.Series:
     missing = values.isna()
     reasons = pd.Series(None, index=values.index, dtype=object)
-    if not column.nullable:
+    if not column.nullable and missing.any():
         reasons[missing] = "missing, and the column requires a value"
-    present = values[~missing]
+    present = values[~missing] if missing.any() else values
     if present.empty:
         return reasons.dropna()
     if present.dtype == object:
@@ -46,9 +46,9 @@ def _column_refusals(column: sa.Column, values: pd.Series) -> pd.Series:
         present = present[~containers]
     kind = column.type
     if isinstance(kind, sa.String):
-        reasons.update(_text_refusals(present, kind.length))
+        _merge(reasons, _text_refusals(present, kind.length))
     elif isinstance(kind, sa.Integer):
-        reasons.update(_integer_refusals(present, kind))
+        _merge(reasons, _integer_refusals(present, kind))
     elif isinstance(kind, sa.Float | sa.Numeric):
         numbers = pd.to_numeric(present, errors="coerce")
         reasons[numbers.index[numbers.isna()]] = "not a number"
@@ -65,7 +65,8 @@ def _text_refusals(values: pd.Series, length: int | None) -> pd.Series:
     if values.dtype != object and not _text_of(values.dtype, "python"):
         values = values.astype("string")  # Arrow text: numbers, times … as pandas writes them
     if _text_of(values.dtype, "pyarrow"):  # which holds no lone surrogate: NUL bytes and lengths counted in C
-        reasons[values.str.contains("\x00", regex=False).to_numpy(dtype=bool)] = "holds a NUL byte"
+        if (nul := values.str.contains("\x00", regex=False).to_numpy(dtype=bool)).any():
+            reasons[nul] = "holds a NUL byte"
         lengths = pd.Series(values.str.len().to_numpy(dtype=np.int64), index=values.index)
     else:
         text = [v if isinstance(v, str) else str(v) for v in values]
@@ -74,10 +75,15 @@ def _text_refusals(values: pd.Series, length: int | None) -> pd.Series:
             reasons[odd.str.contains(SURROGATE)] = LONE_SURROGATE
             reasons[odd.str.contains("\x00", regex=False)] = "holds a NUL byte"
         lengths = pd.Series(np.fromiter(map(len, text), dtype=np.int64, count=len(text)), index=values.index)
-    if length is not None:
-        too_long = lengths > length
+    if length is not None and (too_long := lengths > length).any():
         reasons[too_long] = lengths[too_long].map(lambda n: f"{n} characters, more than the column's {length}")
     return reasons.dropna()
+
+
+def _merge(reasons: pd.Series, more: pd.Series) -> None:
+    """`more` reasons into `reasons` (an update of none costs as much as one of every row)."""
+    if not more.empty:
+        reasons.loc[more.index] = more
 
 
 def _text_of(dtype: Any, storage: str) -> bool:

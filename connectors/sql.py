@@ -2,7 +2,7 @@
 
 Works on SQLite, PostgreSQL and MariaDB/MySQL. Upserts use each dialect's own statement
 (`ON CONFLICT … DO UPDATE`, `ON DUPLICATE KEY UPDATE`), so a retried write converges on
-the same rows. On PostgreSQL large writes go through COPY (as CSV, pandas writing the text),
+the same rows. On PostgreSQL large writes go through COPY (as CSV, Arrow writing the text),
 upserts into a temporary staging table first.
 Table and column names from configuration pass `identifier()` and are quoted by
 SQLAlchemy: no SQL is built from unchecked strings.
@@ -28,7 +28,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from connectors.errors import ConfigError
-from connectors.pgcsv import csv_text
+from connectors.pgcsv import csv_bytes
 
 # Microsecond timestamps everywhere (MySQL/MariaDB's DATETIME drops them by default).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -45,7 +45,6 @@ WATERMARKS = sa.Table(
 COPY_THRESHOLD = 5000  # rows from which a PostgreSQL write goes through COPY
 COPY_PART = 10_000  # rows turned into CSV text at a time, while a thread sends the part before
 WRITE_BATCH = 1000  # rows per INSERT statement where COPY is not used
-_NULL = r"\N"  # NULL in COPY's CSV (text reading so is quoted); an empty field is an empty string
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 
 
@@ -329,16 +328,14 @@ def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[
             f"_stage_{table.name}"[:63], sa.MetaData(), *(sa.Column(c, table.c[c].type) for c in names), prefixes=["TEMPORARY"]
         )
         into.create(conn)
-    copy = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv, NULL {})").format(
-        pgsql.Identifier(*filter(None, (into.schema, into.name))),
-        pgsql.SQL(", ").join(map(pgsql.Identifier, names)),
-        pgsql.Literal(_NULL),
+    copy = pgsql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        pgsql.Identifier(*filter(None, (into.schema, into.name))), pgsql.SQL(", ").join(map(pgsql.Identifier, names))
     )
     whole = _whole_numbers(table, rows)
     try:
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy, writer=QueuedLibpqWriter(cursor)) as stream:
             for start in range(0, len(whole), COPY_PART):
-                stream.write(csv_text(whole.iloc[start : start + COPY_PART], _NULL))
+                stream.write(csv_bytes(whole.iloc[start : start + COPY_PART]))
     except psycopg.Error as exc:  # as SQLAlchemy's own statements raise it: IntegrityError for a duplicate key, …
         raise sa.exc.DBAPIError.instance(f"COPY {into.name}", None, exc, psycopg.Error) from None
     if keys is not None:

@@ -37,7 +37,7 @@ from tasks.admit import NO_FAILURES, admit, records_frame
 from tasks.check import check
 from tasks.deliver import Delivery
 from tasks.enrich import enrich_batch
-from tasks.gate import decide, schema_guard, volume_guard
+from tasks.gate import decide, schema_guard, target_limits, volume_guard
 from tasks.ingest import Chunk
 from tasks.quarantine import quarantine, quarantine_records, settle
 from tasks.report import publish_report
@@ -314,7 +314,7 @@ def prepare_batch(
     failed = checked(pipeline, settings, to_check, entry) if not to_check.empty else NO_FAILURES
     quarantined += dead("check", failed, rows)
     passed = _without(rows, failed.index)
-    failed = pipeline.target.refusals(passed) if not passed.empty else NO_FAILURES
+    failed = target_limits(pipeline.target, passed) if not passed.empty else NO_FAILURES
     quarantined += dead("deliver", failed, passed)
     return Prepared(raw, _without(passed, failed.index), counts + Counts(rows_quarantined=quarantined, rows_superseded=superseded))
 

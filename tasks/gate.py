@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Literal, Protocol
 
 import pandas as pd
 from prefect import get_run_logger, task
@@ -50,6 +50,16 @@ def schema_guard(raw: pd.DataFrame, contract: SchemaContract) -> list[str]:
     if diff:
         get_run_logger().warning("source schema evolved from contract %s: %s", contract.version, "; ".join(diff))
     return diff
+
+
+class Refusing(Protocol):
+    def refusals(self, rows: pd.DataFrame) -> pd.DataFrame: ...
+
+
+@task(name="target-limits", cache_policy=NO_CACHE)
+def target_limits(target: Refusing, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows `target` would refuse (`reason`, `values`): values beyond its columns' limits, found before any write."""
+    return target.refusals(rows)
 
 
 @task(name="volume-guard", cache_policy=NO_CACHE)

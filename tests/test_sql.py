@@ -1,7 +1,7 @@
 """The SQL connector on SQLite, PostgreSQL and MariaDB: streaming reads, write modes, safe names."""
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pandas as pd
@@ -138,6 +138,10 @@ def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch)
         "day": pd.to_datetime([datetime(2026, 1, 1) + timedelta(days=i) for i in range(n)]),
         "anything": [[1, "two", 3.5, True, None][i % 5] for i in range(n)],
         "hash": pd.Series([f"{i:016x}" for i in range(n)], dtype=object),  # no missing value: to_numpy gives a view
+        "huge": [2**64 + i if i % 3 else None for i in range(n)],  # beyond 64 bits: Arrow cannot type it
+        "dates": [date(2026, 1, 1) + timedelta(days=i) if i % 2 else None for i in range(n)],
+        "maybe": pd.array([[True, None, False][i % 3] for i in range(n)], dtype="boolean"),
+        "nulls": pd.Series([None] * n, dtype="string"),
     })
     before = frame.copy()
     table = sa.Table(
@@ -146,10 +150,11 @@ def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch)
         sa.Column("text", sa.String(50)), sa.Column("amount", sa.Double), sa.Column("qty", sa.BigInteger),
         sa.Column("flag", sa.Boolean), sa.Column("exact", sa.Numeric(10, 3)), sa.Column("naive_ns", sql.Timestamp),
         sa.Column("aware", sa.DateTime(timezone=True)), sa.Column("day", sa.Date), sa.Column("anything", sa.String(20)),
-        sa.Column("hash", sa.String(16)),
+        sa.Column("hash", sa.String(16)), sa.Column("huge", sa.Numeric(30, 0)), sa.Column("dates", sa.Date),
+        sa.Column("maybe", sa.Boolean), sa.Column("nulls", sa.Text),
     )
     stored, written = {}, []
-    monkeypatch.setattr(sql, "csv_text", lambda rows, null: written.append(len(rows)) or pgcsv.csv_text(rows, null))
+    monkeypatch.setattr(sql, "csv_bytes", lambda rows: written.append(len(rows)) or pgcsv.csv_bytes(rows))
     for path, threshold in (("insert", n + 1), ("copy", 1)):
         monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
         sql.ensure_tables(engine, table)
