@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
+import anyio
 import psutil
 import yaml
 from prefect.client.orchestration import SyncPrefectClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
@@ -19,6 +22,18 @@ from deployments import declarations
 from deployments.prefect_yaml import prefect_yaml
 from interlink.ledger import Ledger
 from tests.test_deployments import BIN, FailFirst, prefect_server, wait_until
+
+
+class Held:
+    """ASGI middleware: requests to `path` wait while `gate` is not set (in a thread: the server keeps serving)."""
+
+    def __init__(self, app: ASGIApp, path: str, gate: threading.Event):
+        self.app, self.path, self.gate = app, path, gate
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            await anyio.to_thread.run_sync(self.gate.wait)
+        await self.app(scope, receive, send)
 
 ROOT = Path(__file__).parents[1]
 
@@ -41,7 +56,9 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
     declaration.write_text(yaml.safe_dump(test_declared.model_dump(mode="json", exclude_none=True)))
     (tmp_path / "prefect.yaml").write_text(prefect_yaml(test_declared))
 
-    crm = FailFirst(create_app(crm_db, api_key="k-pool"), "/customers", 2, status=401)
+    crm_open = threading.Event()
+    crm_open.set()
+    crm = Held(FailFirst(create_app(crm_db, api_key="k-pool"), "/customers", 2, status=401), "/customers", crm_open)
     with prefect_server(tmp_path / "prefect", "sqlite") as (url, log), serve(crm) as crm_url:
         env = {
             **{name: value for name, value in os.environ.items() if not name.startswith("PREFECT_")},
@@ -92,8 +109,15 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
                                    "the pooled run finishing", worker_log)
                 ran_s = time.monotonic() - triggered
                 states = [s.name for s in sorted(client.read_flow_run_states(flow_run.id), key=lambda s: s.timestamp)]
-                # two runs at once: the deployment's concurrency limit (1) makes one wait for the other's slot
+                # two runs at once: the deployment's concurrency limit (1) makes one wait for the other's slot. The CRM
+                # holds the reading run until the other is seen waiting, so a slow worker cannot run them one by one.
+                crm_open.clear()
                 pair = [client.create_flow_run_from_deployment(deployment.id).id for _ in range(2)]
+                try:
+                    wait_until(lambda: any(s.name == "AwaitingConcurrencySlot" for i in pair for s in client.read_flow_run_states(i)),
+                               120, "a run waiting for the deployment's concurrency slot", worker_log)
+                finally:
+                    crm_open.set()
                 first, second = sorted(wait_until(lambda: all((runs := [client.read_flow_run(i) for i in pair])[n].state.is_final() for n in (0, 1)) and runs,
                                                   120, "both runs finishing", worker_log), key=lambda r: r.start_time)
                 waited = [s.name for s in client.read_flow_run_states(second.id)]
