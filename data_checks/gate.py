@@ -114,13 +114,19 @@ def validate(
     """Validate `batch` against `suite`; the result is stored under `run_name` for Data Docs,
     with the offending values of `sensitive` columns masked."""
     from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.exceptions import ResourceFreshnessAggregateError
 
-    definition = _definition(ctx, suite)
-    result = definition.run(
-        batch_parameters={"dataframe": batch},
-        result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
-        run_id=RunIdentifier(run_name=run_name),
-    )
+    def run(definition: gx.ValidationDefinition) -> ExpectationSuiteValidationResult:
+        return definition.run(
+            batch_parameters={"dataframe": batch},
+            result_format={"result_format": "COMPLETE", "include_unexpected_rows": False},
+            run_id=RunIdentifier(run_name=run_name),
+        )
+
+    try:
+        result = run(_definition(ctx, suite))
+    except ResourceFreshnessAggregateError:  # another process stored the suite again (new ids): store ours again
+        result = run(_definition(ctx, suite, stale=True))
     if any(not o.success and o.expectation_config.kwargs.get("column") in sensitive for o in result.results):
         _mask_stored(ctx, result, sensitive)
     reasons: dict[Any, list[str]] = {}
@@ -148,8 +154,8 @@ def validate(
 
 
 def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult, sensitive: tuple[str, ...]) -> None:
-    """Mask the offending values of sensitive columns in the stored copy of `result` (the one Data Docs render);
-    only that one: the results stored before it were masked when they were made."""
+    """Mask the offending values of sensitive columns in `result` and store it again over the copy GX stored (the one
+    Data Docs render); only that one: the results stored before it were masked when they were made."""
     from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
 
     store = ctx.validation_results_store
@@ -158,8 +164,7 @@ def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult,
         run_id=result.meta["run_id"],
         batch_identifier=result.batch_id,
     )
-    stored = store.get(key)
-    for outcome in stored.results:
+    for outcome in result.results:
         if outcome.expectation_config.kwargs.get("column") not in sensitive:
             continue
         details = outcome.result
@@ -168,7 +173,7 @@ def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult,
                 details[name] = [mask(v) for v in details[name]]
         for counted in details.get("partial_unexpected_counts") or []:
             counted["value"] = mask(counted["value"])
-    store.set(key, stored)
+    store.set(key, result)
 
 
 def validated(home: Path, run_name: str) -> bool:
@@ -195,12 +200,13 @@ def build_docs(ctx: FileDataContext, run_name: str) -> Path:
     return index
 
 
-def _definition(ctx: FileDataContext, suite: gx.ExpectationSuite) -> gx.ValidationDefinition:
+def _definition(ctx: FileDataContext, suite: gx.ExpectationSuite, stale: bool = False) -> gx.ValidationDefinition:
     """The validation definition of `suite` on a whole DataFrame; stored once per process unless the suite changes,
-    or another process stored it again (each store gives the expectations new ids)."""
+    or it is `stale`: another process stored it again (each store gives the expectations new ids), which
+    `ValidationDefinition.run` finds on its own."""
     key, config = (ctx.root_directory, suite.name), suite.to_json_dict()
     with _LOCK:
-        if key not in _DEFINITIONS or _DEFINITIONS[key][0] != config or not _DEFINITIONS[key][1].is_fresh().success:
+        if stale or key not in _DEFINITIONS or _DEFINITIONS[key][0] != config:
             _DEFINITIONS[key] = config, _store_definition(ctx, suite)
         return _DEFINITIONS[key][1]
 

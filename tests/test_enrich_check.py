@@ -264,3 +264,17 @@ def test_every_chunk_of_a_run_is_stored_masked_and_written_once(ctx, monkeypatch
         failed = [o.result for o in store.get(key).results if not o.success]
         shown = [v for r in failed for v in r.get("partial_unexpected_list", []) + r.get("unexpected_list", [])]
         assert shown and not any("leak" in str(v) or v == "+0123" for v in shown)
+
+
+def test_a_suite_another_process_stored_again_is_stored_again_and_validated(ctx):
+    """Each store of a suite gives its expectations new ids, so a definition this process holds goes stale when another
+    process (a partition of the same run) stores the suite; GX's run finds it and the batch is still validated."""
+    from data_checks.gate import _definition, _store_definition
+
+    first = validate(ctx, batch(row("C1"), row("C2", email="bad")), billing_customers(), "restored")
+    held = _definition(ctx, billing_customers())
+    _store_definition(ctx, billing_customers())  # as the other process does
+    assert not held.is_fresh().success
+    again = validate(ctx, batch(row("C3"), row("C4", email="bad")), billing_customers(), "restored")
+    assert list(first.row_failures.index) == [201] and list(again.row_failures.index) == [201]
+    assert _definition(ctx, billing_customers()).is_fresh().success
