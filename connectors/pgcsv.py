@@ -35,8 +35,9 @@ def _array(values: pd.Series) -> pa.Array:
 
 
 def _written(value: object) -> str | None:
-    """A value of a mixed column as PostgreSQL writes it when it is bound as a parameter."""
-    if value is None or value is pd.NaT or (isinstance(value, float) and np.isnan(value)):
+    """A value of a mixed column as PostgreSQL writes it when it is bound as a parameter (None: missing, as
+    `to_numpy(na_value=None)` gives NaN, NaT and NA)."""
+    if value is None:
         return None
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"

@@ -35,9 +35,11 @@ def refusals(table: sa.Table, rows: pd.DataFrame) -> dict[Any, dict[str, str]]:
 def _column_refusals(column: sa.Column, values: pd.Series) -> pd.Series:
     missing = values.isna()
     reasons = pd.Series(None, index=values.index, dtype=object)
-    if not column.nullable and missing.any():
-        reasons[missing] = "missing, and the column requires a value"
-    present = values[~missing] if missing.any() else values
+    present = values
+    if missing.any():
+        if not column.nullable:
+            reasons[missing] = "missing, and the column requires a value"
+        present = values[~missing]
     if present.empty:
         return reasons.dropna()
     if present.dtype == object:
