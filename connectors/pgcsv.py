@@ -1,8 +1,9 @@
 """A frame as the CSV PostgreSQL's `COPY … (FORMAT csv)` reads, written by Arrow's CSV writer.
 
 Every value is quoted and a missing one is an unquoted empty field, which is COPY's NULL in CSV: so text that reads
-like a NULL marker (or `\\.`) stays text. Times go to the microsecond, truncated as the INSERT path binds them. A
-column Arrow cannot type (mixed values) is written value by value, as PostgreSQL writes the values bound as parameters.
+like a NULL marker (or `\\.`) stays text. Times go to the microsecond, truncated as the INSERT path binds them. Bytes
+go in `bytea`'s hex form (`\\x00ff`). A column Arrow cannot type (mixed values) is written value by value, as
+PostgreSQL writes the values bound as parameters.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ def _array(values: pd.Series) -> pa.Array:
         return pa.array([_written(v) for v in values.to_numpy(dtype=object, na_value=None)], pa.string())
     if pa.types.is_timestamp(array.type):
         return pc.cast(array, pa.timestamp("us", array.type.tz), safe=False)
+    if pa.types.is_binary(array.type) or pa.types.is_large_binary(array.type) or pa.types.is_fixed_size_binary(array.type):
+        return pa.array([_written(v) for v in array.to_pylist()], pa.string())
     return array
 
 
@@ -41,4 +44,6 @@ def _written(value: object) -> str | None:
         return None
     if isinstance(value, bool | np.bool_):
         return "true" if value else "false"
+    if isinstance(value, bytes | bytearray | memoryview):
+        return "\\x" + bytes(value).hex()
     return value if isinstance(value, str) else str(value)

@@ -142,6 +142,7 @@ def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch)
         "dates": [date(2026, 1, 1) + timedelta(days=i) if i % 2 else None for i in range(n)],
         "maybe": pd.array([[True, None, False][i % 3] for i in range(n)], dtype="boolean"),
         "nulls": pd.Series([None] * n, dtype="string"),
+        "blob": [[b"", None, b"\x00\xff,\"\n", b"\\x41", bytearray(b"\\N")][i % 5] for i in range(n)],
     })
     before = frame.copy()
     table = sa.Table(
@@ -151,7 +152,7 @@ def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch)
         sa.Column("flag", sa.Boolean), sa.Column("exact", sa.Numeric(10, 3)), sa.Column("naive_ns", sql.Timestamp),
         sa.Column("aware", sa.DateTime(timezone=True)), sa.Column("day", sa.Date), sa.Column("anything", sa.String(20)),
         sa.Column("hash", sa.String(16)), sa.Column("huge", sa.Numeric(30, 0)), sa.Column("dates", sa.Date),
-        sa.Column("maybe", sa.Boolean), sa.Column("nulls", sa.Text),
+        sa.Column("maybe", sa.Boolean), sa.Column("nulls", sa.Text), sa.Column("blob", sa.LargeBinary),
     )
     stored, written = {}, []
     monkeypatch.setattr(sql, "csv_bytes", lambda rows: written.append(len(rows)) or pgcsv.csv_bytes(rows))
