@@ -13,7 +13,10 @@ from __future__ import annotations
 import functools
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
@@ -34,11 +37,19 @@ def positions(values: pd.Series, until: pd.Timestamp | None = None, moments: pd.
     `moments`: the `times` of these values, or of the batch's column they come from, when already parsed."""
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         return values.astype("float64")
-    numbers = pd.to_numeric(values, errors="coerce") if values.dtype == object else None
-    if numbers is not None and numbers.notna().sum() == values.notna().sum() > 0:
-        return numbers.astype("float64")
+    if values.dtype == object and (numbers := _numbers(values)) is not None:
+        return numbers
     moments = times(values) if moments is None else moments.loc[values.index]
     return moments.where(moments <= (horizon() if until is None else until))
+
+
+def _numbers(values: pd.Series) -> pd.Series | None:
+    """Text values as numbers, when every present one is a number (a glance at the first present value rejects most)."""
+    present = values.dropna()
+    if present.empty or pd.isna(pd.to_numeric(present.iloc[:1], errors="coerce").iloc[0]):
+        return None
+    numbers = pd.to_numeric(values, errors="coerce")
+    return numbers.astype("float64") if numbers.notna().sum() == len(present) else None
 
 
 def times(values: pd.Series) -> pd.Series:
@@ -64,17 +75,38 @@ def newest(values: pd.Series, since: str | None, moments: pd.Series | None = Non
     if present.empty:
         return None
     if pd.api.types.infer_dtype(present, skipna=False) == "string":
-        shapes = pd.Series([_shape(v) for v in present], index=present.index, dtype=object)
-        usual = _shape(since) if since is not None and (shapes == _shape(since)).any() else shapes.mode().iloc[0]
-        present = present[shapes == usual]
+        present = present[_usual(present, since)]
     known = positions(present, until=pd.Timestamp(datetime.now(UTC)), moments=moments).dropna()
     return None if known.empty else cursor_text(present[known.idxmax()])
+
+
+def _usual(texts: pd.Series, since: str | None) -> np.ndarray:
+    """Which texts are written like `since`, or, where none is, like most of them."""
+    guess = _shape(since if since is not None else texts.iloc[0])
+    alike = _written_like(texts, guess)
+    if alike.all() or (since is not None and alike.any()):
+        return alike
+    shapes = pd.Series([_shape(v) for v in texts], index=texts.index, dtype=object)
+    return (shapes == shapes.mode().iloc[0]).to_numpy()
 
 
 def _shape(text: str) -> str:
     """How a value is written: its digits (of any script, as `\\d` matches them) as 9s
     (`2026-01-01T00:00:00Z` → `9999-99-99T99:99:99Z`)."""
     return text.translate(_nines())
+
+
+def _written_like(texts: pd.Series, shape: str) -> np.ndarray:
+    """Which texts have `shape`: the ASCII ones matched by Arrow at once, the others (and text Arrow cannot hold) here."""
+    try:
+        array = pa.array(texts.to_numpy(dtype=object), pa.string())
+    except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate
+        return np.array([_shape(v) == shape for v in texts], dtype=bool)
+    pattern = "".join("[0-9]" if c == "9" else c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in shape)
+    alike = pc.match_substring_regex(array, f"^{pattern}$").to_numpy(zero_copy_only=False)
+    for at in np.flatnonzero(~pc.string_is_ascii(array).to_numpy(zero_copy_only=False)):
+        alike[at] = _shape(texts.iloc[at]) == shape
+    return alike
 
 
 @functools.cache

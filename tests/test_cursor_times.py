@@ -10,7 +10,7 @@ import pytest
 
 from data_checks.policy import SchemaContract
 from tasks.admit import admit
-from tasks.watermark import _shape, cursor_times, newest, order_break, positions
+from tasks.watermark import _shape, _usual, cursor_times, newest, order_break, positions
 
 SOON = datetime.now(UTC) + timedelta(hours=2)
 COLUMNS = {
@@ -52,3 +52,18 @@ def test_the_watermark_of_text_is_the_newest_value_written_like_since():
     values = pd.Series(["2026-01-02T00:00:00Z", "2026-01-03 00:00:00Z", "2026-01-01T00:00:00Z"], dtype="string")
     assert newest(values, since="2025-12-31T00:00:00Z") == "2026-01-02T00:00:00Z"
     assert newest(values, since="2025-12-31 00:00:00Z") == "2026-01-03 00:00:00Z"
+
+
+SHAPED = [
+    "2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "٢٠٢٦-٠١-٠٣T00:00:00Z", "2026-01-04 00:00:00Z", "2026-01-0５T00:00:00Z",
+    "2026-01-06T00:00:00Z\n", "2026.01.07T00:00:00Z", "2026-01-08T00:00:00é", "x\ud800", "", "[0-9]$", "\\x{2d}", "99",
+]
+
+
+@pytest.mark.parametrize("since", [None, "2025-12-31T00:00:00Z", "2025.12.31T00:00:00Z", "١٢", "nothing like it"])
+@pytest.mark.parametrize("take", [slice(None), slice(0, 2), slice(2, None), slice(3, 8), slice(8, None)])
+def test_the_usual_way_of_writing_is_found_as_by_shaping_every_value(since, take):
+    texts = pd.Series(SHAPED[take], dtype=object, index=range(100, 100 + len(SHAPED[take])))
+    shapes = pd.Series([_shape(v) for v in texts], index=texts.index, dtype=object)
+    usual = _shape(since) if since is not None and (shapes == _shape(since)).any() else shapes.mode().iloc[0]
+    assert _usual(texts, since).tolist() == (shapes == usual).tolist()
