@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -253,15 +254,17 @@ def row_hashes(rows: pd.DataFrame, target: SqlTarget) -> pd.Series:
 
 def _text(values: pd.Series, dtype: pd.StringDtype | str = "string") -> pd.Series:
     """A column as the text its rows are hashed by: a time as `%Y-%m-%dT%H:%M:%S.%f`, a float as Python's `str`
-    (numpy writes both for a whole column at once), anything else as pandas writes it; a missing value missing.
-    Arrow text by default; `PYTHON_TEXT` for text Arrow cannot hold (a lone surrogate). Both hash the same."""
+    (numpy writes both for a whole column at once, a float once per distinct value), anything else as pandas writes
+    it; a missing value missing. Arrow text, except `PYTHON_TEXT` for text Arrow cannot hold (a lone surrogate).
+    Both hash the same."""
     if pd.api.types.is_datetime64_dtype(values):
         written = np.datetime_as_string(values.to_numpy(), unit="us", casting="unsafe")
     elif values.dtype == "float64":
-        written = values.to_numpy().astype(str)
+        codes, distinct = pd.factorize(values.to_numpy().view("u8"))  # by bits: -0.0 is not 0.0
+        written = distinct.view("float64").astype(str)[codes]
     else:
         return values.astype(dtype)
-    return pd.Series(written, index=values.index, dtype=object).where(values.notna()).astype(dtype)
+    return pd.Series(pd.arrays.ArrowStringArray(pa.array(written, pa.string(), mask=values.isna().to_numpy())), index=values.index)
 
 
 PYTHON_TEXT = pd.StringDtype("python")
