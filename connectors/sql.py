@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pandas as pd
 import psycopg
 import sqlalchemy as sa
@@ -362,11 +363,25 @@ def select_in(
     values = list(values)
     query = sa.select(*columns) if where is None else sa.select(*columns).where(where)
     if conn.dialect.name == "postgresql":
-        return conn.execute(query.where(key == sa.any_(sa.literal(values, postgresql.ARRAY(key.type))))).all()  # one fetch, not one per row
+        return conn.execute(query.where(key == sa.any_(_pg_array(values, key.type)))).all()  # one fetch, not one per row
     rows: list[sa.Row] = []
     for start in range(0, len(values), batch):
         rows.extend(conn.execute(query.where(key.in_(values[start : start + batch]))).all())
     return rows
+
+
+def _pg_array(values: list[Any], kind: sa.types.TypeEngine) -> sa.ColumnElement:
+    """`values` as one PostgreSQL array of `kind`: text and integers sent as one JSON text (psycopg would write
+    each element of a list in Python), anything else as a list."""
+    if all(type(v) in (str, int) for v in values):
+        try:
+            listed = orjson.dumps(values).decode()
+        except orjson.JSONEncodeError:  # a lone surrogate, an integer beyond 64 bits
+            pass
+        else:
+            elements = sa.func.jsonb_array_elements_text(sa.cast(sa.literal(listed, sa.Text), postgresql.JSONB)).table_valued("value")
+            return sa.cast(sa.select(sa.func.array_agg(elements.c.value)).scalar_subquery(), postgresql.ARRAY(kind))
+    return sa.literal(values, postgresql.ARRAY(kind))
 
 
 def read_watermark(engine: Engine, integration: str) -> str | None:

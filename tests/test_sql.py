@@ -171,6 +171,27 @@ def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch)
     pd.testing.assert_frame_equal(frame, before)
 
 
+HARD_KEYS = ["plain", "", 'quo"te', "back\\slash", "{brace,comma}", "NULL", "ünï 😀", " sp ", "x" * 50, "[1]", "\\u0041"]
+
+
+@pytest.mark.parametrize("keys", [HARD_KEYS, [0, -1, 2**31 - 1, 7], ["a", 1]], ids=["text", "integers", "mixed"])
+def test_select_in_finds_exactly_the_stored_keys_asked_for(engine, keys):
+    """PostgreSQL sends text and integer keys as one JSON text; every dialect finds the same rows."""
+    kind = sa.Integer if keys[1] == -1 else sa.String(50)
+    table = sa.Table(f"keyed_{uuid.uuid4().hex[:8]}", sa.MetaData(), sa.Column("k", kind, primary_key=True, autoincrement=False), sa.Column("n", sa.Integer))
+    stored = [k for k in keys if not isinstance(k, int) or kind is sa.Integer][::2]
+    sql.ensure_tables(engine, table)
+    try:
+        with engine.begin() as conn:
+            conn.execute(table.insert(), [{"k": k, "n": n} for n, k in enumerate(stored)])
+        with engine.connect() as conn:
+            found = sql.select_in(conn, [table.c.k, table.c.n], table.c.k, [*keys, "absent" if kind is not sa.Integer else 99])
+            none = sql.select_in(conn, [table.c.k], table.c.k, [])
+    finally:
+        table.drop(engine)
+    assert sorted(map(tuple, found), key=lambda r: r[1]) == [(k, n) for n, k in enumerate(stored)] and none == []
+
+
 def test_read_chunks_streams_in_bounded_frames(engine, table):
     with engine.begin() as conn:
         sql.write(conn, table, rows(2500), WriteMode.APPEND)
