@@ -99,7 +99,7 @@ def _shape(text: str) -> str:
 def _written_like(texts: pd.Series, shape: str) -> np.ndarray:
     """Which texts have `shape`: the ASCII ones matched by Arrow at once, the others (and text Arrow cannot hold) here."""
     try:
-        array = pa.array(texts.to_numpy(dtype=object), pa.string())
+        array = pa.array(texts, pa.string())  # Arrow text as it is
     except (pa.ArrowException, UnicodeEncodeError):  # a lone surrogate
         return np.array([_shape(v) == shape for v in texts], dtype=bool)
     pattern = "".join("[0-9]" if c == "9" else c if c.isascii() and c.isalnum() else f"\\x{{{ord(c):x}}}" for c in shape)
