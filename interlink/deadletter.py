@@ -11,7 +11,7 @@ operator asks to see them (`reveal=True`).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -42,10 +42,11 @@ class DeadLetters:
         self._sensitive = sensitive or {}
 
     def put(self, integration: str, rejects: Iterable[Reject], flow_run_id: str | None) -> None:
-        """Store rejects as open entries, replacing any earlier entry for the same record."""
+        """Store rejects as open entries, replacing any earlier entry for the same record (`vars`, not `asdict`,
+        which copies each payload deeply)."""
         now = utcnow()
         rows = [
-            {**asdict(r), "integration": integration, "status": OPEN, "flow_run_id": flow_run_id, "created_at": now, "updated_at": now}
+            {**vars(r), "integration": integration, "status": OPEN, "flow_run_id": flow_run_id, "created_at": now, "updated_at": now}
             for r in rejects
         ]
         with self._engine.begin() as conn:
