@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from connectors.masking import mask
 from data_checks.offline_docs import make_offline
 
 if TYPE_CHECKING:  # GX is imported by the functions that use it: its import costs seconds, and a run with no rows needs none
@@ -96,6 +95,7 @@ def _new_context(home: Path) -> FileDataContext:
     pandas_execution_engine.HASH_THRESHOLD = 0
     ctx = gx.get_context(mode="file", project_root_dir=str(home / "gx"))
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
+    _mask_results(ctx)
     if SITE not in (ctx.get_config().data_docs_sites or {}):
         ctx.add_data_docs_site(
             site_name=SITE,
@@ -108,6 +108,15 @@ def _new_context(home: Path) -> FileDataContext:
     return ctx
 
 
+def _mask_results(ctx: FileDataContext) -> None:
+    """Keep the context's validation results in a `MaskingResultsStore` (saved in the project's config)."""
+    name = ctx.validation_results_store_name
+    config = dict(ctx.get_config().stores[name])
+    ours = {"module_name": "data_checks.masked_results", "class_name": "MaskingResultsStore"}
+    if {k: config.get(k) for k in ours} != ours:
+        ctx.add_store(name, config | ours)
+
+
 def validate(
     ctx: FileDataContext, batch: pd.DataFrame, suite: gx.ExpectationSuite, run_name: str, sensitive: tuple[str, ...] = ()
 ) -> Validation:
@@ -116,6 +125,8 @@ def validate(
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.exceptions import ResourceFreshnessAggregateError
 
+    from data_checks.masked_results import masking
+
     def run(definition: gx.ValidationDefinition) -> ExpectationSuiteValidationResult:
         return definition.run(
             batch_parameters={"dataframe": batch},
@@ -123,12 +134,11 @@ def validate(
             run_id=RunIdentifier(run_name=run_name),
         )
 
-    try:
-        result = run(_definition(ctx, suite))
-    except ResourceFreshnessAggregateError:  # another process stored the suite again (new ids): store ours again
-        result = run(_definition(ctx, suite, stale=True))
-    if any(not o.success and o.expectation_config.kwargs.get("column") in sensitive for o in result.results):
-        _mask_stored(ctx, result, sensitive)
+    with masking(sensitive):
+        try:
+            result = run(_definition(ctx, suite))
+        except ResourceFreshnessAggregateError:  # another process stored the suite again (new ids): store ours again
+            result = run(_definition(ctx, suite, stale=True))
     reasons: dict[Any, list[str]] = {}
     values: dict[Any, dict[str, Any]] = {}
     batch_failures, expectations = [], []
@@ -151,29 +161,6 @@ def validate(
         {"reason": {i: "; ".join(r) for i, r in reasons.items()}, "values": values}, columns=["reason", "values"]
     )
     return Validation(suite.name, failures, batch_failures, expectations)
-
-
-def _mask_stored(ctx: FileDataContext, result: ExpectationSuiteValidationResult, sensitive: tuple[str, ...]) -> None:
-    """Mask the offending values of sensitive columns in `result` and store it again over the copy GX stored (the one
-    Data Docs render); only that one: the results stored before it were masked when they were made."""
-    from great_expectations.data_context.types.resource_identifiers import ExpectationSuiteIdentifier, ValidationResultIdentifier
-
-    store = ctx.validation_results_store
-    key = ValidationResultIdentifier(
-        expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
-        run_id=result.meta["run_id"],
-        batch_identifier=result.batch_id,
-    )
-    for outcome in result.results:
-        if outcome.expectation_config.kwargs.get("column") not in sensitive:
-            continue
-        details = outcome.result
-        for name in ("partial_unexpected_list", "unexpected_list"):
-            if details.get(name):
-                details[name] = [mask(v) for v in details[name]]
-        for counted in details.get("partial_unexpected_counts") or []:
-            counted["value"] = mask(counted["value"])
-    store.set(key, result)
 
 
 def validated(home: Path, run_name: str) -> bool:

@@ -250,20 +250,42 @@ def test_a_batch_is_validated_without_gx_fingerprinting_its_values(ctx, monkeypa
     assert "pandas_data_fingerprint" not in stored.meta["batch_markers"]
 
 
-def test_every_chunk_of_a_run_is_stored_masked_and_written_once(ctx, monkeypatch):
+def test_every_chunk_of_a_run_reaches_the_disk_once_and_only_masked(ctx, monkeypatch):
     store = ctx.validation_results_store
-    writes = []
-    set_value = store.set
-    monkeypatch.setattr(store, "set", lambda key, value, **kw: writes.append(key) or set_value(key, value, **kw))
+    written = []
+    set_value = store.store_backend.set
+    monkeypatch.setattr(store.store_backend, "set", lambda key, value, **kw: written.append((key, value)) or set_value(key, value, **kw))
     for number in range(4):
         chunk = batch(row(f"C{number}", email=f"leak{number}@nowhere", phone="+0123"), start=number * 10)
         validate(ctx, chunk, billing_customers(), "chunked", sensitive=("email", "phone"))
-    keys = [k for k in store.list_keys() if k.run_id.run_name == "chunked"]
-    assert len(keys) == 4 and sorted(map(str, writes)) == sorted(map(str, keys * 2))  # stored by GX, then masked
+    keys = [store.key_to_tuple(k) for k in store.list_keys() if k.run_id.run_name == "chunked"]
+    assert len(keys) == 4 and sorted(k for k, _ in written) == sorted(keys)
+    assert not any("leak" in text or "+0123" in text for _, text in written)
     for key in keys:
-        failed = [o.result for o in store.get(key).results if not o.success]
+        failed = [o.result for o in store.get(store.tuple_to_key(key)).results if not o.success]
         shown = [v for r in failed for v in r.get("partial_unexpected_list", []) + r.get("unexpected_list", [])]
-        assert shown and not any("leak" in str(v) or v == "+0123" for v in shown)
+        assert {"l***@nowhere", "+***"} <= set(shown)
+
+
+def test_an_aggregate_over_a_sensitive_column_is_stored_masked(ctx):
+    import great_expectations as gx
+
+    suite = gx.ExpectationSuite(name="distinct_emails")
+    suite.add_expectation(gx.expectations.ExpectColumnDistinctValuesToBeInSet(column="email", value_set=["x@y.z"]))
+    validate(ctx, batch(row("C1", email="secret@nowhere")), suite, "aggregate", sensitive=("email",))
+    key = next(k for k in ctx.validation_results_store.list_keys() if k.run_id.run_name == "aggregate")
+    text = ctx.validation_results_store.store_backend.get(ctx.validation_results_store.key_to_tuple(key))
+    assert "secret" not in text and "s***@nowhere" in text
+
+
+def test_a_project_made_before_masking_keeps_its_results_in_the_masking_store(tmp_path):
+    import great_expectations as gx
+
+    from data_checks.masked_results import MaskingResultsStore
+
+    gx.get_context(mode="file", project_root_dir=str(tmp_path / "gx"))
+    assert isinstance(context(tmp_path).validation_results_store, MaskingResultsStore)
+    assert "MaskingResultsStore" in (tmp_path / "gx" / "gx" / "great_expectations.yml").read_text()
 
 
 def test_a_suite_another_process_stored_again_is_stored_again_and_validated(ctx):
