@@ -1,24 +1,44 @@
 """Files: a drop folder read once per file, and atomic CSV / JSON Lines writers.
 
 Another system drops files into a folder; `DropFolder.pending()` lists the complete
-ones (hidden and `.tmp` files are still being written), `read()` streams one in
-DataFrames, and `archive()` moves it to `archive/` once its batch is delivered. A file
-whose name is already in the archive was processed before: it is archived as a
-duplicate without being read again.
+ones (hidden and `.tmp` files are still being written), `read()` reads one into records,
+and `archive()` moves it to `archive/` once its batch is delivered. A file whose name is
+already in the archive was processed before: it is archived as a duplicate without being
+read again.
+
+A line that holds no record (a CSV row with more or fewer fields than the header, a JSON
+line that is no JSON, bytes that are not UTF-8) does not stop the file: `read()` returns it
+apart, with its line number and why, so the rest of the file goes on and the line can be
+dead-lettered. A CSV whose header cannot name its rows (a name given twice, bytes that are
+not UTF-8) is returned whole as one such line.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
+import re
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pandas as pd
 
 from connectors.errors import ConfigError
 
 READERS = {".csv": "csv", ".jsonl": "jsonl"}
+NOT_UTF8 = "bytes that are not UTF-8"
+_UNDECODED = re.compile("[\udc80-\udcff]")  # what `surrogateescape` makes of a byte that is not UTF-8
+
+
+class FileRead(NamedTuple):
+    """A file's records (CSV rows as dicts of text, a blank value missing; JSON lines as parsed) and its
+    `unreadable` lines, each as text (bytes that are not UTF-8 written `\\xe9`) with why."""
+
+    records: list[Any]
+    unreadable: list[tuple[str, str]]
 
 
 class DropFolder:
@@ -42,12 +62,14 @@ class DropFolder:
                 fresh.append(file)
         return fresh
 
-    def read(self, file: Path, chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
-        """Stream `file` in DataFrames of at most `chunk_rows`, every column as text."""
-        if self.suffix == ".csv":
-            yield from pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""], chunksize=chunk_rows)
-        else:
-            yield from pd.read_json(file, lines=True, dtype=False, chunksize=chunk_rows)
+    def read(self, file: Path) -> FileRead:
+        """`file`'s records and the lines that hold none, read as UTF-8 (a byte-order mark is dropped)."""
+        data = file.read_bytes()
+        try:
+            text, clean = data.decode("utf-8-sig"), True
+        except UnicodeDecodeError:
+            text, clean = data.decode("utf-8-sig", "surrogateescape"), False
+        return _csv_rows(text, clean) if self.suffix == ".csv" else _json_lines(text, clean)
 
     def archive(self, file: Path) -> Path:
         """Move a processed file into the archive."""
@@ -61,6 +83,56 @@ class DropFolder:
             counter += 1
             target = self.archive_dir / f"{name}.{counter}"
         return file.rename(target)
+
+
+def _csv_rows(text: str, clean: bool) -> FileRead:
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, None)
+    if header is None:
+        return FileRead([], [])
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice or not clean and _UNDECODED.search("".join(header)):
+        why = f"the header names {', '.join(map(repr, twice))} twice" if twice else f"the header holds {NOT_UTF8}"
+        return FileRead([], [(_shown(_line(header)), f"line 1: {why}, so no row of the file can be read: fix the file and drop it again under a new name")])
+    records, unreadable, end = [], [], rows.line_num
+    for row in rows:
+        start, end = end + 1, rows.line_num
+        if not row:  # a blank line
+            continue
+        if len(row) != len(header):
+            unreadable.append((_shown(_line(row)), f"line {start}: {len(row)} fields where the header has {len(header)}"))
+        elif not clean and (bad := [name for name, value in zip(header, row) if _UNDECODED.search(value)]):
+            unreadable.append((_shown(_line(row)), f"line {start}: {', '.join(bad)}: {NOT_UTF8}"))
+        else:
+            records.append({name: value or None for name, value in zip(header, row)})
+    return FileRead(records, unreadable)
+
+
+def _json_lines(text: str, clean: bool) -> FileRead:
+    records, unreadable = [], []
+    for number, line in enumerate(text.split("\n"), 1):  # not splitlines(): JSON text may hold U+2028 and the like
+        if not line.strip():
+            continue
+        if not clean and _UNDECODED.search(line):
+            unreadable.append((_shown(line), f"line {number}: {NOT_UTF8}"))
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            unreadable.append((line, f"line {number}: not JSON: {exc.msg} at column {exc.colno}"))
+    return FileRead(records, unreadable)
+
+
+def _line(row: list[str]) -> str:
+    """A CSV row written back as one line."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(row)
+    return out.getvalue()
+
+
+def _shown(text: str) -> str:
+    """`text` with each byte that was not UTF-8 written as `\\xe9`."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def write_csv(frame: pd.DataFrame, path: Path) -> Path:

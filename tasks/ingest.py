@@ -31,7 +31,7 @@ from connectors.sql import (
 )
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
-from tasks.admit import Pages, frame_records
+from tasks.admit import Pages, frame_records, records_frame
 from tasks.watermark import cursor_times, newest, order_break, positions
 
 
@@ -308,9 +308,10 @@ def pending_files(folder: Path, suffix: str) -> list[Path]:
 
 @task(name="ingest-file", cache_policy=NO_CACHE)
 def read_file(folder: Path, suffix: str, file: Path) -> Chunk:
-    frame = pd.concat(DropFolder(folder, suffix).read(file), ignore_index=True)
-    get_run_logger().info("read %d records from %s", len(frame), file.name)
-    return Chunk(frame, watermark=file.name, file=file)
+    records, unreadable = DropFolder(folder, suffix).read(file)
+    frame, refused = records_frame(records)
+    get_run_logger().info("read %d records from %s (%d unreadable)", len(frame), file.name, len(unreadable) + len(refused))
+    return Chunk(frame, watermark=file.name, file=file, refused=(*unreadable, *refused))
 
 
 @task(name="archive-file", cache_policy=NO_CACHE)

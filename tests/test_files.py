@@ -20,17 +20,64 @@ def test_each_dropped_file_is_read_once_then_archived(tmp_path, suffix, writer):
 
     files = drop.pending()
     assert [f.name for f in files] == [f"a{suffix}", f"b{suffix}"]
-    first = pd.concat(drop.read(files[0], chunk_rows=2))
-    assert list(first["sku"]) == [f"S{i}" for i in range(5)]
+    assert [r["sku"] for r in drop.read(files[0]).records] == [f"S{i}" for i in range(5)]
     drop.archive(files[0])
     assert [f.name for f in drop.pending()] == [f"b{suffix}"]
     assert (tmp_path / "archive" / f"a{suffix}").is_file()
 
 
-def test_reading_streams_bounded_chunks(tmp_path):
-    write_csv(frame(10), tmp_path / "big.csv")
+def test_a_csv_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp_path):
+    (tmp_path / "x.csv").write_bytes(
+        b"\xef\xbb\xbfsku,on_hand\r\n"  # a byte-order mark, Windows line ends
+        b"S1,5\r\n"
+        b"S2,5,extra\r\n"
+        b"\r\n"  # a blank line
+        b"S3\r\n"
+        b'"S4\nsecond line",7\r\n'  # a quoted line break: one record over two lines
+        b"caf\xe9,8\r\n"  # Latin-1, not UTF-8
+        b"S6,\x00\r\n"  # a NUL is text like any other; the target says whether it can store it
+        b"S7,\xe2\x80\xa8\r\n"  # U+2028 is no line end in CSV
+    )
     drop = DropFolder(tmp_path)
-    assert [len(c) for c in drop.read(drop.pending()[0], chunk_rows=4)] == [4, 4, 2]
+    records, unreadable = drop.read(drop.pending()[0])
+    assert records == [{"sku": "S1", "on_hand": "5"}, {"sku": "S4\nsecond line", "on_hand": "7"},
+                       {"sku": "S6", "on_hand": "\x00"}, {"sku": "S7", "on_hand": "\u2028"}]
+    assert unreadable == [("S2,5,extra", "line 3: 3 fields where the header has 2"),
+                          ("S3", "line 5: 1 fields where the header has 2"),
+                          ("caf\\xe9,8", "line 8: sku: bytes that are not UTF-8")]
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"sku,sku,on_hand\nS1,S1,5\n", "line 1: the header names 'sku' twice, so no row of the file can be read"),
+    (b"sku,on_h\xe4nd\nS1,5\n", "line 1: the header holds bytes that are not UTF-8, so no row of the file can be read"),
+])
+def test_a_csv_whose_header_cannot_name_its_rows_is_set_apart_whole(tmp_path, content, reason):
+    (tmp_path / "x.csv").write_bytes(content)
+    drop = DropFolder(tmp_path)
+    records, [(line, why)] = drop.read(drop.pending()[0])
+    assert records == [] and why.startswith(reason) and "under a new name" in why and line.startswith("sku,")
+
+
+def test_an_empty_file_holds_no_record(tmp_path):
+    (tmp_path / "x.csv").write_bytes(b"")
+    (tmp_path / "y.jsonl").write_bytes(b"")
+    assert DropFolder(tmp_path).read(tmp_path / "x.csv") == ([], [])
+    assert DropFolder(tmp_path, ".jsonl").read(tmp_path / "y.jsonl") == ([], [])
+
+
+def test_a_json_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp_path):
+    (tmp_path / "x.jsonl").write_bytes(
+        b'{"sku": "S1", "note": "a\xe2\x80\xa8b"}\n'  # U+2028 inside a text: one line all the same
+        b'{"sku": "S2", \n'
+        b"\n"
+        b'{"sku": "caf\xe9"}\r\n'
+        b'{"sku": "\\ud800"}\n'  # an escaped lone surrogate is JSON: it is refused later, naming its field
+        b"[1, 2]\n"  # JSON, but not an object: refused later
+    )
+    records, unreadable = DropFolder(tmp_path, ".jsonl").read(tmp_path / "x.jsonl")
+    assert records == [{"sku": "S1", "note": "a\u2028b"}, {"sku": "\ud800"}, [1, 2]]
+    assert unreadable == [('{"sku": "S2", ', "line 2: not JSON: Expecting property name enclosed in double quotes at column 15"),
+                          ('{"sku": "caf\\xe9"}\r', "line 4: bytes that are not UTF-8")]
 
 
 def test_a_file_dropped_again_under_a_processed_name_is_not_read_twice(tmp_path):
@@ -45,8 +92,7 @@ def test_a_file_dropped_again_under_a_processed_name_is_not_read_twice(tmp_path)
 def test_csv_values_stay_text_and_blanks_are_missing(tmp_path):
     (tmp_path / "x.csv").write_text("sku,on_hand\n007,\nS2,5\n")
     drop = DropFolder(tmp_path)
-    read = next(drop.read(drop.pending()[0]))
-    assert read["sku"].tolist() == ["007", "S2"] and read["on_hand"].isna().tolist() == [True, False]
+    assert drop.read(drop.pending()[0]).records == [{"sku": "007", "on_hand": None}, {"sku": "S2", "on_hand": "5"}]
 
 
 def test_bad_configuration_names_the_problem(tmp_path):

@@ -66,3 +66,30 @@ def test_bad_rows_and_refused_skus_are_dead_lettered_and_the_rest_delivered(stor
     assert letters["SKU-99999"]["payload"] == [
         {"sku": "SKU-99999", "warehouse": "W1", "on_hand": "3", "exported_at": "2026-11-01T00:00:00Z"}
     ]
+
+
+def test_lines_that_hold_no_record_are_dead_lettered_and_the_folder_goes_on(storefront, storefront_db, home):
+    folder = drop(home)
+    folder.mkdir(parents=True)
+    header = b"sku,warehouse,on_hand,exported_at\n"
+    (folder / "stock_a.csv").write_bytes(
+        header
+        + b"SKU-00001,W1,5,2026-11-01T00:00:00Z\n"
+        + b"SKU-00002,W1,6,2026-11-01T00:00:00Z,surplus\n"  # a field too many
+        + b"SKU-00003,W\xfc,7,2026-11-01T00:00:00Z\n"  # not UTF-8
+    )
+    (folder / "stock_b.csv").write_bytes(b"")  # dropped empty
+    (folder / "stock_c.csv").write_bytes(b"sku,sku\nSKU-00004,SKU-00004\n")  # a header that cannot name its rows
+    (folder / "stock_d.csv").write_bytes(header + b"SKU-00005,W1,9,2026-11-01T00:00:00Z\n")
+    with storefront():
+        summary = inventory_to_storefront.sync()
+        again = inventory_to_storefront.sync()
+
+    letters = DeadLetters(Settings().state_db).entries("inventory_to_storefront", "open")
+    reasons = sorted(e["reason"] for e in letters)
+    assert summary["rows_inserted"] == 2 and summary["rows_quarantined"] == 3 and again["rows_read"] == 0
+    assert product_stock(storefront_db)["SKU-00001"] == 5 and product_stock(storefront_db)["SKU-00005"] == 9
+    assert [r.split(":")[0] for r in reasons] == ["line 1", "line 3", "line 4"]
+    assert "5 fields where the header has 4" in reasons[1] and "warehouse: bytes that are not UTF-8" in reasons[2]
+    assert all(e["stage"] == "ingest" for e in letters) and not list(folder.glob("*.csv"))
+    assert sorted(p.name for p in (folder / "archive").iterdir()) == ["stock_a.csv", "stock_b.csv", "stock_c.csv", "stock_d.csv"]
