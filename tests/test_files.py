@@ -106,3 +106,23 @@ def test_writers_leave_no_temporary_file(tmp_path):
     write_jsonl(frame(3), tmp_path / "out" / "x.jsonl")
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["x.jsonl"]
     assert len(pd.read_json(tmp_path / "out" / "x.jsonl", lines=True)) == 3
+
+
+def test_a_csv_postgresql_wrote_is_read_back_value_for_value(tmp_path):
+    """PostgreSQL's own CSV writer (`COPY … TO`), not ours: quotes, separators, line breaks, non-ASCII."""
+    import sqlalchemy as sa
+
+    from tests.conftest import service_url
+
+    values = ["plain", "a,b", 'say "hi"', "two\nlines", "cr\rhere", "crlf\r\nhere", "ü€😀", "\u2028", "back\\slash", " lead", "", None]
+    engine = sa.create_engine(service_url("postgresql"))
+    with engine.connect() as conn, open(tmp_path / "x.csv", "wb") as out:
+        rows = ", ".join(f"({n}, :v{n})" for n in range(len(values)))
+        query = sa.text(f"SELECT n, v FROM (VALUES {rows}) AS t (n, v) ORDER BY n").bindparams(**{f"v{n}": v for n, v in enumerate(values)})
+        sql = str(query.compile(engine, compile_kwargs={"literal_binds": True}))
+        with conn.connection.driver_connection.cursor().copy(f"COPY ({sql}) TO STDOUT WITH (FORMAT csv, HEADER)") as copy:
+            for block in copy:
+                out.write(block)
+    engine.dispose()
+    records, unreadable = DropFolder(tmp_path).read(tmp_path / "x.csv")
+    assert unreadable == [] and records == [{"n": str(n), "v": v or None} for n, v in enumerate(values)]
