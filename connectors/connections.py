@@ -104,6 +104,8 @@ def check_sql_url(url: str) -> str:
         parsed = make_url(url)
     except Exception:  # noqa: BLE001 - SQLAlchemy raises ArgumentError or ValueError; the text may hold a password
         raise ValueError("is not a SQLAlchemy URL: write it as dialect+driver://user@host:port/database") from None
+    if "@" in (parsed.host or ""):  # SQLAlchemy ends the password at its first `@`, and the rest would show as the host
+        raise ValueError("holds an `@` in its user or password: write each one there as %40")
     try:
         parsed.get_dialect()
     except Exception:  # noqa: BLE001 - NoSuchModuleError for an unknown dialect or driver

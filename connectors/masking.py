@@ -1,7 +1,7 @@
 """The one masking rule, for every output: what Interlink may show of a secret or of a person.
 
 Secrets are never shown. In any text (a URL, an error, a response body) these become `***`:
-- a URL's password: `postgresql://user:***@host/db` (anything between `user:` and `@`, as SQLAlchemy reads it);
+- a URL's password: `postgresql://user:***@host/db` (anything between `user:` and the authority's last `@`);
 - the value of every parameter whose name says it is secret (it ends in `password`, `passwd`, `pass`, `pwd`,
   `secret`, `token`, `key`, `auth`, `authorization`, `credential(s)`, `signature`, `sig`, `session`, `cookie`),
   in each form it is written: URL query and DSN (`?password=…`, `&api_key=…`, `password='…'`), JSON or Python
@@ -28,7 +28,8 @@ MIN_VALUE = 3  # sensitive values shorter than this are not searched for in text
 SECRET_NAME = re.compile(
     r"(?:pass(?:word|wd)?|pwd|secret|token|key|auth|authorization|credentials?|signature|sig|session|cookie)$", re.I
 )
-_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):(?P<secret>[^@\s]+)@")
+# the password runs to the authority's last `@`: one written with a raw `@` is masked whole
+_USERINFO = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@'\"]*):(?P<secret>[^\s/?#]+)@")
 _ASSIGNED = re.compile(r"""(?P<head>(?P<name>[A-Za-z0-9_.\-]+)=)(?P<secret>'[^']*'|"[^"]*"|[^\s&;,#'")\]}]+)""")
 _QUOTED = re.compile(
     r"""(?P<head>(?P<q>["'])(?P<name>[\w.\-]+)(?P=q)\s*:\s*(?P<vq>["']))(?P<secret>(?:\\.|(?!(?P=vq)).)*)(?=(?P=vq))"""

@@ -73,6 +73,8 @@ MISTAKES = {
     # a SQL connection
     "database URL blank": Mistake(["run", "crm_to_billing"], "INTERLINK_BILLING__URL", {**CRM, "INTERLINK_BILLING__URL": " "}, says="is not set"),
     "database URL unparseable": Mistake(["runs"], "INTERLINK_BILLING__URL", {"INTERLINK_BILLING__URL": f"postgresql://etl:{CANARY}@db:port/billing"}),
+    "raw @ in a database password": Mistake(["runs"], "INTERLINK_BILLING__URL",
+                                            {"INTERLINK_BILLING__URL": f"postgresql+psycopg://etl:x@{CANARY}@db/billing"}, says="%40"),
     "database of an unknown kind": Mistake(["runs"], "INTERLINK_BILLING__URL", {"INTERLINK_BILLING__URL": "postgress://etl@db/billing"}),
     "database host unreachable": Mistake(["run", "crm_to_billing"], "INTERLINK_BILLING__URL",
                                          {**CRM, "INTERLINK_BILLING__URL": f"postgresql+psycopg://etl:{CANARY}@127.0.0.1:1/billing"}),

@@ -31,6 +31,8 @@ SECRET = "Zq9-canary-s3cret"
         f"https://api.example.com/v1?token={SECRET}&limit=5",
         f"https://api.example.com/v1?api_key={SECRET}",
         f"https://user:{SECRET}@api.example.com/?X-Amz-Signature={SECRET}",
+        f"postgresql+psycopg://postgres:pw@{SECRET}@127.0.0.1:5432/db",  # a raw `@` in the password
+        f"amqp://guest:a@b@{SECRET}@127.0.0.1:5672/",
         f"host=db.internal port=5432 user=bob password={SECRET} dbname=billing",
         f"host=db.internal password='{SECRET} with spaces' dbname=billing",
         f'{{"error": "invalid", "access_token": "{SECRET}"}}',
