@@ -34,11 +34,16 @@ _UNDECODED = re.compile("[\udc80-\udcff]")  # what `surrogateescape` makes of a 
 
 
 class FileRead(NamedTuple):
-    """A file's records (CSV rows as dicts of text, a blank value missing; JSON lines as parsed) and its
-    `unreadable` lines, each as text (bytes that are not UTF-8 written `\\xe9`) with why."""
+    """A file's records (CSV rows as dicts of text, a blank value missing; JSON lines as parsed), its
+    `unreadable` lines, each as text (bytes that are not UTF-8 written `\\xe9`) with why, and a CSV's `columns`."""
 
     records: list[Any]
     unreadable: list[tuple[str, str]]
+    columns: list[str] | None = None
+
+    def frame(self) -> pd.DataFrame:
+        """A CSV's rows as text columns in the header's order, a column of blanks too."""
+        return pd.DataFrame(self.records, columns=self.columns, dtype=str)
 
 
 class DropFolder:
@@ -89,11 +94,11 @@ def _csv_rows(text: str, clean: bool) -> FileRead:
     rows = csv.reader(io.StringIO(text, newline=""))
     header = next(rows, None)
     if header is None:
-        return FileRead([], [])
+        return FileRead([], [], [])
     twice = sorted({name for name in header if header.count(name) > 1})
     if twice or not clean and _UNDECODED.search("".join(header)):
         why = f"the header names {', '.join(map(repr, twice))} twice" if twice else f"the header holds {NOT_UTF8}"
-        return FileRead([], [(_shown(_line(header)), f"line 1: {why}, so no row of the file can be read: fix the file and drop it again under a new name")])
+        return FileRead([], [(_shown(_line(header)), f"line 1: {why}, so no row of the file can be read: fix the file and drop it again under a new name")], [])
     records, unreadable, end = [], [], rows.line_num
     for row in rows:
         start, end = end + 1, rows.line_num
@@ -105,7 +110,7 @@ def _csv_rows(text: str, clean: bool) -> FileRead:
             unreadable.append((_shown(_line(row)), f"line {start}: {', '.join(bad)}: {NOT_UTF8}"))
         else:
             records.append({name: value or None for name, value in zip(header, row)})
-    return FileRead(records, unreadable)
+    return FileRead(records, unreadable, header)
 
 
 def _json_lines(text: str, clean: bool) -> FileRead:

@@ -308,10 +308,10 @@ def pending_files(folder: Path, suffix: str) -> list[Path]:
 
 @task(name="ingest-file", cache_policy=NO_CACHE)
 def read_file(folder: Path, suffix: str, file: Path) -> Chunk:
-    records, unreadable = DropFolder(folder, suffix).read(file)
-    frame, refused = records_frame(records)
-    get_run_logger().info("read %d records from %s (%d unreadable)", len(frame), file.name, len(unreadable) + len(refused))
-    return Chunk(frame, watermark=file.name, file=file, refused=(*unreadable, *refused))
+    read = DropFolder(folder, suffix).read(file)
+    frame, refused = records_frame(read.records) if read.columns is None else (read.frame(), [])
+    get_run_logger().info("read %d records from %s (%d unreadable)", len(frame), file.name, len(read.unreadable) + len(refused))
+    return Chunk(frame, watermark=file.name, file=file, refused=(*read.unreadable, *refused))
 
 
 @task(name="archive-file", cache_policy=NO_CACHE)

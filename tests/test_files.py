@@ -39,7 +39,7 @@ def test_a_csv_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp_
         b"S7,\xe2\x80\xa8\r\n"  # U+2028 is no line end in CSV
     )
     drop = DropFolder(tmp_path)
-    records, unreadable = drop.read(drop.pending()[0])
+    records, unreadable, _ = drop.read(drop.pending()[0])
     assert records == [{"sku": "S1", "on_hand": "5"}, {"sku": "S4\nsecond line", "on_hand": "7"},
                        {"sku": "S6", "on_hand": "\x00"}, {"sku": "S7", "on_hand": "\u2028"}]
     assert unreadable == [("S2,5,extra", "line 3: 3 fields where the header has 2"),
@@ -54,15 +54,15 @@ def test_a_csv_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp_
 def test_a_csv_whose_header_cannot_name_its_rows_is_set_apart_whole(tmp_path, content, reason):
     (tmp_path / "x.csv").write_bytes(content)
     drop = DropFolder(tmp_path)
-    records, [(line, why)] = drop.read(drop.pending()[0])
+    records, [(line, why)], _ = drop.read(drop.pending()[0])
     assert records == [] and why.startswith(reason) and "under a new name" in why and line.startswith("sku,")
 
 
 def test_an_empty_file_holds_no_record(tmp_path):
     (tmp_path / "x.csv").write_bytes(b"")
     (tmp_path / "y.jsonl").write_bytes(b"")
-    assert DropFolder(tmp_path).read(tmp_path / "x.csv") == ([], [])
-    assert DropFolder(tmp_path, ".jsonl").read(tmp_path / "y.jsonl") == ([], [])
+    assert DropFolder(tmp_path).read(tmp_path / "x.csv") == ([], [], [])
+    assert DropFolder(tmp_path, ".jsonl").read(tmp_path / "y.jsonl") == ([], [], None)
 
 
 def test_a_json_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp_path):
@@ -74,8 +74,8 @@ def test_a_json_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp
         b'{"sku": "\\ud800"}\n'  # an escaped lone surrogate is JSON: it is refused later, naming its field
         b"[1, 2]\n"  # JSON, but not an object: refused later
     )
-    records, unreadable = DropFolder(tmp_path, ".jsonl").read(tmp_path / "x.jsonl")
-    assert records == [{"sku": "S1", "note": "a\u2028b"}, {"sku": "\ud800"}, [1, 2]]
+    records, unreadable, columns = DropFolder(tmp_path, ".jsonl").read(tmp_path / "x.jsonl")
+    assert records == [{"sku": "S1", "note": "a\u2028b"}, {"sku": "\ud800"}, [1, 2]] and columns is None
     assert unreadable == [('{"sku": "S2", ', "line 2: not JSON: Expecting property name enclosed in double quotes at column 15"),
                           ('{"sku": "caf\\xe9"}\r', "line 4: bytes that are not UTF-8")]
 
@@ -93,6 +93,15 @@ def test_csv_values_stay_text_and_blanks_are_missing(tmp_path):
     (tmp_path / "x.csv").write_text("sku,on_hand\n007,\nS2,5\n")
     drop = DropFolder(tmp_path)
     assert drop.read(drop.pending()[0]).records == [{"sku": "007", "on_hand": None}, {"sku": "S2", "on_hand": "5"}]
+
+
+def test_a_csv_frame_is_text_in_the_header_order_as_pandas_reads_it(tmp_path):
+    (tmp_path / "x.csv").write_text("sku,on_hand,note\n007,5,\nS2,,\n")
+    (tmp_path / "y.csv").write_text("sku,on_hand\n")
+    for file in (tmp_path / "x.csv", tmp_path / "y.csv"):
+        frame = DropFolder(tmp_path).read(file).frame()
+        assert frame.equals(pd.read_csv(file, dtype=str, keep_default_na=False, na_values=[""]))
+        assert all(isinstance(dtype, pd.StringDtype) for dtype in frame.dtypes)  # a column of blanks too
 
 
 def test_bad_configuration_names_the_problem(tmp_path):
@@ -124,5 +133,5 @@ def test_a_csv_postgresql_wrote_is_read_back_value_for_value(tmp_path):
             for block in copy:
                 out.write(block)
     engine.dispose()
-    records, unreadable = DropFolder(tmp_path).read(tmp_path / "x.csv")
+    records, unreadable, _ = DropFolder(tmp_path).read(tmp_path / "x.csv")
     assert unreadable == [] and records == [{"n": str(n), "v": v or None} for n, v in enumerate(values)]
