@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import tempfile
@@ -30,6 +31,7 @@ from connectors.errors import ConfigError
 
 READERS = {".csv": "csv", ".jsonl": "jsonl"}
 NOT_UTF8 = "bytes that are not UTF-8"
+_LINE_END = re.compile(r"(?:\r\n|\r|\n)\Z")
 _UNDECODED = re.compile("[\udc80-\udcff]")  # what `surrogateescape` makes of a byte that is not UTF-8
 
 
@@ -91,26 +93,53 @@ class DropFolder:
 
 
 def _csv_rows(text: str, clean: bool) -> FileRead:
-    rows = csv.reader(io.StringIO(text, newline=""))
-    header = next(rows, None)
+    lines = io.StringIO(text, newline="").readlines()  # as the reader sees them: its line numbers index this list
+    csv.field_size_limit(max(csv.field_size_limit(), len(text)))  # no field is longer than its file
+    rows = csv.reader(lines, strict=True)  # a quote out of place is an error for its record, not a guess
+
+    def lines_of(first: int, last: int) -> tuple[str, str]:
+        """The record's text as the file has it, and where it is."""
+        text = _LINE_END.sub("", "".join(lines[first - 1:last]))
+        return _shown(text), f"line {first}" if first == last else f"lines {first}-{last}"
+
+    try:
+        header = next(rows, None)
+    except csv.Error as exc:
+        header, broken = [], str(exc)
+    else:
+        broken = ""
     if header is None:
         return FileRead([], [], [])
     twice = sorted({name for name in header if header.count(name) > 1})
-    if twice or not clean and _UNDECODED.search("".join(header)):
-        why = f"the header names {', '.join(map(repr, twice))} twice" if twice else f"the header holds {NOT_UTF8}"
-        return FileRead([], [(_shown(_line(header)), f"line 1: {why}, so no row of the file can be read: fix the file and drop it again under a new name")], [])
+    names = "".join(header)
+    if broken or twice or "\x00" in names or not clean and _UNDECODED.search(names):
+        why = (f"is not CSV ({broken})" if broken else f"names {', '.join(map(repr, twice))} twice" if twice
+               else "holds a NUL byte (a file in UTF-16?)" if "\x00" in names else f"holds {NOT_UTF8}")
+        text, where = lines_of(1, max(rows.line_num, 1))
+        return FileRead([], [(text, f"{where}: the header {why}, so no row of the file can be read: "
+                                    "fix the file and drop it again under a new name")], [])
     records, unreadable, end = [], [], rows.line_num
-    for row in rows:
+    while True:
+        try:
+            row = next(rows, None)
+        except csv.Error as exc:
+            start, end = end + 1, rows.line_num
+            text, where = lines_of(start, end)
+            unreadable.append((text, f"{where}: not CSV: {exc}" + (" (a quote is never closed)" if "end of data" in str(exc) else "")))
+            continue
+        if row is None:
+            return FileRead(records, unreadable, header)
         start, end = end + 1, rows.line_num
         if not row:  # a blank line
             continue
         if len(row) != len(header):
-            unreadable.append((_shown(_line(row)), f"line {start}: {len(row)} fields where the header has {len(header)}"))
+            text, where = lines_of(start, end)
+            unreadable.append((text, f"{where}: {len(row)} fields where the header has {len(header)}"))
         elif not clean and (bad := [name for name, value in zip(header, row) if _UNDECODED.search(value)]):
-            unreadable.append((_shown(_line(row)), f"line {start}: {', '.join(bad)}: {NOT_UTF8}"))
+            text, where = lines_of(start, end)
+            unreadable.append((text, f"{where}: {', '.join(bad)}: {NOT_UTF8}"))
         else:
             records.append({name: value or None for name, value in zip(header, row)})
-    return FileRead(records, unreadable, header)
 
 
 def _json_lines(text: str, clean: bool) -> FileRead:
@@ -122,17 +151,34 @@ def _json_lines(text: str, clean: bool) -> FileRead:
             unreadable.append((_shown(line), f"line {number}: {NOT_UTF8}"))
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_STRICT_JSON.decode(line))
         except json.JSONDecodeError as exc:
             unreadable.append((line, f"line {number}: not JSON: {exc.msg} at column {exc.colno}"))
+        except ValueError as exc:  # what `_STRICT_JSON` refuses beyond the grammar
+            unreadable.append((line, f"line {number}: not JSON: {exc}"))
     return FileRead(records, unreadable)
 
 
-def _line(row: list[str]) -> str:
-    """A CSV row written back as one line."""
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(row)
-    return out.getvalue()
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is no JSON number")
+
+
+def _finite(text: str) -> float:
+    if math.isinf(number := float(text)):
+        raise ValueError(f"{text} is beyond the range of a double")
+    return number
+
+
+def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    if len(found := dict(pairs)) < len(pairs):
+        twice = next(key for key in found if sum(k == key for k, _ in pairs) > 1)
+        raise ValueError(f"an object names {twice!r} twice")
+    return found
+
+
+# JSON as the standard has it: no NaN or Infinity (Python's `json` takes them), no number a double cannot hold,
+# no key twice in one object (Python's `json` keeps the last silently)
+_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_once)
 
 
 def _shown(text: str) -> str:

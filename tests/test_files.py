@@ -47,15 +47,44 @@ def test_a_csv_line_that_holds_no_record_is_set_apart_with_its_line_and_why(tmp_
                           ("caf\\xe9,8", "line 8: sku: bytes that are not UTF-8")]
 
 
+@pytest.mark.parametrize(("content", "records", "unreadable"), [
+    (b'sku,n,note\nA,1,"x\nB,2,y\nC,3,z\n', [],  # a quote never closed would swallow the rest of the file
+     [('A,1,"x\nB,2,y\nC,3,z', "lines 2-4: not CSV: unexpected end of data (a quote is never closed)")]),
+    (b'sku,n,note\nA,"1"2,x\nB,2,y\n', [{"sku": "B", "n": "2", "note": "y"}],
+     [('A,"1"2,x', "line 2: not CSV: ',' expected after '\"'")]),
+    (b'sku,n,note\nA,1,"x\ny"\nB,2,\n', [{"sku": "A", "n": "1", "note": "x\ny"}, {"sku": "B", "n": "2", "note": None}], []),
+    (b"sku,n,note\nA,1,\"" + b"x" * 200_000 + b'"\nB,2,y\n',  # over the csv module's default field limit
+     [{"sku": "A", "n": "1", "note": "x" * 200_000}, {"sku": "B", "n": "2", "note": "y"}], []),
+], ids=["unclosed quote", "stray quote", "quoted line break", "200,000-character field"])
+def test_csv_quoting_is_read_strictly_record_by_record(tmp_path, content, records, unreadable):
+    (tmp_path / "x.csv").write_bytes(content)
+    read = DropFolder(tmp_path).read(tmp_path / "x.csv")
+    assert read.records == records and read.unreadable == unreadable
+
+
+def test_a_json_line_python_would_bend_is_set_apart(tmp_path):
+    (tmp_path / "x.jsonl").write_bytes(
+        b'{"sku": "A", "n": NaN}\n{"sku": "B", "n": -Infinity}\n{"sku": "C", "n": 1e400}\n{"sku": "D", "n": 1, "n": 2}\n'
+        b'{"sku": "E", "n": 1.5e300, "m": {"a": 1, "b": [1e-300]}}\n'
+    )
+    records, unreadable, _ = DropFolder(tmp_path, ".jsonl").read(tmp_path / "x.jsonl")
+    assert records == [{"sku": "E", "n": 1.5e300, "m": {"a": 1, "b": [1e-300]}}]
+    assert [why for _, why in unreadable] == [
+        "line 1: not JSON: NaN is no JSON number", "line 2: not JSON: -Infinity is no JSON number",
+        "line 3: not JSON: 1e400 is beyond the range of a double", "line 4: not JSON: an object names 'n' twice",
+    ]
+
+
 @pytest.mark.parametrize(("content", "reason"), [
     (b"sku,sku,on_hand\nS1,S1,5\n", "line 1: the header names 'sku' twice, so no row of the file can be read"),
     (b"sku,on_h\xe4nd\nS1,5\n", "line 1: the header holds bytes that are not UTF-8, so no row of the file can be read"),
+    ("sku,on_hand\nS1,5\n".encode("utf-16-le"), "line 1: the header holds a NUL byte (a file in UTF-16?)"),
 ])
 def test_a_csv_whose_header_cannot_name_its_rows_is_set_apart_whole(tmp_path, content, reason):
     (tmp_path / "x.csv").write_bytes(content)
     drop = DropFolder(tmp_path)
     records, [(line, why)], _ = drop.read(drop.pending()[0])
-    assert records == [] and why.startswith(reason) and "under a new name" in why and line.startswith("sku,")
+    assert records == [] and why.startswith(reason) and "under a new name" in why and line.replace("\x00", "").startswith("sku,")
 
 
 def test_an_empty_file_holds_no_record(tmp_path):
