@@ -39,7 +39,11 @@ class CircuitOpen(ConnectorError):
 
 
 class FatalError(ConnectorError):
-    """A failure that another attempt would repeat."""
+    """A failure that another attempt would repeat; `status` is the HTTP status that said so, if one did."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 class AuthError(FatalError):

@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import math
 import os
 import re
 import tempfile
@@ -27,6 +26,7 @@ from typing import Any, NamedTuple
 
 import pandas as pd
 
+from connectors.decoding import STRICT_JSON
 from connectors.errors import ConfigError
 
 READERS = {".csv": "csv", ".jsonl": "jsonl"}
@@ -151,34 +151,12 @@ def _json_lines(text: str, clean: bool) -> FileRead:
             unreadable.append((_shown(line), f"line {number}: {NOT_UTF8}"))
             continue
         try:
-            records.append(_STRICT_JSON.decode(line))
+            records.append(STRICT_JSON.decode(line))
         except json.JSONDecodeError as exc:
             unreadable.append((line, f"line {number}: not JSON: {exc.msg} at column {exc.colno}"))
-        except ValueError as exc:  # what `_STRICT_JSON` refuses beyond the grammar
+        except ValueError as exc:  # what `STRICT_JSON` refuses beyond the grammar
             unreadable.append((line, f"line {number}: not JSON: {exc}"))
     return FileRead(records, unreadable)
-
-
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is no JSON number")
-
-
-def _finite(text: str) -> float:
-    if math.isinf(number := float(text)):
-        raise ValueError(f"{text} is beyond the range of a double")
-    return number
-
-
-def _once(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    if len(found := dict(pairs)) < len(pairs):
-        twice = next(key for key in found if sum(k == key for k, _ in pairs) > 1)
-        raise ValueError(f"an object names {twice!r} twice")
-    return found
-
-
-# JSON as the standard has it: no NaN or Infinity (Python's `json` takes them), no number a double cannot hold,
-# no key twice in one object (Python's `json` keeps the last silently)
-_STRICT_JSON = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite, object_pairs_hook=_once)
 
 
 def _shown(text: str) -> str:

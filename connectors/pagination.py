@@ -8,6 +8,10 @@ Page-number and offset paginators also know the pages ahead (`ahead`), so the cl
 fetch several at once; so does the `Link`-header paginator when the server links the last page.
 Other reference paginators learn each next page only from the last.
 A paginator carries state, so each run makes its own (`from_config` builds a fresh one).
+
+`auto` finds the paginator from the first answer's link to the next page (`AutoPaginator`), or stops the read
+naming one to declare. `Checked` holds any paginator to what the answers say: a next page it does not follow, or
+fewer records than a stated total, fail the read.
 """
 
 import inspect
@@ -463,6 +467,56 @@ class LinkHeaderPaginator(_UrlPaginator):
         return key, step, last_value
 
 
+class AutoPaginator:
+    """No paginator declared: the first answer shows how the API pages, or the read stops before anything is delivered.
+
+    A `Link` header with rel="next" is followed as `link_header`, a URL at one of `NEXT_PATHS` in the body as `next_url`
+    (see `next_link`). An answer that links no next page is the only page, unless it shows there are more (a next-page
+    token that is no URL, `has_more: true`, a stated total above its records, as many records as a page-size
+    parameter asked for): then the read fails with one line naming a paginator to declare. The paginator found is part
+    of the checkpoint, so a later chunk of the run follows it too. Pages are read one at a time.
+    """
+
+    def __init__(self) -> None:
+        self.has_next_page = True
+        self._found: dict[str, Any] | None = None
+        self._paginator: Paginator | None = None
+
+    def init_request(self, request: PageRequest) -> None:
+        if self._paginator:
+            self._paginator.init_request(request)
+
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
+        if self._paginator is None:
+            link = next_link(response, body)
+            if link is None or link[1]["type"] == "cursor":  # no link, or a token without the parameter that takes it
+                if more := link or _more_pages(response, body, records):
+                    what, config = more
+                    raise FatalError(
+                        f"the first answer holds {what}, but no paginator is declared and Interlink cannot tell how to ask "
+                        f"for the next page: declare it on the RestSource, e.g. paginator={literal(config)}"
+                    )
+                self.has_next_page = False  # nothing says there is more: the only page
+                return
+            what, self._found = link
+            log.info("no paginator declared: the answer has %s, so it is followed as paginator=%s", what, literal(self._found))
+            self._paginator = from_config(self._found)
+        self._paginator.update_state(response, body, records)
+        self.has_next_page = self._paginator.has_next_page
+
+    def update_request(self, request: PageRequest) -> None:
+        self._paginator.update_request(request)
+
+    def checkpoint(self) -> Any:
+        at = self._paginator.checkpoint() if self._paginator else None
+        return None if at is None else {"paginator": self._found, "at": at}
+
+    def resume(self, checkpoint: Any) -> None:
+        self._found = checkpoint["paginator"]
+        self._paginator = from_config(self._found)
+        self._paginator.resume(checkpoint["at"])
+
+
 PAGINATORS: dict[str, Callable[..., Paginator]] = {
     "page_number": PageNumberPaginator,
     "offset": OffsetPaginator,
@@ -470,6 +524,7 @@ PAGINATORS: dict[str, Callable[..., Paginator]] = {
     "next_url": NextUrlPaginator,
     "link_header": LinkHeaderPaginator,
     "keyset": KeysetPaginator,
+    "auto": AutoPaginator,
 }
 
 
@@ -485,6 +540,137 @@ def from_config(config: dict[str, Any]) -> Paginator:
     except TypeError as exc:
         raise ConfigError(f"paginator {kind!r}: {exc}; its settings: {', '.join(signature.parameters)}") from None
     return PAGINATORS[kind](**options)
+
+
+class Checked:
+    """The paginator of `config`, held to what the answers say.
+
+    Where it finds no next page but the answer links one (`next_link`), or the read ends with fewer records than
+    the total the source states (`total_path` in the body, or else the header `total_header`, read from the run's first
+    page), the read fails before that page's records are handed on. The checkpoint carries the records read and
+    the total, so a read split in chunks is checked whole. Records read are those the source returned, refused
+    ones included; a keyset page's repeated boundary records count once.
+    """
+
+    def __init__(self, config: dict[str, Any], total_path: str | None = None, total_header: str | None = None):
+        self.has_next_page = True
+        self._config = config
+        self._inner = from_config(config)
+        self._total_path, self._total_header = total_path, total_header
+        self._setting = "total_path" if total_path else "total_header" if total_header else None  # the one declared
+        self._read = 0
+        self._total: int | None = None
+
+    def __getattr__(self, name: str) -> Any:  # `ahead` and `unseen`, where the paginator has them
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def init_request(self, request: PageRequest) -> None:
+        self._inner.init_request(request)
+
+    def update_state(self, response: httpx.Response, body: Any, records: list[Any]) -> None:
+        self._inner.update_state(response, body, records)
+        self.has_next_page = self._inner.has_next_page
+        self._read += len(self._inner.unseen(records)) if hasattr(self._inner, "unseen") else len(records)
+        if self._total is None and self._setting:
+            self._total = self._stated_total(response, body)
+        if self.has_next_page:
+            return
+        if link := next_link(response, body):
+            what, config = link
+            raise FatalError(
+                f"paginator={literal(self._config)} sees no next page, but the answer has {what}: the pages after it would "
+                f"go unread; declare the paginator that follows it on the RestSource, e.g. paginator={literal(config)}"
+            )
+        if self._total is not None and self._read < self._total:
+            raise FatalError(
+                f"read {self._read} records, but the source states {self._total} ({self._setting} "
+                f"{self._total_path or self._total_header!r}): {self._total - self._read} would go unread; fix "
+                f"paginator={literal(self._config)} on the RestSource (is a page size above the API's maximum?), "
+                f"or remove {self._setting} if it counts other records"
+            )
+
+    def update_request(self, request: PageRequest) -> None:
+        self._inner.update_request(request)
+
+    def checkpoint(self) -> Any:
+        at = self._inner.checkpoint()
+        return None if at is None else {"at": at, "read": self._read, "total": self._total}
+
+    def resume(self, checkpoint: Any) -> None:
+        self._inner.resume(checkpoint["at"])
+        self._read, self._total = checkpoint["read"], checkpoint["total"]
+
+    def _stated_total(self, response: httpx.Response, body: Any) -> int:
+        if self._total_path:
+            total, where = _integer(_lookup(body, self._total_path)), f"integer at {self._total_path!r}"
+        else:
+            total, where = _integer(response.headers.get(self._total_header)), f"header {self._total_header}"
+        if total is None:
+            raise FatalError(f"the first answer has no {where}: fix {self._setting} on the RestSource, or remove it")
+        return total
+
+
+# Where answers commonly link their next page in the body, say there are more, and state their total.
+NEXT_PATHS = ("next_url", "next", "links.next", "paging.next")
+MORE_PATHS = ("has_more", "hasMore", "has_next_page", "meta.has_more")
+TOTAL_HEADERS = ("X-Total-Count", "X-Total")
+TOTAL_PATHS = ("total", "total_count", "totalCount", "count", "meta.total", "meta.total_count", "meta.filter_count",
+               "filtered_table_rows_count")
+SIZE_PARAMS = ("limit", "per_page", "page_size", "pageSize", "size", "_size", "_limit", "$top")
+
+
+def next_link(response: httpx.Response, body: Any) -> tuple[str, dict[str, Any]] | None:
+    """The answer's link to a next page, described, and a paginator that follows it; None when it links none.
+
+    A `Link` header with rel="next" first, then a URL at one of `NEXT_PATHS`, then a token there (whose query
+    parameter the answer does not name).
+    """
+    if "next" in response.links:
+        return 'a Link header with rel="next"', {"type": "link_header", "page_size_param": None}
+    found = [(path, value) for path in NEXT_PATHS if _token(value := _lookup(body, path))]
+    for path, value in found:
+        if isinstance(value, str) and (value.startswith(("http://", "https://", "/")) or "?" in value):
+            return f"a next-page URL at {path!r}", {"type": "next_url", "next_url_path": path}
+    for path, _ in found:
+        return f"a next-page token at {path!r}", {"type": "cursor", "cursor_path": path, "cursor_param": "<the query parameter that takes it>"}
+    return None
+
+
+def _more_pages(response: httpx.Response, body: Any, records: list[Any]) -> tuple[str, dict[str, Any]] | None:
+    """A sign that more pages follow an answer that links none, and a paginator to declare for them; None if none."""
+    for path in MORE_PATHS:
+        if _lookup(body, path) is True:
+            return f"{path}: true", {"type": "cursor", "cursor_path": "<where the answer gives the next cursor>", "cursor_param": "<its query parameter>"}
+    count = len(records)
+    for header in TOTAL_HEADERS:
+        if (total := _integer(response.headers.get(header))) is not None and total > count:
+            return f"a total of {total} in its {header} header but {count} records", {"type": "offset", "limit": count or 1, "total_header": header}
+    for path in TOTAL_PATHS:
+        if (total := _integer(_lookup(body, path))) is not None and total > count:
+            return f"a total of {total} at {path!r} but {count} records", {"type": "offset", "limit": count or 1, "total_path": path}
+    params = response.request.url.params
+    for name in SIZE_PARAMS:
+        if count and params.get(name) == str(count):
+            return f"{count} records, as many as {name}={count} asks for", {"type": "offset", "limit": count, "limit_param": name}
+    return None
+
+
+def _token(value: Any) -> bool:
+    return isinstance(value, str | int) and not isinstance(value, bool) and value != ""
+
+
+def _integer(value: Any) -> int | None:
+    """`value` as a whole number of records (a header's text or a JSON integer), or None."""
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def literal(config: dict[str, Any]) -> str:
+    """A paginator's config as it is written on a RestSource: `{"type": "cursor", "cursor_path": "next"}`."""
+    return "{" + ", ".join(f"{json.dumps(k)}: {'None' if v is None else json.dumps(v)}" for k, v in config.items()) + "}"
 
 
 def _json_text(record: Any) -> str:

@@ -18,7 +18,6 @@ marked `opened_circuit` and ending `; circuit now open for 30s`; later requests 
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import ssl
 import threading
@@ -29,13 +28,13 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import httpx
-import orjson
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
 from connectors.auth import AuthConfig
 from connectors.breaker import CircuitBreaker, breaker_for
 from connectors.connections import RestConnection
+from connectors.decoding import decode, reasons, undecodable
 from connectors.errors import AuthError, CircuitOpen, FatalError, NotFound, RetriableError
 from connectors.masking import SECRET_NAME, cut, mask_secrets
 from connectors.pagination import PageRequest, Paginator
@@ -114,8 +113,12 @@ class RestClient:
         self._client.close()
 
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
-        """GET `path` and decode its JSON body."""
-        return _json(self.request("GET", path, params=params))
+        """GET `path` and decode its JSON body, which must hold only values JSON allows."""
+        response = self.request("GET", path, params=params)
+        body, strict = _json(response)
+        if not strict and (why := reasons(body)):
+            raise FatalError(f"{self.name}: GET {response.request.url.path}: the answer holds what JSON does not allow: {'; '.join(why)}")
+        return body
 
     def send(self, method: str, path: str, body: Any, idempotency_key: str | None = None) -> httpx.Response:
         """Deliver `body` as JSON; with `idempotency_key`, a receiver that honours it applies a retry once."""
@@ -135,7 +138,8 @@ class RestClient:
         The records are at the dotted `records_path`; without one, a top-level array is the records, or else the
         body's only list-valued key, found on the first page and kept for the rest. With `concurrency` > 1 and a
         paginator that knows the pages `ahead`, that many pages are fetched at once (each still within the rate
-        budget) and yielded in order.
+        budget) and yielded in order. A record holding what JSON does not allow comes as a
+        `connectors.decoding.Undecodable`, naming its fields, for that record alone to be refused.
         """
         where = f"{self.name} {path}"
         request = PageRequest(path, dict(params or {}))
@@ -144,10 +148,10 @@ class RestClient:
         with ThreadPoolExecutor(concurrency, thread_name_prefix=self.name) if ahead else nullcontext() as pool:
             batch = [request]
             while True:
-                for response, body in pool.map(self._get, batch) if len(batch) > 1 else [self._get(batch[0])]:
+                for response, (body, strict) in pool.map(self._get, batch) if len(batch) > 1 else [self._get(batch[0])]:
                     if records_path is None:
                         records_path = _find_records(where, body)
-                    records = _at(where, body, records_path)
+                    records = _at(where, body, records_path) if strict else undecodable(_at(where, body, records_path))
                     with self._naming(where):
                         paginator.update_state(response, body, records)
                     yield paginator.unseen(records) if hasattr(paginator, "unseen") else records
@@ -164,7 +168,7 @@ class RestClient:
         except FatalError as exc:
             raise type(exc)(f"{where}: {mask_secrets(str(exc), self._secrets)}").with_traceback(exc.__traceback__) from None
 
-    def _get(self, request: PageRequest) -> tuple[httpx.Response, Any]:
+    def _get(self, request: PageRequest) -> tuple[httpx.Response, tuple[Any, bool]]:
         response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
         return response, _json(response)
 
@@ -273,17 +277,14 @@ def limiter_for(name: str, rate_per_s: float | None, max_concurrency: int | None
         return _LIMITERS[key]
 
 
-def _json(response: httpx.Response) -> Any:
-    """The answer decoded: by orjson, or, where orjson refuses it, by Python's `json`, which takes a lone surrogate
-    escape (`"\\ud800"`, as JavaScript's `JSON.stringify` writes one) so that the record holding it is dead-lettered
-    instead of the page failing every run."""
+def _json(response: httpx.Response) -> tuple[Any, bool]:
+    """The answer decoded, and whether it is strict JSON (`connectors.decoding.decode`): a lone surrogate escape
+    (`"\\ud800"`, as JavaScript's `JSON.stringify` writes one), bytes that are not UTF-8, NaN, 1e400 or a key named
+    twice cost their record, not the page."""
     try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        try:
-            return json.loads(response.content)
-        except ValueError:
-            raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
+        return decode(response.content)
+    except ValueError:
+        raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
 
 
 def _find_records(where: str, body: Any) -> str:
@@ -345,8 +346,8 @@ def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, .
         raise RetriableError(where, retry_after=_retry_after(response))
     excerpt = cut(response.text, 200, (*secrets, *_credentials(response.request)))
     if status in (401, 403):
-        raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})")
-    raise (NotFound if status == 404 else FatalError)(f"{where}: {excerpt}")
+        raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})", status)
+    raise (NotFound if status == 404 else FatalError)(f"{where}: {excerpt}", status)
 
 
 def _credentials(request: httpx.Request) -> list[str]:

@@ -1,9 +1,10 @@
 """Admit: which raw records of a batch go on to the transform, and why the others cannot.
 
-A record is refused (dead-lettered at stage `ingest`) when it is not an object, when a field's
-text holds a lone surrogate (which Arrow-backed text columns cannot hold), when a field holds a
+A record is refused (dead-lettered at stage `ingest`) when it is not an object, when it holds what
+JSON does not allow (NaN, 1e400, a key twice: `connectors.decoding`), when a field's text holds a
+lone surrogate (which Arrow-backed text columns cannot hold), when a field holds a
 list or an object where the source contract declares a scalar (or a scalar where it declares a
-list or an object), or when its cursor time lies further ahead than `tasks.watermark.FUTURE`.
+list or an object), or when its cursor time (or epoch number, `cursor_unit`) lies further ahead than `tasks.watermark.FUTURE`.
 A field the contract declares but the batch lacks becomes nulls.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 import pandas as pd
 import pyarrow as pa
 
+from connectors.decoding import Undecodable
 from connectors.refusals import LONE_SURROGATE, SURROGATE
 from data_checks.policy import SchemaContract
 from tasks.watermark import FUTURE, horizon, times
@@ -105,7 +107,7 @@ class Pages:
 
     def add(self, records: list[Any]) -> None:
         objects = [r for r in records if isinstance(r, dict)]
-        self.refused += [(r, f"the record is {_json_kind(r)}, not an object") for r in records if not isinstance(r, dict)]
+        self.refused += [_refusal(r) for r in records if not isinstance(r, dict)]
         table = _scalar_table(objects)
         if table is None:
             frame, odd = _pandas_frame(objects)
@@ -122,6 +124,13 @@ class Pages:
                 pass
         frames = [p.to_pandas() if isinstance(p, pa.Table) else p for p in parts]
         return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0] if frames else pd.DataFrame()
+
+
+def _refusal(record: Any) -> tuple[Any, str]:
+    """A record that is no object, or holds what JSON does not allow (`connectors.decoding`), with why."""
+    if isinstance(record, Undecodable):
+        return record.record, record.why
+    return record, f"the record is {_json_kind(record)}, not an object"
 
 
 def _scalar_table(objects: list[dict]) -> pa.Table | None:
@@ -166,7 +175,8 @@ def admit(
     raw: pd.DataFrame, contract: SchemaContract | None, cursor: str | None, moments: pd.Series | None = None
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`raw` with the contract's missing fields as nulls, and the refused records (`reason`, `values`), indexed like it.
-    `moments`: the cursor column's `times`, when the batch's reader parsed them already."""
+    `moments`: the cursor column's `times`, when the batch's reader parsed them already (for a numeric cursor of epoch
+    seconds or milliseconds, only they say it holds times)."""
     if contract and (missing := [f for f in contract.fields if f not in raw.columns]):
         raw = raw.assign(**dict.fromkeys(missing))
     reasons: dict[Any, list[str]] = {}
@@ -179,7 +189,7 @@ def admit(
     for field, kind in (contract.fields.items() if contract else ()):
         for index, wrong in _mistyped(raw[field], kind).items():
             refuse(index, field, f"{wrong} where the contract says {kind}")
-    if cursor and cursor in raw.columns and not pd.api.types.is_numeric_dtype(raw[cursor]):
+    if cursor and cursor in raw.columns and (moments is not None or not pd.api.types.is_numeric_dtype(raw[cursor])):
         column = raw[cursor]
         moments = times(column) if moments is None else moments
         for index in moments.index[moments > horizon()]:

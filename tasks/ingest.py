@@ -32,7 +32,7 @@ from connectors.sql import (
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
 from tasks import retriable
 from tasks.admit import Pages, frame_records, records_frame
-from tasks.watermark import cursor_times, newest, order_break, positions
+from tasks.watermark import check_unit, cursor_times, newest, order_break, positions
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,12 @@ class RestSource:
     `since_param` asks for records whose `cursor_field` is at or after the watermark
     (inclusive, so records sharing the watermark's time are never skipped; delivery
     recognises the ones it already has). `paginator` configures the strategy by name
-    (see `connectors.pagination.PAGINATORS`). Records sit at the dotted `records_path`;
-    without one, an answer that is a top-level array is the records, and an object's only
+    (see `connectors.pagination.PAGINATORS`); undeclared, it is `auto`: found from the first
+    answer's link to the next page, or the run stops before reading, naming the one to declare.
+    Whatever the paginator, an answer that links a next page it does not follow fails the run,
+    as does a read of fewer records than the total the API states at the dotted `total_path`
+    in the body or in the header `total_header` (`connectors.pagination.Checked`).
+    Records sit at the dotted `records_path`; without one, an answer that is a top-level array is the records, and an object's only
     list-valued key holds them. With page-number or offset pagination, or `Link` headers that
     link the last page, `concurrent_pages` pages are fetched at once (within the connection's
     rate budget and `max_concurrency`). `until_param`, if the API
@@ -71,12 +75,20 @@ class RestSource:
     path: str
     cursor_field: str
     since_param: str
-    paginator: dict[str, Any] = field(default_factory=lambda: {"type": "cursor"})
+    paginator: dict[str, Any] = field(default_factory=lambda: {"type": "auto"})
     records_path: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     concurrent_pages: int = 1
     until_param: str | None = None
     sorted: bool = False
+    total_path: str | None = None
+    total_header: str | None = None
+    cursor_unit: str | None = None  # "epoch_s" or "epoch_ms": a numeric cursor_field of epoch times, guarded like a time
+
+    def __post_init__(self) -> None:
+        check_unit(self.cursor_unit, self.setting)
+        if self.total_path and self.total_header:
+            raise ConfigError(f"{self.setting} has both total_path and total_header: keep the one the API answers")
 
     @property
     def cursor(self) -> str:
@@ -129,10 +141,11 @@ def fetch_chunk(
 ) -> tuple[Chunk, Any]:
     """Read pages from `position` (None: the first) until `max_rows` records or the end.
 
-    Returns the chunk and the position of the next page (None when the source is exhausted).
+    Returns the chunk and the position of the next page (None when the source is exhausted). A read that would
+    lose records (`connectors.pagination.Checked`) fails here, before its last chunk is handed on.
     """
     try:
-        paginator = pagination.from_config(source.paginator)
+        paginator = pagination.Checked(source.paginator, source.total_path, source.total_header)
     except ConfigError as exc:
         raise ConfigError(f"{source.connection} {source.path}: {exc}; fix paginator={{...}} on the RestSource") from None
     if position is not None:
@@ -151,7 +164,7 @@ def fetch_chunk(
     frame, refused = ROWS_HELD.track(pages.frame()), pages.refused
     get_run_logger().info("read %d records from %s%s (since %s)", len(frame) + len(refused), source.connection, source.path, since)
     position = paginator.checkpoint()
-    moments = cursor_times(frame, source.cursor_field)
+    moments = cursor_times(frame, source.cursor_field, source.cursor_unit)
     mark = newest(frame[source.cursor_field], since, moments) if source.cursor_field in frame.columns else None
     return Chunk(frame, mark, last=position is None, refused=tuple(refused), moments=moments), position
 
@@ -176,11 +189,13 @@ class SqlSource:
     query: str | None = None
     lag: timedelta | int = timedelta(0)
     columns: tuple[str, ...] | None = None
+    cursor_unit: str | None = None  # "epoch_s" or "epoch_ms": a numeric cursor of epoch times, guarded like a time
     sorted: ClassVar[bool] = True  # read in cursor order by the database itself
 
     def __post_init__(self) -> None:
         if (self.table is None) == (self.query is None):
             raise ConfigError(f"SqlSource on {self.connection!r}: set exactly one of `table` and `query`")
+        check_unit(self.cursor_unit, self.setting)
 
     @property
     def setting(self) -> str:
@@ -271,7 +286,7 @@ def read_rows(
         (row, f"{source.cursor}: no readable value, so the row cannot be read incrementally")
         for row in frame_records(untracked)
     )
-    moments = cursor_times(frame, source.cursor)
+    moments = cursor_times(frame, source.cursor, source.cursor_unit)
     return Chunk(frame, newest(frame[source.cursor], since, moments), last=last, refused=refused, moments=moments), position
 
 

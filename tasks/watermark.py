@@ -3,7 +3,8 @@
 A watermark is a cursor value as the source wrote it (it goes back to the source as the next
 `since`), never one ahead of now, and for text, only one written like the watermark before it
 (or like most of the batch): a source may compare the text, so one odd value would hide every
-later change. A cursor time further ahead than `FUTURE` is dead-lettered (`tasks.admit`). A
+later change. A cursor time further ahead than `FUTURE` is dead-lettered (`tasks.admit`), and so
+is a numeric cursor declared to hold epoch seconds or milliseconds (`cursor_unit`) read as a time. A
 source that says its records come in cursor order is held to it (`order_break`); one that does
 not moves its watermark only when a whole run has been delivered.
 """
@@ -20,10 +21,13 @@ import pyarrow.compute as pc
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from connectors.errors import ConfigError
 from connectors.sql import WATERMARKS, create_engine, cursor_text, ensure_tables, read_watermark, write_watermark
 from tasks.transform import decimal_digits
 
 FUTURE = timedelta(days=1)  # how far ahead of now a cursor time may be
+EPOCH_UNITS = {"epoch_s": 1, "epoch_ms": 1000}  # a numeric cursor's `cursor_unit`: how many of it make a second
+EPOCH_BOUND = 9.2e9  # seconds either side of 1970 that a pandas time can hold (years 1678 to 2261)
 
 
 def horizon() -> pd.Timestamp:
@@ -34,13 +38,17 @@ def horizon() -> pd.Timestamp:
 def positions(values: pd.Series, until: pd.Timestamp | None = None, moments: pd.Series | None = None) -> pd.Series:
     """Cursor values as comparable positions: numbers as they are, anything else as UTC times
     (missing where a value is neither, or a time is beyond `until`, by default the `horizon`).
-    `moments`: the `times` of these values, or of the batch's column they come from, when already parsed."""
+    `moments`: the `times` of these values, or of the batch's column they come from, when already parsed
+    (for numbers, their times as epoch seconds or milliseconds: a number whose time is beyond `until` is missing)."""
+    until = horizon() if until is None else until
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        return values.astype("float64")
-    if values.dtype == object and (numbers := _numbers(values)) is not None:
-        return numbers
-    moments = times(values) if moments is None else moments.loc[values.index]
-    return moments.where(moments <= (horizon() if until is None else until))
+        numbers = values.astype("float64")
+    elif values.dtype == object and (numbers := _numbers(values)) is not None:
+        pass
+    else:
+        moments = times(values) if moments is None else moments.loc[values.index]
+        return moments.where(moments <= until)
+    return numbers if moments is None else numbers.where(~(moments.loc[values.index] > until).to_numpy())
 
 
 def _numbers(values: pd.Series) -> pd.Series | None:
@@ -59,12 +67,31 @@ def times(values: pd.Series) -> pd.Series:
     return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
 
 
-def cursor_times(frame: pd.DataFrame, cursor: str | None) -> pd.Series | None:
+def cursor_times(frame: pd.DataFrame, cursor: str | None, unit: str | None = None) -> pd.Series | None:
     """The `times` of a batch's cursor column, parsed once for every rule that needs them (`newest`,
-    `order_break`, admission's future check); None for a numeric cursor, or none."""
-    if cursor is None or cursor not in frame.columns or pd.api.types.is_numeric_dtype(frame[cursor]):
+    `order_break`, admission's future check); for a cursor of epoch seconds or milliseconds (`unit`, see
+    `EPOCH_UNITS`), its numbers as times; None for another numeric cursor, or none."""
+    if cursor is None or cursor not in frame.columns:
         return None
-    return times(frame[cursor])
+    if unit is not None:
+        return epoch_times(frame[cursor], unit)
+    return None if pd.api.types.is_numeric_dtype(frame[cursor]) else times(frame[cursor])
+
+
+def epoch_times(values: pd.Series, unit: str) -> pd.Series:
+    """Numbers (or numeric text) of epoch `unit` as UTC times (NaT for anything else). A number beyond what a time
+    can hold is taken as the latest (or earliest) time one can: far ahead is still far ahead, not missing."""
+    seconds = pd.to_numeric(values, errors="coerce").astype("float64") / EPOCH_UNITS[unit]
+    return pd.to_datetime(seconds.clip(-EPOCH_BOUND, EPOCH_BOUND), unit="s", utc=True)
+
+
+def check_unit(unit: str | None, setting: str) -> None:
+    """`ConfigError` naming the choices when a source's `cursor_unit` is not one of `EPOCH_UNITS` (or None)."""
+    if unit is not None and unit not in EPOCH_UNITS:
+        raise ConfigError(
+            f"{setting}: cursor_unit={unit!r} is not known: use {' or '.join(map(repr, EPOCH_UNITS))} for a cursor of "
+            "epoch seconds or milliseconds, or leave it unset"
+        )
 
 
 def newest(values: pd.Series, since: str | None, moments: pd.Series | None = None) -> str | None:

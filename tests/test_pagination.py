@@ -11,6 +11,7 @@ import pytest
 from connectors.errors import ConfigError, FatalError, PaginationLoop
 from connectors.pagination import (
     PAGINATORS,
+    Checked,
     CursorPaginator,
     LinkHeaderPaginator,
     NextUrlPaginator,
@@ -233,9 +234,10 @@ def test_a_next_url_carries_its_own_query_and_replaces_the_parameters():
 def test_from_config_builds_each_type_and_rejects_unknown_ones():
     built = {name: type(from_config(config)) for name, (config, _) in CASES.items()}
     built["keyset"] = type(from_config({"type": "keyset", "key_field": "k", "key_param": "since", "page_size": 3}))
+    built["auto"] = type(from_config({"type": "auto"}))
     assert built == PAGINATORS
     with pytest.raises(
-        ValueError, match="unknown paginator type 'seek'; known: page_number, offset, cursor, next_url, link_header, keyset"
+        ValueError, match="unknown paginator type 'seek'; known: page_number, offset, cursor, next_url, link_header, keyset, auto"
     ):
         from_config({"type": "seek"})
     with pytest.raises(ValueError, match="unknown paginator type None"):
@@ -447,3 +449,131 @@ def test_a_full_keyset_page_of_one_key_cannot_advance():
     config = {"type": "keyset", "key_field": "k", "key_param": "since", "page_size": 3, "page_size_param": "per_page"}
     with pytest.raises(PaginationLoop, match="all at k 2: keyset reads cannot advance; raise page_size"):
         Run(from_config(config), keyset_api([1, 2, 2, 2, 2, 3])).read()
+
+
+# No paginator declared: found from the first answer, or the read stops at once naming the one to declare
+
+
+@pytest.mark.parametrize("handler", [next_url_api, link_header_api], ids=["next URL in the body", "Link header"])
+def test_an_undeclared_paginator_is_found_from_the_first_answers_link_to_the_next_page(handler):
+    run = Run(Checked({"type": "auto"}), handler)
+    assert run.read() == RECORDS and len(run.requests) == 3
+
+
+def test_a_found_paginator_is_part_of_the_checkpoint_so_a_later_chunk_follows_it():
+    first = Run(Checked({"type": "auto"}), next_url_api)
+    assert first.read(pages=2) == RECORDS[:6]
+    checkpoint = json.loads(json.dumps(first.paginator.checkpoint()))
+    assert checkpoint["at"] == {"paginator": {"type": "next_url", "next_url_path": "next"}, "at": f"{BASE}/items?after=6"}
+    resumed = Checked({"type": "auto"})
+    resumed.resume(checkpoint)
+    assert Run(resumed, next_url_api).read() == [7, 8]
+
+
+def test_one_answer_that_shows_no_more_pages_is_the_only_page():
+    run = Run(Checked({"type": "auto"}), lambda request: httpx.Response(200, json={"data": [1, 2], "next": None, "total": 2}))
+    assert run.read() == [1, 2] and len(run.requests) == 1 and run.paginator.checkpoint() is None
+
+
+def limited_api(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, json={"data": RECORDS[: int(request.url.params["limit"])]})
+
+
+@pytest.mark.parametrize(
+    "handler, params, shows, declare",
+    [
+        (cursor_api, {}, "a next-page token at 'paging.next'",
+         '{"type": "cursor", "cursor_path": "paging.next", "cursor_param": "<the query parameter that takes it>"}'),
+        (lambda request: page(0, has_more=True), {}, "has_more: true", '{"type": "cursor", "cursor_path": "<where'),
+        (lambda request: page(0, total=len(RECORDS)), {}, "a total of 8 at 'total' but 3 records", '{"type": "offset", "limit": 3, "total_path": "total"}'),
+        (lambda request: httpx.Response(200, json={"data": [1, 2]}, headers={"X-Total-Count": "8"}), {},
+         "a total of 8 in its X-Total-Count header but 2 records", '{"type": "offset", "limit": 2, "total_header": "X-Total-Count"}'),
+        (limited_api, {"limit": 3}, "3 records, as many as limit=3 asks for", '{"type": "offset", "limit": 3, "limit_param": "limit"}'),
+    ],
+    ids=["token", "has_more", "total in the body", "total in a header", "a full page"],
+)
+def test_an_answer_that_shows_more_pages_it_does_not_link_stops_the_read_naming_the_paginator_to_declare(handler, params, shows, declare):
+    run = Run(Checked({"type": "auto"}), handler)
+    with pytest.raises(FatalError) as raised:
+        run.read(params=params)
+    message = str(raised.value)
+    assert message.startswith(f"the first answer holds {shows}, but no paginator is declared")
+    assert f"declare it on the RestSource, e.g. paginator={declare}" in message and "\n" not in message
+    assert len(run.requests) == 1
+
+
+# Whatever the paginator: a next page it does not follow, or fewer records than the stated total, fail the read
+
+
+@pytest.mark.parametrize("config, handler", CASES.values(), ids=CASES)
+def test_each_paginator_against_the_api_it_follows_reads_to_the_end_without_complaint(config, handler):
+    run = Run(Checked(config), handler)
+    assert run.read() == RECORDS and run.paginator.checkpoint() is None
+
+
+def links_next_api(request: httpx.Request) -> httpx.Response:
+    return page(0, links={"next": f"{BASE}/items?page[offset]=3"})
+
+
+@pytest.mark.parametrize(
+    "handler, has, declare",
+    [
+        (link_header_api, 'a Link header with rel="next"', '{"type": "link_header", "page_size_param": None}'),
+        (next_url_api, "a next-page URL at 'next'", '{"type": "next_url", "next_url_path": "next"}'),
+        (links_next_api, "a next-page URL at 'links.next'", '{"type": "next_url", "next_url_path": "links.next"}'),
+        (cursor_api, "a next-page token at 'paging.next'", '{"type": "cursor", "cursor_path": "paging.next", "cursor_param": '),
+        (lambda request: page(0, next_url="https://api.test/v1/items?_next=3", next="3"), "a next-page URL at 'next_url'",
+         '{"type": "next_url", "next_url_path": "next_url"}'),
+    ],
+    ids=["Link header", "next", "links.next", "paging.next", "Datasette's next_url and next"],
+)
+def test_a_next_page_the_declared_paginator_does_not_follow_fails_the_read_naming_the_one_that_does(handler, has, declare):
+    run = Run(Checked({"type": "cursor"}), handler)  # it looks for `next_cursor`, which none of these answers has
+    with pytest.raises(FatalError) as raised:
+        run.read()
+    assert str(raised.value).startswith(f'paginator={{"type": "cursor"}} sees no next page, but the answer has {has}: ')
+    assert f"e.g. paginator={declare}" in str(raised.value)
+
+
+def test_a_full_last_page_without_a_next_page_is_a_normal_end():
+    def api(request: httpx.Request) -> httpx.Response:  # six records in two full pages, then nothing more said
+        return httpx.Response(200, json={"data": RECORDS[:6][int(request.url.params["offset"]):][:SIZE], "next": None})
+
+    run = Run(Checked({"type": "offset", "limit": SIZE, "stop_after_empty_page": True}), api)
+    assert run.read() == RECORDS[:6] and len(run.requests) == 3  # the third page is empty
+
+
+def capped_api(request: httpx.Request) -> httpx.Response:
+    """Answers at most two records a page, whatever the limit asked, and states the total as Directus and json-server do."""
+    start = int(request.url.params["offset"])
+    return httpx.Response(200, json={"data": RECORDS[start : start + 2], "meta": {"filter_count": 8}}, headers={"X-Total-Count": "8"})
+
+
+@pytest.mark.parametrize("total", [{"total_path": "meta.filter_count"}, {"total_header": "X-Total-Count"}], ids=["body", "header"])
+def test_a_read_short_of_the_stated_total_fails(total):
+    offset = {"type": "offset", "limit": SIZE}  # above the API's cap of two, so its first page looks like the last
+    assert Run(Checked(offset), capped_api).read() == [1, 2]  # what a read without the total takes for everything
+    with pytest.raises(FatalError) as raised:
+        Run(Checked(offset, **total), capped_api).read()
+    setting = f"{next(iter(total))} {next(iter(total.values()))!r}"
+    assert str(raised.value).startswith(f"read 2 records, but the source states 8 ({setting}): 6 would go unread; ")
+
+
+def test_the_records_read_are_counted_across_chunks():
+    config = {"type": "offset", "limit": 2, "stop_after_empty_page": True}
+    first = Checked(config, total_path="meta.filter_count")
+    assert Run(first, capped_api).read(pages=3) == RECORDS[:6]
+    checkpoint = json.loads(json.dumps(first.checkpoint()))
+    assert checkpoint == {"at": 6, "read": 6, "total": 8}
+    resumed = Checked(config, total_path="meta.filter_count")
+    resumed.resume(checkpoint)
+    assert Run(resumed, capped_api).read() == [7, 8]  # 8 of 8 over both chunks: no complaint
+    short = Checked(config, total_path="meta.filter_count")
+    short.resume({**checkpoint, "read": 5})
+    with pytest.raises(FatalError, match="read 7 records, but the source states 8"):
+        Run(short, capped_api).read()
+
+
+def test_a_stated_total_missing_from_the_first_answer_names_the_setting():
+    with pytest.raises(FatalError, match="the first answer has no integer at 'meta.total': fix total_path on the RestSource, or remove it"):
+        Run(Checked({"type": "offset", "limit": SIZE}, total_path="meta.total"), capped_api).read()

@@ -403,6 +403,8 @@ def test_source_settings_name_the_connection_and_the_fix():
         fetch_chunk.fn(source, connection, None, None, 100)
     assert str(raised.value).startswith("crm /customers: paginator 'link_header': missing a required argument: 'page_size_param'")
     assert str(raised.value).endswith("fix paginator={...} on the RestSource")
+    with pytest.raises(ConfigError, match="the RestSource of crm /customers has both total_path and total_header: keep the one the API answers"):
+        RestSource("crm", "/customers", "updated_at", "since", total_path="meta.total", total_header="X-Total-Count")
     with pytest.raises(ConfigError, match="crm /customers has no until_param.*set until_param on the RestSource"):
         source.before("2026-01-01")
 
@@ -534,3 +536,62 @@ def test_a_request_refused_with_a_4xx_does_not_touch_the_breaker_nor_the_probe()
         assert breaker.state == "half_open"
         assert rest.get_json("/x") == {}  # so the next request probes, and closes the circuit
     assert breaker.state == "closed"
+
+
+# Records, not pages, are refused: a value JSON does not allow costs its record alone
+
+HOSTILE = (
+    b'{"data": [{"id": 1, "name": "Ada", "score": 1.5},'
+    b' {"id": 2, "name": "Zo\xff\xfe", "score": 2.0},'  # bytes that are not UTF-8
+    b' {"id": 3, "name": "Cy", "score": NaN},'
+    b' {"id": 4, "name": "Di", "score": 1e400},'  # beyond a double
+    b' {"id": 5, "name": "Ed", "name": "Eddie", "score": 5.0},'
+    b' {"id": 6, "name": "Fe", "score": 6.0, "geo": {"lat": -Infinity}},'
+    b' {"id": 7, "name": "Gu", "score": 7.0}], "next_cursor": null}'
+)
+
+
+def served(monkeypatch: pytest.MonkeyPatch, handler) -> None:
+    """`RestClient.connect` with `handler` as the server, as `fetch_chunk` connects."""
+    connect = RestClient.connect.__func__
+    monkeypatch.setattr(RestClient, "connect", classmethod(lambda cls, name, connection: connect(cls, name, connection, httpx.MockTransport(handler))))
+
+
+def test_a_page_with_undecodable_records_delivers_the_rest_and_refuses_each_naming_its_field(monkeypatch):
+    served(monkeypatch, lambda request: httpx.Response(200, content=HOSTILE))
+    source = RestSource("crm", "/customers", "updated_at", "since", paginator={"type": "cursor"}, records_path="data")
+    chunk, position = fetch_chunk(source, RestConnection(base_url="https://crm.test"), None, None, 100)
+    assert chunk.records["id"].tolist() == [1, 7] and chunk.records["score"].tolist() == [1.5, 7.0] and position is None
+    refused = {record["id"]: (record, why) for record, why in chunk.refused}
+    assert {i: why for i, (_, why) in refused.items()} == {
+        2: "name: holds a lone surrogate, which is not valid Unicode text",
+        3: "score: NaN is no JSON number",
+        4: "score: 1e400 is beyond the range of a double",
+        5: "an object names 'name' twice",
+        6: "geo.lat: -Infinity is no JSON number",
+    }
+    assert refused[3][0] == {"id": 3, "name": "Cy", "score": "NaN"}  # the dead letter keeps the value as the answer wrote it
+    assert refused[2][0]["name"].encode("utf-8", "surrogateescape") == b"Zo\xff\xfe"  # and the bytes as they came
+
+
+@pytest.mark.parametrize(
+    "body, refused",
+    [
+        (b'{"data": [{"id": 1, "a": 1, "a": 2}, {"id": 2, "a": 3}]}', ["an object names 'a' twice"]),  # orjson takes it: counted
+        (b'{"data" : [{"id" : 1, "a" : 1}, {"id" : 2, "a" : 3}]}', []),  # spaced before its colons
+        (b'{"data": [{"id": 1, "a": "x\\":"}, {"id": 2, "a": {"b": 1}}]}', []),  # a key-like text, a nested object
+        (b'{"data": [{"id": 1, "a": "x\\u003a"}, {"id": 2, "a": 3}]}', []),  # a colon escaped: counted short, read the slow way
+    ],
+    ids=["a key twice", "spaced colons", "nested and quoted", "escaped colon"],
+)
+def test_a_key_named_twice_is_found_however_the_answer_is_written(body, refused):
+    with client(lambda request: httpx.Response(200, content=body)) as rest:
+        records = next(rest.paginate("/customers", CursorPaginator(), records_path="data"))
+    assert [r.why for r in records if not isinstance(r, dict)] == refused
+    assert len(records) == 2
+
+
+def test_a_single_answer_holding_what_json_does_not_allow_is_fatal_naming_the_field():
+    with client(lambda request: httpx.Response(200, content=b'{"rates": {"SEK": NaN}}')) as rest:
+        with pytest.raises(FatalError, match=r"crm: GET /rates: the answer holds what JSON does not allow: rates.SEK: NaN is no JSON number"):
+            rest.get_json("/rates")
