@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -35,7 +36,7 @@ def quarantine(
     one). A dead letter keeps every raw record with the same source key, so a replay sees all
     of them again; one entry per record key, replacing an earlier one.
     """
-    sources = _tokens(raw[source_key] if source_key in raw.columns else pd.Series(None, index=raw.index, dtype=object))
+    sources = key_texts(raw[source_key] if source_key in raw.columns else pd.Series(None, index=raw.index, dtype=object))
     failing = sources.loc[failures.index]
     related = raw[sources.isin(set(failing.dropna()))]
     by_key: dict = {}
@@ -72,30 +73,41 @@ def quarantine_records(
 @task(name="settle", cache_policy=NO_CACHE)
 def settle(state_url: str, integration: str, keys: pd.Series, status: str) -> int:
     """Close the open dead letters of records now delivered (as `status`); returns how many."""
-    record_keys = [_stored(token) for token in _tokens(keys.dropna())]
+    record_keys = [_stored(token) for token in key_texts(keys.dropna())]
     closed = DeadLetters(state_url).settle(integration, record_keys, status)
     if closed:
         get_run_logger().info("%d earlier dead letters now %s", closed, status)
     return closed
 
 
-def _tokens(values: pd.Series) -> pd.Series:
-    """`_token` of each value: a text column's values are their own tokens, other columns go value by value."""
+def key_texts(values: pd.Series) -> pd.Series:
+    """`key_text` of each value, as objects (a missing one as None): a text column's values are their own tokens,
+    other columns go value by value."""
     if pd.api.types.is_string_dtype(values) and values.dtype != object:
         return values.astype(object).where(values.notna(), None)
-    return values.map(_token)
+    return pd.Series([key_text(v) for v in values], index=values.index, dtype=object)  # `map` would make None NaN
 
 
-def _token(value: object) -> str | None:
-    """A source key value as hashable text (it may be anything a hostile source sends); None when missing."""
+def key_text(value: object) -> str | None:
+    """A key as a dead letter keeps it, whatever type a source sends; None when missing (None, NaN, NaT, NA).
+
+    Text as it is; a whole number as an integer, however held (a column of integers with a gap holds `12.0`);
+    a boolean as `true`/`false`; an object or a list as JSON with sorted keys; anything else as `str` writes it.
+    """
     if missing(value):
         return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "true" if value else "false"
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return str(int(value))
     return json.dumps(value, sort_keys=True, default=str) if isinstance(value, dict | list) else str(value)
 
 
 def _record_key(key: object, payload: list) -> str:
     """The record's key, or for a record without one a stable digest of its content."""
-    if (text := _token(key)) is not None:
+    if (text := key_text(key)) is not None:
         return _stored(text)
     digest = hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return f"no-key:{digest}"

@@ -1,8 +1,16 @@
-"""Reconcile: what a SQL target holds against what the source says it should hold."""
+"""Reconcile: what a target holds against what the source says it should hold.
+
+A SQL target is read by its update-time window and by key; a REST target is read back item by item
+(a GET of its `path` per key: a status in its `absent` is "not there").
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -10,11 +18,19 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from connectors.errors import FatalError
+from connectors.rest import RestClient
 from connectors.sql import create_engine, read_chunks, rows_frame, select_in
+from interlink.delivered import Delivered
+from interlink.settings import RestConnection
+from tasks.admit import frame_records
 from tasks.deliver import ChildTable, SqlTarget, row_hashes
+from tasks.quarantine import key_text
+from tasks.send import RestTarget
 
 HASHES = ["row_hash", "held_hash"]
 SHOWN_KEYS = 50  # keys listed per kind of difference in the artifact
+KINDS = ("dead_lettered", "missing", "extra", "changed", "not_written", "unrepaired")  # the lists of keys a result holds
 
 
 @task(name="read-target", cache_policy=NO_CACHE)
@@ -59,6 +75,56 @@ def _children(conn: sa.Connection, child: ChildTable, keys: pd.Series) -> pd.Ser
         found.setdefault(row[0], []).append(tuple(row[1:]))
     names = [c.name for c in columns]
     return keys.map(lambda k: [dict(zip(names, r)) for r in sorted(found.get(k, []), key=lambda r: [r[i] for i in order])])
+
+
+@task(name="read-back", cache_policy=NO_CACHE)
+def read_back(connection: RestConnection, target: RestTarget, keys: pd.Series) -> pd.DataFrame:
+    """GET each key's item (`target.path`, its key filled in): the keys the API holds, with `row_hash`, the
+    `field_hash` of the declared `fields` as the API answers them (the answer, or its `data`); a status in the
+    target's `absent` (404 by default) is not there."""
+
+    def get(client: RestClient, key: str) -> str | None:
+        item = target.item(key)
+        try:
+            body = client.get_json(item)
+        except FatalError as exc:
+            if exc.status in target.absent:
+                return None
+            raise
+        record = body.get("data", body) if isinstance(body, dict) else None
+        if not isinstance(record, dict):
+            raise FatalError(f"GET {item} answered no object, so its fields cannot be compared: check `path` on the RestTarget")
+        return field_hash({name: record.get(name) for name in target.fields})
+
+    with RestClient.connect(target.connection, connection) as client, ThreadPoolExecutor(connection.max_concurrency or 4) as pool:
+        held = list(pool.map(lambda key: get(client, key), [key_text(k) for k in keys]))
+    found = [h is not None for h in held]
+    get_run_logger().info("read back %d of %d items from %s", sum(found), len(keys), target.path)
+    return pd.DataFrame({target.key: keys[found].reset_index(drop=True), "row_hash": [h for h in held if h is not None]})
+
+
+def field_hashes(rows: pd.DataFrame, fields: tuple[str, ...]) -> list[str]:
+    """Each row's `field_hash` of `fields`, their values as JSON gives them (times in ISO 8601, missing as null)."""
+    return [field_hash(record) for record in frame_records(rows[list(fields)])]
+
+
+def field_hash(values: dict[str, Any]) -> str:
+    """A digest of JSON values, a whole number the same whether written `5` or `5.0`."""
+    return hashlib.sha256(json.dumps(_plain(values), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, list) else value
+
+
+@task(name="forget-delivered", cache_policy=NO_CACHE)
+def forget_delivered(state_url: str, integration: str, keys: pd.Series) -> None:
+    """Blank what Interlink remembers delivering for `keys`, so delivery sends them again."""
+    Delivered(state_url).record(integration, dict.fromkeys((key_text(k) for k in keys), ""))
 
 
 @task(name="compare", cache_policy=NO_CACHE)
@@ -111,12 +177,15 @@ def publish_reconcile(result: dict, target: str, since: str | None) -> None:
         "",
         "| rows | count |",
         "|---|---|",
-        *[f"| {k} | {result[k]} |" for k in ("source_rows", "target_rows")],
+        f"| source_rows | {result['source_rows']} |",
+        f"| dead_lettered | {len(result['dead_lettered'])} |",
+        f"| target_rows | {result['target_rows']} |",
         *[f"| {k} | {len(result[k])} |" for k in ("missing", "extra", "changed")],
         f"| repaired | {result['repaired']} |",
+        f"| not_written | {len(result['not_written'])} |",
         f"| unrepaired | {len(result['unrepaired'])} |",
     ]
-    for kind in ("missing", "extra", "changed", "unrepaired"):
+    for kind in KINDS:
         if keys := result[kind]:
             more = f" … and {len(keys) - SHOWN_KEYS} more" if len(keys) > SHOWN_KEYS else ""
             lines += ["", f"## {kind}", ", ".join(f"`{k}`" for k in keys[:SHOWN_KEYS]) + more]

@@ -11,12 +11,13 @@ from connectors.sql import create_engine, read_watermark, utcnow
 from demo_systems.crm_data import mutate
 from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.orders_to_erp import PIPELINE as orders_to_erp
+from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
 
 reconcile = crm_to_billing.reconcile
 reconcile_orders = orders_to_erp.reconcile
-NOTHING = {"missing": [], "extra": [], "changed": [], "repaired": 0, "unrepaired": []}
+NOTHING = {"missing": [], "extra": [], "changed": [], "repaired": 0, "not_written": [], "unrepaired": []}
 
 
 def execute(url: str, *statements: str, **params) -> None:
@@ -41,27 +42,34 @@ def differences(result: dict) -> dict:
     return {k: result[k] for k in NOTHING}
 
 
-def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_extra(systems, billing_url):
+def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_extra(systems, crm_db, billing_url):
     with systems():
         crm_to_billing.sync()
         clean = customers(billing_url)
-        assert reconcile() == {"integration": "crm_to_billing", "source_rows": len(clean), "target_rows": len(clean), **NOTHING}
+        held_back = sorted(e["record_key"] for e in DeadLetters(Settings().state_db).entries("crm_to_billing", "open"))
+        assert len(held_back) > 100 and not any(k.startswith("no-key:") for k in held_back)  # the demo CRM's bad records
+        assert reconcile() == {
+            "integration": "crm_to_billing", "source_rows": len(clean) + len(held_back), "dead_lettered": held_back,
+            "target_rows": len(clean), **NOTHING,
+        }  # the dead-lettered customers count in the source and in a column of their own, hidden nowhere
 
-        deleted, edited = clean.index[:2]
+        deleted, edited, broken = clean.index[:3]
+        execute(f"sqlite:///{crm_db}", "UPDATE customers SET email = NULL WHERE id = :broken", broken=broken)  # fails the check
         execute(
             billing_url,
-            "DELETE FROM customers WHERE crm_id = :deleted",
+            "DELETE FROM customers WHERE crm_id IN (:deleted, :broken)",
             "UPDATE customers SET email = 'someone.else@example.com' WHERE crm_id = :edited",
             "INSERT INTO customers (crm_id, name, email, row_hash, synced_at, crm_updated_at)"
             " VALUES ('ghost-1', 'Ghost', 'ghost@example.com', 'made-up', :now, :now)",
-            deleted=deleted, edited=edited, now=utcnow(),
+            deleted=deleted, edited=edited, broken=broken, now=utcnow(),
         )
         damaged = customers(billing_url)
         found = reconcile()
         assert differences(found) == {
-            "missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 0, "unrepaired": sorted([deleted, edited]),
+            **NOTHING, "missing": sorted([deleted, broken]), "extra": ["ghost-1"], "changed": [edited],
+            "unrepaired": sorted([deleted, edited, broken]),
         }
-        assert found["source_rows"] == len(clean) and found["target_rows"] == len(clean)
+        assert found["source_rows"] == len(clean) + len(held_back) and found["target_rows"] == len(clean) - 1
         pd.testing.assert_frame_equal(customers(billing_url), damaged)
 
         state = reconcile(repair=True, return_state=True)
@@ -69,22 +77,25 @@ def test_reconcile_finds_missing_changed_and_extra_rows_and_repairs_all_but_the_
         after = reconcile()
 
     assert differences(state.result()) == {
-        "missing": [deleted], "extra": ["ghost-1"], "changed": [edited], "repaired": 2, "unrepaired": [],
+        **NOTHING, "missing": sorted([deleted, broken]), "extra": ["ghost-1"], "changed": [edited], "repaired": 2,
+        "not_written": [broken], "unrepaired": [broken],  # its email now fails the check: counted, not hidden
     }
-    pd.testing.assert_frame_equal(repaired.drop(index="ghost-1"), clean)
+    pd.testing.assert_frame_equal(repaired.drop(index="ghost-1"), clean.drop(index=broken))
     assert repaired.attrs["watermark"] == clean.attrs["watermark"]
-    assert differences(after) == {**NOTHING, "extra": ["ghost-1"]}
+    assert differences(after) == {**NOTHING, "missing": [broken], "extra": ["ghost-1"], "unrepaired": [broken]}
 
     run = Ledger(Settings().state_db).runs("crm_to_billing", limit=2)[1]
     assert (run["kind"], run["state"], run["rows_read"], run["rows_inserted"], run["rows_updated"]) == (
-        "reconcile", "COMPLETED", len(clean), 1, 1,
+        "reconcile", "COMPLETED", len(clean) + len(held_back), 1, 1,
     )
+    assert run["notes"] == f"{len(held_back)} dead-lettered keys not compared\n1 rows the repair could not write"
     with get_client(sync_client=True) as client:
         [artifact] = client.read_artifacts(
             flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id]))
         )
     assert artifact.key == "crm-to-billing-reconcile"
-    assert "| repaired | 2 |" in artifact.data and "| unrepaired | 0 |" in artifact.data
+    assert "| repaired | 2 |" in artifact.data and "| not_written | 1 |" in artifact.data and "| unrepaired | 1 |" in artifact.data
+    assert f"| dead_lettered | {len(held_back)} |" in artifact.data
     assert f"`{deleted}`" in artifact.data and "`ghost-1`" in artifact.data
 
 
@@ -115,6 +126,7 @@ def test_a_clean_erp_target_reports_nothing_and_a_lost_order_line_is_restored(st
         found = reconcile_orders(repair=True)
         after = reconcile_orders()
 
-    assert differences(clean) == NOTHING and clean["source_rows"] == clean["target_rows"] > 1000
+    assert differences(clean) == NOTHING and clean["target_rows"] > 1000 and len(clean["dead_lettered"]) > 100
+    assert clean["source_rows"] == clean["target_rows"] + len(clean["dead_lettered"])  # the orders held back, counted
     assert len(found["changed"]) == 1 and found["repaired"] == 1 and found["unrepaired"] == []
     assert differences(after) == NOTHING

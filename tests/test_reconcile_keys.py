@@ -73,7 +73,7 @@ PLAIN = pipeline(
 
 
 def differences(result: dict) -> dict:
-    return {k: result[k] for k in ("missing", "extra", "changed", "repaired", "unrepaired")}
+    return {k: result[k] for k in ("dead_lettered", "missing", "extra", "changed", "repaired", "not_written", "unrepaired")}
 
 
 # compare, on small frames: the source's keys in the pipeline's type (`Int64`), the target's as read back (int64)
@@ -152,8 +152,8 @@ def test_integer_keys_are_reconciled_set_aside_and_a_repair_is_read_back(drop, i
     raw = pd.read_csv(drop / "items.csv", dtype=str)
     deliver(items_url, ITEMS.target, to_items.fn(raw), NAME, None, None)
     assert ITEMS.reconcile() == {
-        "integration": NAME, "source_rows": 30, "target_rows": 30, "missing": [], "extra": [], "changed": [],
-        "repaired": 0, "unrepaired": [],
+        "integration": NAME, "source_rows": 30, "dead_lettered": [], "target_rows": 30, "missing": [], "extra": [], "changed": [],
+        "repaired": 0, "not_written": [], "unrepaired": [],
     }
 
     DeadLetters(Settings.load().state_db).put(NAME, [Reject("12", "check", "held back", {}, [])], None)
@@ -170,11 +170,14 @@ def test_integer_keys_are_reconciled_set_aside_and_a_repair_is_read_back(drop, i
     after = ITEMS.reconcile()
 
     assert differences(found) == {
-        "missing": [9], "extra": [999], "changed": [5, 17, 23, 30], "repaired": 0, "unrepaired": [5, 9, 17, 23, 30],
+        "dead_lettered": ["12"], "missing": [9], "extra": [999], "changed": [5, 17, 23, 30], "repaired": 0, "not_written": [],
+        "unrepaired": [5, 9, 17, 23, 30],
     }
-    assert found["source_rows"] == found["target_rows"] == 29  # 12, dead-lettered, set aside on both sides
+    assert found["source_rows"] == found["target_rows"] == 30  # 12, dead-lettered, counted on both sides, compared on neither
     assert differences(repair) == {**differences(found), "repaired": 4, "unrepaired": [30]}
-    assert differences(after) == {"missing": [], "extra": [999], "changed": [30], "repaired": 0, "unrepaired": [30]}
+    assert differences(after) == {
+        "dead_lettered": ["12"], "missing": [], "extra": [999], "changed": [30], "repaired": 0, "not_written": [], "unrepaired": [30],
+    }
 
 
 def test_a_target_without_update_times_is_read_whole_and_compared_by_hash(drop, items_url):
@@ -194,7 +197,9 @@ def test_a_target_without_update_times_is_read_whole_and_compared_by_hash(drop, 
     whole = PLAIN.reconcile()
     windowed = PLAIN.reconcile(since="2026-03-20T00:00:00Z")  # no time to window the target by: only the source's keys
 
-    assert differences(whole) == {"missing": [9], "extra": [999], "changed": [11, 26], "repaired": 0, "unrepaired": [9, 11, 26]}
+    assert differences(whole) == {
+        "dead_lettered": [], "missing": [9], "extra": [999], "changed": [11, 26], "repaired": 0, "not_written": [], "unrepaired": [9, 11, 26],
+    }
     assert (whole["source_rows"], whole["target_rows"]) == (30, 30)
     assert differences(windowed) == {**differences(whole), "extra": []}
     assert (windowed["source_rows"], windowed["target_rows"]) == (30, 29)
