@@ -128,8 +128,8 @@ class OneAtATime:
     def refusals(self, rows: pd.DataFrame) -> pd.DataFrame:
         return self.target.refusals(rows)
 
-    def unchanged(self, settings: Settings, rows: pd.DataFrame) -> pd.Index:
-        return self.target.unchanged(settings, rows)
+    def unchanged(self, settings: Settings, rows: pd.DataFrame, integration: str) -> pd.Index:
+        return self.target.unchanged(settings, rows, integration)
 
     def deliver(
         self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()

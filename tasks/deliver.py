@@ -108,7 +108,7 @@ class SqlTarget:
             columns=["reason", "values"],
         )
 
-    def unchanged(self, settings: Settings, rows: pd.DataFrame) -> pd.Index:
+    def unchanged(self, settings: Settings, rows: pd.DataFrame, integration: str) -> pd.Index:
         """The rows the table already holds exactly (same key, same hash, no newer update time): delivering them changes nothing."""
         engine = create_engine(settings.connection(self.connection).url)
         try:

@@ -35,7 +35,8 @@ def test_stock_levels_reach_the_storefront_and_only_changes_are_sent_again(store
         applied_before = sum(app.state.patches_applied.values())
         second = inventory_to_storefront.sync()
 
-    assert first["rows_inserted"] == len(stock) and first["rows_quarantined"] == 0
+    assert first["rows_updated"] == len(stock) and first["rows_inserted"] == 0  # PATCH changes products, it creates none
+    assert first["rows_quarantined"] == 0
     assert nothing["rows_read"] == 0
     assert second["rows_updated"] == 5 and second["rows_unchanged"] == len(stock) - 5
     assert sum(app.state.patches_applied.values()) - applied_before == 5
@@ -58,7 +59,7 @@ def test_bad_rows_and_refused_skus_are_dead_lettered_and_the_rest_delivered(stor
         summary = inventory_to_storefront.sync()
 
     letters = {e["record_key"]: e for e in DeadLetters(Settings().state_db).entries("inventory_to_storefront", "open")}
-    assert summary["rows_inserted"] == 1 and summary["rows_quarantined"] == 3
+    assert summary["rows_updated"] == 1 and summary["rows_inserted"] == 0 and summary["rows_quarantined"] == 3
     assert product_stock(storefront_db)["SKU-00001"] == 12
     assert letters["SKU-00002"]["stage"] == "check" and "whole number" in letters["SKU-00002"]["reason"]
     assert letters["SKU-00003"]["stage"] == "check" and "plausible" in letters["SKU-00003"]["reason"]
@@ -87,7 +88,7 @@ def test_lines_that_hold_no_record_are_dead_lettered_and_the_folder_goes_on(stor
 
     letters = DeadLetters(Settings().state_db).entries("inventory_to_storefront", "open")
     reasons = sorted(e["reason"] for e in letters)
-    assert summary["rows_inserted"] == 2 and summary["rows_quarantined"] == 3 and again["rows_read"] == 0
+    assert summary["rows_updated"] == 2 and summary["rows_quarantined"] == 3 and again["rows_read"] == 0
     assert product_stock(storefront_db)["SKU-00001"] == 5 and product_stock(storefront_db)["SKU-00005"] == 9
     assert [r.split(":")[0] for r in reasons] == ["line 1", "line 3", "line 4"]
     assert "5 fields where the header has 4" in reasons[1] and "warehouse: bytes that are not UTF-8" in reasons[2]
