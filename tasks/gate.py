@@ -10,9 +10,12 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import FlowRunContext
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
+from prefect.states import Running
 from pydantic import Field
 
 from connectors.masking import mask_emails, mask_frame
@@ -103,13 +106,34 @@ def decide(
     except FlowPauseTimeout:
         decision = f"rejected: no decision within {gate.approval_timeout_s}s ({summary})"
         _record(integration, decision)
+        _end_with_decision(timed_out=True)
         raise GateRejected(f"{integration}: {decision}", decision) from None
     verdict = "approved" if answer.decision == "approve" else "rejected"
     decision = f"{verdict} by {answer.approver.strip()} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ({summary}): {answer.comment.strip()}"
     _record(integration, decision)
     if verdict == "rejected":
+        _end_with_decision(timed_out=False)
         raise GateRejected(f"{integration}: {decision}", decision)
     return decision
+
+
+def _end_with_decision(timed_out: bool) -> None:
+    """Let the Failed state the flow run takes next (its rejection, as message) stand: a rejection is a decision,
+    not a failure for the declared flow retries to repeat.
+
+    Prefect 3.8.8 has no retry condition for flows: its server turns a Failed into AwaitingRetry while the run's
+    policy has retries left (`RetryFailedFlows`), so the policy is set to none left, as the engine sets it. A pause
+    that timed out is left first (Running): from an expired pause, the server would fail the run with its own
+    message ("never resumed") instead of the decision."""
+    run_id = FlowRunContext.get().flow_run.id
+    try:
+        with get_client(sync_client=True) as client:
+            policy = client.read_flow_run(run_id).empirical_policy
+            client.update_flow_run(run_id, empirical_policy=policy.model_copy(update={"retries": 0}))
+            if timed_out:
+                client.set_flow_run_state(run_id, Running(message="no decision in time: the batch is rejected"), force=True)
+    except Exception as exc:  # the API out of reach: the run fails all the same, but its flow retries may repeat it
+        get_run_logger().warning("could not end run %s with its rejection: %s: %s", run_id, type(exc).__name__, exc)
 
 
 def _record(integration: str, decision: str) -> None:

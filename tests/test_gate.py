@@ -193,6 +193,42 @@ def test_an_unanswered_approval_rejects_the_batch_when_it_times_out(systems, sql
     assert f"approval: {decision}" in flow_run_logs(last_run()["flow_run_id"], "approval: ")
 
 
+@pytest.mark.parametrize("how", ["a person", "the timeout"])
+def test_a_rejection_ends_the_run_at_once_despite_declared_flow_retries(systems, sqlite_billing, home, monkeypatch, how):
+    """A rejected batch is a decision: the run fails once, with the decision as its message, and its declared flow
+    retries do not run it again (Prefect's server would turn its Failed into AwaitingRetry and pause it again)."""
+    from demo_systems.server import serve
+    from tests.test_alerts import sink
+
+    gate = APPROVE if how == "a person" else replace(APPROVE, approval_timeout_s=1)
+    app, received = sink()
+    with serve(app) as url, systems():
+        monkeypatch.setenv("INTERLINK_ALERT_URL", f"{url}/alerts")
+        retried = sync_flow(replace(CRM, gate=gate)).with_options(retries=2, retry_delay_seconds=1)  # as `deployed()` makes it
+        thread, outcome = start_in_thread(retried)
+        run = paused_run("crm_to_billing", thread)
+        if how == "a person":
+            resume_flow_run(run.id, run_input={"decision": "reject", "approver": "alice", "comment": "wrong CRM export"})
+        with get_client(sync_client=True) as client:  # ended, or (retried) waiting or paused again: polled, bounded
+            deadline = time.monotonic() + 60
+            while not (states := [s.name for s in sorted(client.read_flow_run_states(run.id), key=lambda s: s.timestamp)])[-1:] or not (
+                    states[-1] in ("Failed", "AwaitingRetry") or states.count("Paused") > 1):
+                assert time.monotonic() < deadline, states
+                time.sleep(0.2)
+            final = client.read_flow_run(run.id)
+        thread.join(60 if final.state.is_final() else 0)  # a run paused again would wait for a person: not waited for
+
+    assert final.state.is_failed() and states[-1] == "Failed", (final.state, states)
+    assert "AwaitingRetry" not in states and states.count("Paused") == 1, states  # one attempt (a resume counts as a run)
+    row = last_run()
+    assert row["flow_run_id"] == str(run.id) and row["state"] == "FAILED" and row["decision"].startswith("rejected"), row
+    assert row["decision"] in final.state.message and row["decision"] in row["error"], (final.state.message, row["error"])
+    assert len(Ledger(Settings().state_db).runs("crm_to_billing")) == 1
+    assert outcome["state"].is_failed() and billing(home) == (0, None)
+    alerts = [(p["state"], p["message"]) for p in received if p["flow_run_id"] == str(run.id)]
+    assert [state for state, _ in alerts] == ["PAUSED", "FAILED"] and row["decision"] in alerts[1][1], alerts
+
+
 def test_volume_guard_fails_a_run_that_reads_a_tenth_of_the_usual_rows(systems, sqlite_billing, crm_db, home):
     guarded = sync_flow(replace(CRM, gate=Gate(volume_drop=0.5, volume_min_runs=3)))
     with systems():
