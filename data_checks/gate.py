@@ -30,6 +30,7 @@ if TYPE_CHECKING:  # GX is imported by the functions that use it: its import cos
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 
 SITE = "interlink"
+RESULTS = "uncommitted/validations/"  # the validation results, in the GX project (`validated` reads its folders)
 log = logging.getLogger(__name__)
 _CONTEXTS: dict[Path, FileDataContext] = {}
 _DEFINITIONS: dict[tuple[str, str], tuple[dict, gx.ValidationDefinition]] = {}
@@ -109,12 +110,22 @@ def _new_context(home: Path) -> FileDataContext:
 
 
 def _mask_results(ctx: FileDataContext) -> None:
-    """Keep the context's validation results in a `MaskingResultsStore` (saved in the project's config)."""
-    name = ctx.validation_results_store_name
-    config = dict(ctx.get_config().stores[name])
-    ours = {"module_name": "data_checks.masked_results", "class_name": "MaskingResultsStore"}
-    if {k: config.get(k) for k in ours} != ours:
-        ctx.add_store(name, config | ours)
+    """Keep the context's validation results on disk, in a `MaskingResultsStore` (saved in the project's config).
+
+    GX 1.x, loading a project, puts an in-memory `ValidationResultsStore` in place of a results store whose
+    `class_name` is not `ValidationResultsStore`: a store saved as `MaskingResultsStore` kept the results of the
+    process that made the project only, and every later run's results were lost with its process (no Data Docs,
+    an empty "Data checks" table). So the store is saved under that class name, from our module."""
+    from great_expectations.data_context.store import TupleFilesystemStoreBackend
+
+    from data_checks.masked_results import MaskingResultsStore
+
+    store = ctx.validation_results_store
+    if not isinstance(store, MaskingResultsStore) or not isinstance(store.store_backend, TupleFilesystemStoreBackend):
+        ctx.add_store(ctx.validation_results_store_name, {
+            "module_name": "data_checks.masked_results", "class_name": "ValidationResultsStore",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": RESULTS},
+        })
 
 
 def validate(
@@ -166,7 +177,7 @@ def validate(
 def validated(home: Path, run_name: str) -> bool:
     """Whether a validation result of `run_name` is stored under `home`, read from the store's folders
     (`<suite>/<run name>/…`) without importing GX."""
-    return any((home / "gx" / "gx" / "uncommitted" / "validations").glob(f"*/{glob.escape(run_name)}"))
+    return any((home / "gx" / "gx" / RESULTS).glob(f"*/{glob.escape(run_name)}"))
 
 
 def docs_index(home: Path) -> Path:

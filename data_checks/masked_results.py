@@ -40,6 +40,11 @@ class MaskingResultsStore(ValidationResultsStore):
         return super().serialize(value)
 
 
+# The name the project's config gives the store: GX keeps a results store only under this class name (see
+# `data_checks.gate._mask_results`).
+ValidationResultsStore = MaskingResultsStore
+
+
 def _mask_details(details: dict) -> None:
     for name in SHOWN:
         if details.get(name):

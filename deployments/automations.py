@@ -30,7 +30,8 @@ from interlink.settings import Settings
 HEARTBEAT_S = 30  # Prefect's shortest heartbeat interval (prefect.flow_engine.MINIMUM_HEARTBEAT_INTERVAL)
 PREFIX = "interlink: "  # the automations this module owns, by name
 ALERT_BLOCK = "interlink-alerts"
-FINAL = ("Completed", "Failed", "Cancelled", "Crashed")
+# A state event is named after the state's name: a run that dead-lettered rows ends Completed named Quarantined
+FINAL = ("Completed", "Quarantined", "Failed", "Cancelled", "Crashed")
 ALERT_ONCE_S = 3600  # a run entering a state twice (an expired pause is failed by the server, then by the flow) alerts once
 DEPLOYED_RUNS = {"prefect.resource.role": "deployment", "prefect.resource.id": "prefect.deployment.*"}
 

@@ -30,7 +30,7 @@ from data_checks.policy import Gate, Policy, SchemaContract
 from flows import CHUNK_ROWS
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
-from interlink.ledger import Counts, Entry, Ledger
+from interlink.ledger import QUARANTINED, Counts, Entry, Ledger, success_state
 from interlink.progress import batch_done
 from interlink.settings import Settings
 from tasks.admit import NO_FAILURES, admit, records_frame
@@ -72,7 +72,7 @@ class Target(Protocol):
 
     def refusals(self, rows: pd.DataFrame) -> pd.DataFrame: ...
 
-    def unchanged(self, settings: Settings, rows: pd.DataFrame) -> pd.Index: ...
+    def unchanged(self, settings: Settings, rows: pd.DataFrame, integration: str) -> pd.Index: ...
 
     def deliver(
         self, settings: Settings, rows: pd.DataFrame, integration: str, watermark: str | None, sensitive: tuple[str, ...] = ()
@@ -140,20 +140,23 @@ class Pipeline:
 
 
 def alert_hooks(pipeline: Pipeline) -> dict[str, list[Callable]]:
-    """Prefect state hooks that alert when a run of `pipeline` fails or dead-letters too much."""
+    """Prefect state hooks that alert when a run of `pipeline` fails or dead-letters too much.
 
-    def failed(flow: Flow, run: FlowRun, state: State) -> None:
-        alert(pipeline.name, "FAILED", str(run.id), state.message or "", deployment_id=_id(run.deployment_id))
+    Their parameters are named as Prefect passes them: the flow engine calls a hook with them in order, the
+    runner (a crash it sees from outside the run's process) by name, `flow=`, `flow_run=`, `state=`."""
 
-    def crashed(flow: Flow, run: FlowRun, state: State) -> None:
-        alert(pipeline.name, "CRASHED", str(run.id), state.message or "", deployment_id=_id(run.deployment_id))
+    def failed(flow: Flow, flow_run: FlowRun, state: State) -> None:
+        alert(pipeline.name, "FAILED", str(flow_run.id), state.message or "", deployment_id=_id(flow_run.deployment_id))
 
-    def completed(flow: Flow, run: FlowRun, state: State) -> None:
+    def crashed(flow: Flow, flow_run: FlowRun, state: State) -> None:
+        alert(pipeline.name, "CRASHED", str(flow_run.id), state.message or "", deployment_id=_id(flow_run.deployment_id))
+
+    def completed(flow: Flow, flow_run: FlowRun, state: State) -> None:
         summary = state.result(raise_on_failure=False)
         if isinstance(summary, dict) and summary["rows_quarantined"] > pipeline.gate.alert_above * max(summary["rows_read"], 1):
             counts = {k: v for k, v in summary.items() if k.startswith("rows_")}
             message = f"{summary['rows_quarantined']} of {summary['rows_read']} rows dead-lettered (alert above {pipeline.gate.alert_above:.0%})"
-            alert(pipeline.name, "QUARANTINED", str(run.id), message, counts, deployment_id=_id(run.deployment_id))
+            alert(pipeline.name, "QUARANTINED", str(flow_run.id), message, counts, deployment_id=_id(flow_run.deployment_id))
 
     return {"on_failure": [failed], "on_crashed": [crashed], "on_completion": [completed]}
 
@@ -389,7 +392,7 @@ def unchanged_at(
     mark = positions(pd.Series([since], dtype=object)).iloc[0]
     at_mark = raw.index[(positions(raw[cursor], moments=moments) == mark).to_numpy()]
     candidates = rows.loc[rows.index.intersection(at_mark)]
-    return pipeline.target.unchanged(settings, candidates) if not candidates.empty else candidates.index
+    return pipeline.target.unchanged(settings, candidates, pipeline.name) if not candidates.empty else candidates.index
 
 
 def quarantined_at(
@@ -471,8 +474,9 @@ def run_name() -> str:
 
 
 def final_state(pipeline: Pipeline, entry: Entry) -> State:
-    """Completed, named `Quarantined` (a warning in the Prefect UI) when any row was dead-lettered."""
+    """Completed, named `Quarantined` (a warning in the Prefect UI) when any row was dead-lettered: the state the
+    ledger gives the run (`interlink.ledger.success_state`). The counts are the flow run's, over all its attempts."""
     summary = {"integration": pipeline.name, **vars(entry.counts), "watermark": entry.watermark, "report": entry.report}
-    if entry.counts.rows_quarantined:
+    if success_state(entry.counts) == QUARANTINED:
         return Completed(name="Quarantined", message=f"{entry.counts.rows_quarantined} rows dead-lettered", data=summary)
     return Completed(data=summary)

@@ -12,6 +12,7 @@ import atexit
 import json
 import os
 import sys
+from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -25,7 +26,7 @@ from flows import CHUNK_ROWS
 from interlink.settings import ConfigError, Settings
 
 RUN_COLUMNS = {
-    "integration": "integration", "kind": "kind", "state": "state", "started_at": "started", "rows_read": "read",
+    "integration": "integration", "kind": "kind", "state": "state", "attempts": "attempts", "started_at": "started", "rows_read": "read",
     "rows_inserted": "inserted", "rows_updated": "updated", "rows_unchanged": "unchanged", "rows_quarantined": "quarantined",
     "rows_superseded": "superseded", "watermark": "watermark", "decision": "decision", "error": "error", "flow_run_id": "flow run",
 }
@@ -135,7 +136,7 @@ def run_flows(settings: Settings, names: list[str], which: str, *, as_json: bool
     check_databases(settings, used)
     flows = [getattr(pipeline, which) for pipeline in pipelines]  # a flow that cannot exist fails before any runs
     done: list[dict[str, Any]] = []
-    with display(as_json) as shown:
+    with heartbeats(), display(as_json) as shown:
         for pipeline, flow in zip(pipelines, flows, strict=True):
             with shown.run(pipeline.name, which) as tally:
                 state = flow(**parameters, return_state=True)
@@ -145,7 +146,7 @@ def run_flows(settings: Settings, names: list[str], which: str, *, as_json: bool
                 _fail(error, EXIT_FAILED)
                 continue
             summary = state.result()
-            done.append({**summary, "state": "COMPLETED", "batches": tally.batches, "seconds": round(tally.seconds, 1)})
+            done.append({**summary, "state": state.name.upper(), "batches": tally.batches, "seconds": round(tally.seconds, 1)})
             if not as_json:
                 print(
                     f"\n{pipeline.name} {which}: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
@@ -156,7 +157,20 @@ def run_flows(settings: Settings, names: list[str], which: str, *, as_json: bool
                 )
     if as_json:
         print(json.dumps(done, default=_json_value, indent=2))
-    return EXIT_FAILED if any(run["state"] != "COMPLETED" for run in done) else 0
+    return EXIT_FAILED if any("error" in run for run in done) else 0
+
+
+def heartbeats() -> AbstractContextManager:
+    """With a Prefect server configured, runs send heartbeats every `HEARTBEAT_S`, as `interlink serve`'s do: the
+    server's crashed-run automation crashes a run whose heartbeats stop (killed even before its ledger row exists),
+    and at Prefect's default (180 s) it would take a live run for dead. A temporary API has no automation."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    from deployments.automations import HEARTBEAT_S
+
+    if not PREFECT_API_URL.value():
+        return nullcontext()
+    return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_S})
 
 
 def check_databases(settings: Settings, names: list[str]) -> None:
@@ -242,16 +256,17 @@ def reconcile(
 
     settings = Settings.load()
     pipeline = pipeline_of(integration)
-    flow = pipeline.reconcile  # a target that is not a SQL database cannot be reconciled: ConfigError
+    flow = pipeline.reconcile  # a target that is neither SQL nor REST cannot be reconciled: ConfigError
     settings.require(pipeline.connections)
     check_databases(settings, pipeline.connections)
     found = flow(since=since, repair=repair)
     print(
-        f"{integration} reconcile: source {found['source_rows']}, target {found['target_rows']}, "
-        f"missing {len(found['missing'])}, extra {len(found['extra'])}, changed {len(found['changed'])}, "
-        f"repaired {found['repaired']}, still differing {len(found['unrepaired'])}"
+        f"{integration} reconcile: source {found['source_rows']}, dead-lettered {len(found['dead_lettered'])}, "
+        f"target {found['target_rows']}, missing {len(found['missing'])}, extra {len(found['extra'])}, "
+        f"changed {len(found['changed'])}, repaired {found['repaired']}, not written {len(found['not_written'])}, "
+        f"still differing {len(found['unrepaired'])}"
     )
-    for kind in ("missing", "extra", "changed", "unrepaired"):
+    for kind in ("dead_lettered", "missing", "extra", "changed", "not_written", "unrepaired"):
         if found[kind]:
             print(f"  {kind}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
     return EXIT_FAILED if found["extra"] or found["unrepaired"] else 0

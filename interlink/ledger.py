@@ -1,13 +1,20 @@
 """The run ledger: one row per run — what moved where, when, and how much.
 
 A run's row is RUNNING while it runs. `Entry.checkpoint()` writes its counts and watermark after
-each committed batch, so the row is true even if the process dies; the row ends COMPLETED or
-FAILED. A RUNNING row whose process is gone is marked CRASHED (CANCELLED, if Prefect has its flow run Cancelled,
+each committed batch, so the row is true even if the process dies; the row ends COMPLETED, QUARANTINED
+(completed, some rows dead-lettered: Prefect's Completed state named Quarantined) or FAILED.
+
+One Prefect flow run is one row, however many attempts its flow retries make: a later attempt continues
+the row (`attempts` counts them). Its counts are the sum of what every attempt committed, as each
+attempt starts from the watermark the one before committed; `watermark_before` is the first attempt's,
+and an earlier attempt's end (state and error) is kept in the row's notes. A run with no Prefect flow run
+id has a row of its own. A RUNNING row whose process is gone is marked CRASHED (CANCELLED, if Prefect has its flow run Cancelled,
 e.g. by a stopped `interlink serve`) by the next run of any integration
 (`Ledger.record`) and by `Ledger.runs` (`interlink runs`): its Prefect flow run is set Crashed too,
 which frees its concurrency slot, and an alert is sent (by the server's automation for a run of a deployment;
-that automation also crashes a deployed run whose heartbeats stopped, before any process looks). Only rows of this host are judged; a run on
-another machine is left to that machine.
+that automation also crashes a deployed run whose heartbeats stopped, before any process looks). An ended row whose
+process died before Prefect recorded the end (its flow run still Running there) is marked CRASHED, in both, the same way.
+Only rows of this host are judged; a run on another machine is left to that machine.
 """
 
 from __future__ import annotations
@@ -33,7 +40,10 @@ from interlink.state import RUNS, state_engine
 
 log = logging.getLogger(__name__)
 
-RUNNING, COMPLETED, FAILED, CRASHED, CANCELLED = "RUNNING", "COMPLETED", "FAILED", "CRASHED", "CANCELLED"
+RUNNING, COMPLETED, QUARANTINED, FAILED, CRASHED, CANCELLED = "RUNNING", "COMPLETED", "QUARANTINED", "FAILED", "CRASHED", "CANCELLED"
+SUCCEEDED = (COMPLETED, QUARANTINED)  # a run that ended well (QUARANTINED is a warning, not a failure)
+ENDED = (*SUCCEEDED, FAILED, CANCELLED)  # the ends a run's own process records
+RECHECKED = 20  # the latest ended runs whose Prefect flow run each reaping checks (one API call)
 PROCESS_START_TOLERANCE_S = 1.0  # a pid whose process started further from the recorded time is another process
 
 
@@ -56,6 +66,12 @@ class Counts:
         return Counts(**{k: v + getattr(other, k) for k, v in asdict(self).items()})
 
 
+def success_state(counts: Counts) -> str:
+    """The state of a run that ended well with `counts`: QUARANTINED when it dead-lettered any row, else COMPLETED.
+    The ledger, `interlink runs`, the quality report and the flow run's state name in Prefect all say this."""
+    return QUARANTINED if counts.rows_quarantined else COMPLETED
+
+
 @dataclass
 class Entry:
     """A run in progress; the flow fills it in, `checkpoint()` saves it after each committed batch,
@@ -68,6 +84,7 @@ class Entry:
     circuits: str | None = None  # circuit breakers that opened during the run
     decision: str | None = None  # a person's approval or rejection, with who, when and why
     notes: list[str] = field(default_factory=list)  # warnings the run raised (schema changes, stale data, …)
+    attempt: int = 1  # which attempt of its Prefect flow run this is (flow retries make more)
     _row: tuple[Ledger, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     def checkpoint(self) -> None:
@@ -85,21 +102,29 @@ class Ledger:
 
     @contextmanager
     def record(self, integration: str, *, kind: str, flow_run_id: str | None, target: str, watermark: str | None) -> Iterator[Entry]:
-        """Ledger a run: RUNNING now, then COMPLETED, or FAILED with the error if the block raises (CANCELLED if
-        it was stopped by a signal).
+        """Ledger a run: RUNNING now, then COMPLETED or QUARANTINED (see `success_state`), or FAILED with the error if
+        the block raises (CANCELLED if it was stopped by a signal).
 
-        Runs of this host whose process died are marked CRASHED first (see `reap`)."""
-        self.reap()
-        entry = Entry(watermark=watermark, since=watermark)
+        A later attempt of Prefect flow run `flow_run_id` (a flow retry) continues that run's row: its entry starts
+        with the counts, decision and notes the earlier attempts left. Once this run's row is in, runs of this host whose
+        process died are marked CRASHED (see `reap`): reaping makes API calls, and a run killed meanwhile has its row."""
         process = psutil.Process()
+        attempt = dict(state=RUNNING, finished_at=None, error=None, host=socket.gethostname(), pid=process.pid,
+                       process_started_at=_utc(process.create_time()))
         with self._engine.begin() as conn:
-            run_id = conn.execute(
-                RUNS.insert().values(
-                    integration=integration, kind=kind, flow_run_id=flow_run_id, state=RUNNING,
-                    started_at=utcnow(), target=target, watermark_before=watermark, watermark=watermark,
-                    host=socket.gethostname(), pid=process.pid, process_started_at=_utc(process.create_time()),
-                )
-            ).inserted_primary_key[0]
+            earlier = _earlier_attempt(conn, integration, kind, flow_run_id) if flow_run_id else None
+            if earlier is None:
+                entry = Entry(watermark=watermark, since=watermark)
+                run_id = conn.execute(
+                    RUNS.insert().values(
+                        integration=integration, kind=kind, flow_run_id=flow_run_id, started_at=utcnow(), target=target,
+                        watermark_before=watermark, watermark=watermark, attempts=1, **attempt,
+                    )
+                ).inserted_primary_key[0]
+            else:
+                entry, run_id = _next_attempt(earlier, watermark), earlier["id"]
+                conn.execute(RUNS.update().where(RUNS.c.id == run_id).values(target=target, attempts=entry.attempt, **attempt))
+        self.reap()
         entry._row = (self, run_id)
         try:
             yield entry
@@ -109,7 +134,7 @@ class Ledger:
         except BaseException as exc:
             self._write(run_id, entry, FAILED, cut(f"{type(exc).__name__}: {exc}", 2000))
             raise
-        self._write(run_id, entry, COMPLETED)
+        self._write(run_id, entry, success_state(entry.counts))
 
     def runs(self, integration: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The latest runs, newest first (runs whose process died are marked CRASHED first)."""
@@ -124,7 +149,7 @@ class Ledger:
         """Rows read by the latest successful syncs of `integration`, newest first."""
         query = (
             sa.select(RUNS.c.rows_read)
-            .where(RUNS.c.integration == integration, RUNS.c.kind == "sync", RUNS.c.state == COMPLETED)
+            .where(RUNS.c.integration == integration, RUNS.c.kind == "sync", RUNS.c.state.in_(SUCCEEDED))
             .order_by(RUNS.c.id.desc())
             .limit(limit)
         )
@@ -134,7 +159,8 @@ class Ledger:
     def reap(self) -> list[dict[str, Any]]:
         """Mark CRASHED every RUNNING run of this host whose process is gone, or whose pid another process now
         has; returns those runs. Each one's Prefect flow run is set Crashed if it is not final yet (freeing its
-        concurrency slot), and an alert is sent; a run Prefect has Cancelled is marked CANCELLED instead. Runs of other hosts, and runs ledgered before the ledger knew
+        concurrency slot), and an alert is sent (not when Prefect has it final already: whatever ended it there, the
+        runner's crash hook or the server's automation, alerted); a run Prefect has Cancelled is marked CANCELLED instead. Runs of other hosts, and runs ledgered before the ledger knew
         their process, are left alone."""
         host = socket.gethostname()
         query = sa.select(RUNS).where(RUNS.c.state == RUNNING, RUNS.c.host == host, RUNS.c.pid.is_not(None))
@@ -165,23 +191,80 @@ class Ledger:
                 continue
             run |= {"state": CANCELLED if cancelled else CRASHED, "error": message}
             log.warning("run %s of %s marked %s: %s", run["id"], run["integration"], run["state"], message)
-            if not cancelled:
-                if flow_run:
-                    _crash_flow_run(flow_run, message)
+            # alerted by whoever ends the run in Prefect: here, or the runner's crash hook, or the server's automation
+            if not cancelled and (flow_run is None or _crash_flow_run(flow_run, message)):
                 _alert(run, message, str(flow_run.deployment_id) if flow_run and flow_run.deployment_id else None)
+            reaped.append(run)
+        return reaped + self._reap_ended(host)
+
+    def _reap_ended(self, host: str) -> list[dict[str, Any]]:
+        """Mark CRASHED, in the ledger and in Prefect, each of the latest `RECHECKED` ended runs of this host whose process
+        died after the ledger recorded its end and before Prefect did (its flow run still Running there); returns them."""
+        query = (
+            sa.select(RUNS)
+            .where(RUNS.c.state.in_(ENDED), RUNS.c.host == host, RUNS.c.pid.is_not(None), RUNS.c.flow_run_id.is_not(None))
+            .order_by(RUNS.c.id.desc())
+            .limit(RECHECKED)
+        )
+        with self._engine.connect() as conn:
+            ended = {row.flow_run_id: dict(row._mapping) for row in conn.execute(query) if not _alive(row.pid, row.process_started_at)}
+        reaped = []
+        for flow_run in _running_flow_runs(list(ended)):
+            run = ended[str(flow_run.id)]
+            ledgered = run["state"] + (f" ({run['error']})" if run["error"] else "")
+            message = cut(
+                f"the process running this run (pid {run['pid']} on {host}) ended after the ledger recorded it {ledgered} "
+                f"and before Prefect did; found at {utcnow():%Y-%m-%d %H:%M:%S} UTC. Its counts and watermark are what it "
+                "committed; the next sync resumes from there.", 2000,
+            )
+            with self._engine.begin() as conn:
+                won = conn.execute(
+                    RUNS.update().where(RUNS.c.id == run["id"], RUNS.c.state == run["state"]).values(state=CRASHED, error=message)
+                ).rowcount
+            if not won:  # another reaper was first
+                continue
+            run |= {"state": CRASHED, "error": message}
+            log.warning("run %s of %s marked %s: %s", run["id"], run["integration"], CRASHED, message)
+            _crash_flow_run(flow_run, message)
+            _alert(run, message, str(flow_run.deployment_id) if flow_run.deployment_id else None)
             reaped.append(run)
         return reaped
 
     def _write(self, run_id: int, entry: Entry, state: str = RUNNING, error: str | None = None) -> None:
-        """Save `entry` to row `run_id`; a final `state` also ends the run."""
+        """Save `entry` to row `run_id`; a final `state` also ends the run. The watermark the run started from is
+        its first attempt's."""
         values = dict(
-            watermark=entry.watermark, watermark_before=entry.since, report=entry.report, circuits=entry.circuits, decision=entry.decision,
+            watermark=entry.watermark, report=entry.report, circuits=entry.circuits, decision=entry.decision,
             notes="\n".join(entry.notes) or None, **asdict(entry.counts),
         )
+        if entry.attempt == 1:
+            values["watermark_before"] = entry.since
         if state != RUNNING:
             values |= {"state": state, "finished_at": utcnow(), "error": error}
         with self._engine.begin() as conn:
             conn.execute(RUNS.update().where(RUNS.c.id == run_id).values(**values))
+
+
+def _earlier_attempt(conn: sa.Connection, integration: str, kind: str, flow_run_id: str) -> dict[str, Any] | None:
+    """The row an earlier attempt of flow run `flow_run_id` left, if any."""
+    query = (
+        sa.select(RUNS)
+        .where(RUNS.c.flow_run_id == flow_run_id, RUNS.c.integration == integration, RUNS.c.kind == kind)
+        .order_by(RUNS.c.id.desc())
+        .limit(1)
+    )
+    row = conn.execute(query).first()
+    return dict(row._mapping) if row else None
+
+
+def _next_attempt(earlier: dict[str, Any], watermark: str | None) -> Entry:
+    """The entry of the attempt after `earlier`: what the earlier attempts committed, and how the last one ended."""
+    attempt = earlier["attempts"] + 1
+    ended = f"attempt {attempt - 1} ended {earlier['state']}" + (f": {earlier['error']}" if earlier["error"] else "")
+    return Entry(
+        counts=Counts(**{name: earlier[name] for name in asdict(Counts())}), watermark=watermark, since=watermark,
+        decision=earlier["decision"], notes=[*filter(None, (earlier["notes"] or "").split("\n")), cut(ended, 1000)], attempt=attempt,
+    )
 
 
 def _utc(epoch_s: float) -> datetime:
@@ -218,11 +301,38 @@ def _flow_run(flow_run_id: str) -> FlowRun | None:
         return None
 
 
-def _crash_flow_run(flow_run: FlowRun, message: str) -> None:
-    """Set `flow_run` Crashed unless it is final already (the server's automation may have been first); a failure
-    is only logged."""
+def _running_flow_runs(flow_run_ids: list[str]) -> list[FlowRun]:
+    """Those of Prefect flow runs `flow_run_ids` that are Running, in one API call; none when no Prefect API is at hand
+    (no PREFECT_API_URL and not inside a flow run: no temporary API is started just to look) or it cannot tell (logged)."""
+    from prefect.context import FlowRunContext
+    from prefect.settings import PREFECT_API_URL
+
+    ids = []
+    for flow_run_id in flow_run_ids:
+        try:
+            ids.append(uuid.UUID(flow_run_id))
+        except ValueError:
+            continue
+    if not ids or not (PREFECT_API_URL.value() or FlowRunContext.get()):
+        return []
+    try:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.objects import StateType
+
+        running = FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.RUNNING]))
+        with get_client(sync_client=True) as client:
+            return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids), state=running), limit=len(ids))
+    except Exception as exc:  # the API down: checked again by the next reaping
+        log.warning("could not ask Prefect whether ended runs are still Running there: %s: %s", type(exc).__name__, exc)
+        return []
+
+
+def _crash_flow_run(flow_run: FlowRun, message: str) -> bool:
+    """Set `flow_run` Crashed unless it is final already (the runner or the server's automation may have been first);
+    whether it was not final (a failure to set it is only logged)."""
     if flow_run.state is not None and flow_run.state.is_final():
-        return
+        return False
     try:
         from prefect.client.orchestration import get_client
         from prefect.states import Crashed
@@ -231,6 +341,7 @@ def _crash_flow_run(flow_run: FlowRun, message: str) -> None:
             client.set_flow_run_state(flow_run.id, Crashed(message=message), force=True)
     except Exception as exc:  # the API down: the ledger row is CRASHED all the same
         log.warning("could not mark Prefect flow run %s Crashed: %s: %s", flow_run.id, type(exc).__name__, exc)
+    return True
 
 
 def _alert(run: dict[str, Any], message: str, deployment_id: str | None) -> None:

@@ -2,7 +2,10 @@
 
 It is read from the run ledger and the dead-letter store, and lists every declared integration, those
 that never ran too. plotly.js and the styles are embedded, so the page works offline (nothing is
-fetched). Each run links to its page in the Prefect UI when the UI's address is known (Prefect's
+fetched). A run is one Prefect flow run, its flow retries' attempts in it; its state is the ledger's, the name
+Prefect shows (QUARANTINED: completed with dead-lettered rows). Shares are per run (dead-lettered of that run's
+rows read); the failing checks count checks, and one dead-lettered record can fail several. Each run links to its
+page in the Prefect UI when the UI's address is known (Prefect's
 `PREFECT_UI_URL`, or one derived from `PREFECT_API_URL`). A person's approval decisions are listed per
 integration. The local part of every email address in the page's data is masked.
 """
@@ -30,11 +33,10 @@ LATEST = 10  # runs per integration in the table
 TOP = 10  # failing checks per integration in the table
 EXAMPLES = 3  # offending values shown per failing check
 _COLUMN = re.compile(r"\((\w+)\)$")
-_RUN_COLUMNS = ("id", "flow_run_id", "kind", "state", "started_at", "rows_read", "rows_inserted", "rows_updated",
-                "rows_unchanged", "rows_quarantined", "watermark", "circuits", "error")
+_RUN_COLUMNS = ("id", "flow_run_id", "kind", "state", "attempts", "started_at", "rows_read", "rows_inserted", "rows_updated",
+                "rows_unchanged", "rows_quarantined", "share", "watermark", "circuits", "error")
 _DECISION_COLUMNS = ("id", "flow_run_id", "started_at", "state", "decision")
-_HEADS = {"flow_run_id": "Prefect run"}
-QUARANTINED = "QUARANTINED"  # a completed run that dead-lettered rows: Prefect's state named Quarantined, a warning
+_HEADS = {"flow_run_id": "Prefect run", "share": "dead-lettered share"}
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; color: #222; margin: 24px auto; max-width: 1240px; padding: 0 16px; }
 h1 { margin-bottom: 4px; } h2 { margin: 32px 0 4px; border-bottom: 2px solid #ddd; } .muted { color: #666; }
@@ -42,7 +44,7 @@ h1 { margin-bottom: 4px; } h2 { margin: 32px 0 4px; border-bottom: 2px solid #dd
 table { border-collapse: collapse; margin: 12px 0; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; } th { background: #f4f4f4; }
 td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.COMPLETED { color: #1a7f37; } .FAILED, .CRASHED { color: #cf222e; font-weight: bold; } .RUNNING { color: #0969da; }
+.COMPLETED { color: #1a7f37; } .QUARANTINED { color: #9a6700; } .FAILED, .CRASHED { color: #cf222e; font-weight: bold; } .RUNNING { color: #0969da; }
 .QUARANTINED { color: #9a6700; font-weight: bold; }
 """
 
@@ -115,33 +117,39 @@ def _chart(fig: go.Figure, div_id: str, embed_js: bool) -> str:
 
 
 def _shown(run: dict[str, Any], columns: tuple[str, ...]) -> list[Any]:
-    """The run's values in `columns`, its state shown as QUARANTINED when it completed with dead-lettered rows."""
-    return [_state(run) if column == "state" else run[column] for column in columns]
+    """The run's values in `columns`; `share` is its dead-lettered rows' share of its rows read."""
+    return [_share(run) if column == "share" else run[column] for column in columns]
 
 
-def _state(run: dict[str, Any]) -> str:
-    return QUARANTINED if run["state"] == "COMPLETED" and run["rows_quarantined"] else run["state"]
+def _share(run: dict[str, Any]) -> str:
+    return f"{run['rows_quarantined'] / run['rows_read']:.1%}" if run["rows_read"] else ""
 
 
 def _summary(runs: list[dict[str, Any]], letters: list[dict[str, Any]], name: str) -> str:
     if not runs:
         return '<p class="muted">No runs recorded yet. This integration has never run here.</p>'
-    read = sum(r["rows_read"] for r in runs)
-    delivered = sum(r["rows_inserted"] + r["rows_updated"] for r in runs)
     mine = [d for d in letters if d["integration"] == name]  # one per record, however often it failed again
     still_open = sum(d["status"] == "open" for d in mine)
     last = runs[-1]
+    share = f" ({_share(last)} of its rows read)" if last["rows_read"] else ""
     return (
-        f'<p>{len(runs)} runs shown; the last, run {last["id"]}, is <span class="{_text(_state(last))}">{_text(_state(last))}'
-        f"</span> (started {last['started_at']:%Y-%m-%d %H:%M} UTC). Read {read:,}, delivered {delivered:,}, dead-lettered "
-        f"{len(mine):,} records ({len(mine) / read if read else 0:.1%} of read). Open dead letters: {still_open:,}.</p>"
+        f'<p>{len(runs)} runs shown; the last, run {last["id"]}, is <span class="{_text(last["state"])}">{_text(last["state"])}'
+        f"</span> (started {last['started_at']:%Y-%m-%d %H:%M} UTC{_attempts(last)}): read {last['rows_read']:,}, delivered "
+        f"{last['rows_inserted'] + last['rows_updated']:,}, dead-lettered {last['rows_quarantined']:,} rows{share}. "
+        f"Dead-letter store: {len(mine):,} records, {still_open:,} open.</p>"
     )
 
 
+def _attempts(run: dict[str, Any]) -> str:
+    return f", {run['attempts']} attempts" if run.get("attempts", 1) > 1 else ""
+
+
 def _failing(letters: Iterable[dict[str, Any]], sensitive: tuple[str, ...]) -> str:
-    """Failed checks by how many dead letters name them (each reason's `; `-joined parts, up to the `:`)."""
-    count, still_open, examples = Counter(), Counter(), defaultdict(list)
+    """Failed checks by how many dead letters name them (each reason's `; `-joined parts, up to the `:`), with a line
+    saying how many records failed how many checks: a record that fails several checks counts once in each."""
+    count, still_open, examples, records = Counter(), Counter(), defaultdict(list), 0
     for letter in letters:
+        records += 1
         for part in letter["reason"].split("; "):
             check = (part.split(":", 1)[0].strip(), letter["stage"])
             count[check] += 1
@@ -153,7 +161,14 @@ def _failing(letters: Iterable[dict[str, Any]], sensitive: tuple[str, ...]) -> s
                 examples[check].append(example)
     rows = [[check, stage, n, still_open[check, stage], ", ".join(examples[check, stage])]
             for (check, stage), n in count.most_common(TOP)]
-    return _table(("check", "stage", "dead letters", "open", "examples"), rows) if rows else "<p>No dead letters.</p>"
+    if not rows:
+        return "<p>No dead letters.</p>"
+    failed = sum(count.values())
+    return (
+        f'<p class="muted">Counted in checks, not records: {records:,} dead-lettered records failed {failed:,} checks in all '
+        "(a record can fail several, and counts once under each).</p>"
+        + _table(("check", "stage", "failed checks", "open", "examples"), rows)
+    )
 
 
 def _example(column: str, value: Any, sensitive: tuple[str, ...]) -> str:

@@ -20,8 +20,8 @@ RUNS = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("integration", sa.String(100), nullable=False, index=True),
     sa.Column("kind", sa.String(20), nullable=False),
-    sa.Column("flow_run_id", sa.String(36)),
-    sa.Column("state", sa.String(20), nullable=False, index=True),  # RUNNING → COMPLETED / FAILED / CRASHED
+    sa.Column("flow_run_id", sa.String(36), index=True),  # one row per Prefect flow run, its attempts in it
+    sa.Column("state", sa.String(20), nullable=False, index=True),  # RUNNING → COMPLETED / QUARANTINED / FAILED / CRASHED / CANCELLED
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("finished_at", Timestamp),
     sa.Column("rows_read", sa.Integer, nullable=False, default=0),
@@ -41,6 +41,7 @@ RUNS = sa.Table(
     sa.Column("host", sa.String(255)),  # the process running the run: a RUNNING row whose process is gone crashed
     sa.Column("pid", sa.Integer),
     sa.Column("process_started_at", Timestamp),  # tells a reused pid from the run's own process
+    sa.Column("attempts", sa.Integer, nullable=False, default=1, server_default="1"),  # flow retries make more
 )
 
 DEAD_LETTERS = sa.Table(

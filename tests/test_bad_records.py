@@ -121,7 +121,7 @@ def test_each_bad_record_is_a_dead_letter_naming_its_field_and_the_rest_is_deliv
         assert letter["payload"][1:] == [] and kept == record  # as it came, NUL byte and all, ready to replay
     assert rows.attrs["watermark"] == NOT_A_NUMBER["updated_at"]  # the newest time of a record that became a row
     run = last_run()
-    assert run["state"] == "COMPLETED" and run["rows_read"] == 207 and run["rows_quarantined"] == 7 and adds_up(run)
+    assert run["state"] == "QUARANTINED" and run["rows_read"] == 207 and run["rows_quarantined"] == 7 and adds_up(run)
 
     # Later changes still arrive: a good record updated, the long name fixed, the finance API corrected.
     crm.patch(f"/customers/{GOOD[7]['id']}", json={"name": "Renamed", "updated_at": at(1000)}).raise_for_status()

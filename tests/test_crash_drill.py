@@ -196,7 +196,7 @@ def test_a_sync_killed_at_several_points_resumes_to_exactly_what_a_clean_run_del
 
     # no ledger row left RUNNING: each killed run was found CRASHED by the run after it
     runs = drill.ledgered()
-    assert [r["state"] for r in runs] == ["CRASHED", "CRASHED", "CRASHED", "COMPLETED"], [(r["state"], r["error"]) for r in runs]
+    assert [r["state"] for r in runs] in (["CRASHED"] * 3 + [ended] for ended in ("COMPLETED", "QUARANTINED")), [(r["state"], r["error"]) for r in runs]
     with get_client(sync_client=True) as client:
         for kill in kills:
             state = client.read_flow_run(UUID(kill["flow_run_id"])).state

@@ -15,16 +15,20 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from prefect.client.orchestration import SyncPrefectClient
+from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
-from interlink.ledger import Ledger
+from deployments.automations import crash_zombies
+from interlink.alerts import AUTOMATIONS
+from interlink.ledger import Counts, Ledger, success_state
 from tests.test_alerts import sink
 from tests.test_deployments import _deployment, prefect_server, wait_until
 
@@ -133,7 +137,118 @@ def test_a_run_killed_with_its_runner_is_crashed_alerted_and_the_next_run_starts
     [dead] = ledger_rows(home, killed.id)  # the next run's ledger reaps the row of the run that died
     assert dead["state"] == "CRASHED" and "ended without finishing" in dead["error"], dead
     [done] = ledger_rows(home, next_run.id)
-    assert done["state"] == "COMPLETED" and done["rows_inserted"] > 4000
+    assert done["state"] in ("COMPLETED", "QUARANTINED") and done["rows_inserted"] > 4000
+
+
+def test_a_run_whose_process_is_killed_under_interlink_serve_is_crashed_by_the_runner_and_its_hook_alerts(prefect_api, home, tmp_path):
+    """kill -9 of a served run's process while its runner lives: the runner sets the run Crashed and calls the flow's
+    crash hook with keyword arguments (`flow=`, `flow_run=`, `state=`). The server's CRASHED alert automation is
+    removed first, so the alert can only come from the hook."""
+    log = tmp_path / "serve.log"
+    app, received = sink()
+    with silent_crm() as crm_url, SyncPrefectClient(api=prefect_api) as client, serve(app) as sink_url:
+        env = environment(prefect_api, crm_url, home, tmp_path) | {"INTERLINK_ALERT_URL": f"{sink_url}/alerts"}
+        runner = interlink_serve(env, log)  # it applies the automations before it runs anything
+        try:
+            _, killed = running_run(client)
+            [automation] = client.read_automations_by_name(AUTOMATIONS["CRASHED"])
+            client.delete_automation(automation.id)
+            [row] = wait_until(lambda: ledger_rows(home, killed.id), 30, "the run's ledger row")
+            os.kill(row["pid"], signal.SIGKILL)  # the run's process only
+            crashed = wait_until(lambda: (r := client.read_flow_run(killed.id)).state.is_crashed() and r, 60, "the runner crashing the run")
+            [alert] = wait_until(lambda: [p for p in received if p["flow_run_id"] == str(killed.id)], 30, "the crash hook's alert")
+            ended = ("Hook 'crashed' finished running successfully", "An error was encountered while running hook 'crashed'")
+            wait_until(lambda: any(m.startswith(ended) for m in run_logs(client, killed.id)), 30, "the crash hook's end in the run's log")
+            logs = run_logs(client, killed.id)
+        finally:
+            runner.terminate()
+            runner.wait(60)
+    assert "exited with status code: -9" in crashed.state.message, crashed.state.message  # the runner saw it die
+    assert (alert["state"], alert["integration"], alert["message"]) == ("CRASHED", "crm_to_billing", crashed.state.message)
+    assert ended[0] in logs and not [m for m in logs if "TypeError" in m or ended[1] in m], logs
+    assert "TypeError" not in log.read_text(), log.read_text()[-3000:]
+
+
+# `interlink run crm_to_billing`, held (its main thread blocked; its heartbeats go on) at one moment of its ledger row:
+# before the row exists ("before-row"), or once the row has ended, before Prefect is told ("after-end"). The flow run's
+# id in the file named by argv[1] says it is there.
+HELD_RUN = """
+import sys, threading
+from pathlib import Path
+from prefect.runtime import flow_run
+from interlink.cli import main
+from interlink.ledger import RUNNING, Ledger
+
+marker, moment = Path(sys.argv[1]), sys.argv[2]
+record, write = Ledger.record, Ledger._write
+
+def hold():
+    marker.write_text(flow_run.id)
+    threading.Event().wait()  # until killed
+
+def held_record(self, *args, **kwargs):
+    hold()
+
+def held_write(self, run_id, entry, state=RUNNING, error=None):
+    write(self, run_id, entry, state, error)
+    if state != RUNNING:
+        hold()
+
+setattr(Ledger, *{"before-row": ("record", held_record), "after-end": ("_write", held_write)}[moment])
+sys.exit(main(["run", "crm_to_billing"]))
+"""
+
+
+def killed_when_held(env: dict[str, str], moment: str, tmp_path: Path, ready=lambda flow_run_id: True) -> str:
+    """The flow run of `interlink run crm_to_billing` killed (SIGKILL) while held at `moment`, once `ready` says so."""
+    marker, log = tmp_path / f"{moment}.id", tmp_path / f"{moment}.log"
+    with log.open("w") as out:
+        process = subprocess.Popen([sys.executable, "-c", HELD_RUN, str(marker), moment], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        flow_run_id = wait_until(lambda: marker.exists() and marker.read_text(), 120, f"the run held {moment}")
+        wait_until(lambda: ready(flow_run_id), 60, f"the run held {moment} ready to be killed")
+    finally:
+        process.kill()
+        process.wait(30)
+    assert process.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+    return flow_run_id
+
+
+def test_interlink_run_killed_before_its_ledger_row_or_after_its_end_ends_crashed(prefect_api, crm_db, home, tmp_path):
+    """Killed before its ledger row exists: the server's automation crashes the run (its heartbeats stopped).
+    Killed after its ledger row ended and before Prefect was told: the next look at the ledger crashes it, in both."""
+    with serve(create_app(crm_db, api_key="k-crash")) as crm_url, SyncPrefectClient(api=prefect_api) as client:
+        env = environment(prefect_api, crm_url, home, tmp_path)
+        subprocess.run([sys.executable, "-m", "deployments.automations"], env=env, cwd=ROOT, check=True, capture_output=True)
+        early = killed_when_held(env, "before-row", tmp_path, ready=lambda flow_run_id: heartbeats(client, flow_run_id))
+        assert ledger_rows(home, early) == []  # (it asks the session's Prefect server: nothing to change)
+
+        # while the server waits for the first one's heartbeat, the second moment
+        late = killed_when_held(env, "after-end", tmp_path)
+        assert client.read_flow_run(UUID(late)).state.is_running()
+        [ended] = ledger_rows(home, late)  # still ended: the session's Prefect server knows nothing of the run
+        assert ended["state"] in ("COMPLETED", "QUARANTINED") and ended["rows_inserted"] > 4000, ended
+        with temporary_settings({PREFECT_API_URL: prefect_api}):
+            [crashed] = ledger_rows(home, late)  # `interlink runs` and every run's start look the same way
+        state = client.read_flow_run(UUID(late)).state
+        assert state.is_crashed() and f"after the ledger recorded it {ended['state']} and before Prefect did" in state.message, state
+        assert crashed["state"] == "CRASHED" and crashed["error"] == state.message
+        assert crashed["rows_inserted"] == ended["rows_inserted"]
+
+        early_run = wait_until(lambda: (r := client.read_flow_run(UUID(early))).state.is_crashed() and r, CRASH_AFTER_S + 60,
+                               "the server crashing the run killed before its ledger row existed")
+    assert f"no heartbeat for {CRASH_AFTER_S}s" in early_run.state.message, early_run.state.message
+
+
+def test_the_crash_automations_take_a_quarantined_run_as_ended():
+    """A state's event is named after its name: a run that dead-lettered rows ends Completed named Quarantined."""
+    assert success_state(Counts(rows_quarantined=1)).title() == "Quarantined"
+    for automation in crash_zombies(CRASH_AFTER_S, 10):
+        assert "prefect.flow-run.Quarantined" in automation.trigger.expect, automation.name
+
+
+def run_logs(client: SyncPrefectClient, flow_run_id) -> list[str]:
+    return [entry.message for entry in client.read_logs(LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
 
 
 def test_sigterm_to_interlink_serve_cancels_its_run_and_frees_the_slot(prefect_api, home, tmp_path):

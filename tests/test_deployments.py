@@ -229,7 +229,7 @@ def test_a_declared_schedule_fires_and_its_run_completes(crm_db, home, tmp_path)
             runner.terminate()
             runner.wait(30)
     [row] = [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing") if r["flow_run_id"] == str(scheduled.id)]
-    assert row["state"] == "COMPLETED" and row["rows_inserted"] > 4000, row
+    assert row["state"] == "QUARANTINED" and row["rows_inserted"] > 4000, row
     print(f"\nregistered {registered:.1f} s after the runner was launched; scheduled for {due.isoformat()}, started {final.start_time.astimezone(zone).isoformat()}, "
           f"finished {final.end_time.astimezone(zone).isoformat()}")
 
@@ -293,7 +293,7 @@ def run_crm_to_billing(client: SyncPrefectClient, home: Path) -> None:
     )
     assert final.state.is_completed(), final.state.message
     [ledger] = [r for r in Ledger(f"sqlite:///{home / 'interlink.db'}").runs("crm_to_billing") if r["flow_run_id"] == str(flow_run.id)]
-    assert ledger["state"] == "COMPLETED" and ledger["rows_inserted"] > 4000
+    assert ledger["state"] == "QUARANTINED" and ledger["rows_inserted"] > 4000
     [artifact] = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id])))
     assert artifact.key == "crm-to-billing" and f"| inserted | {ledger['rows_inserted']} |" in artifact.data
     ingest = next(t for t in client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run.id]))) if t.name.startswith("ingest"))

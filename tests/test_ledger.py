@@ -81,7 +81,7 @@ def test_a_checkpoint_writes_what_the_run_has_committed_so_far_and_the_run_stays
         [run] = ledger.runs()
         assert (run["state"], run["rows_read"], run["rows_updated"], run["watermark"]) == ("RUNNING", 200, 100, "w2")
     [run] = ledger.runs()
-    assert (run["state"], run["rows_read"], run["watermark"]) == ("COMPLETED", 200, "w2")
+    assert (run["state"], run["rows_read"], run["watermark"]) == ("QUARANTINED", 200, "w2")
 
 
 def test_an_entry_no_ledger_row_backs_has_nothing_to_checkpoint():
@@ -200,3 +200,49 @@ def test_runs_lists_crashed_runs_with_the_rest(state_url):
     assert [run["state"] for run in ledger.runs()] == ["CRASHED", "COMPLETED"]
     with state_engine(state_url).connect() as conn:
         assert conn.scalar(sa.select(sa.func.count()).where(RUNS.c.state == "RUNNING")) == 0
+
+
+def test_a_run_killed_after_its_ledger_row_ended_and_before_prefect_did_is_crashed_in_both(state_url, monkeypatch):
+    with get_client(sync_client=True) as client:
+        killed, recorded, alive = (client.create_flow_run(flow(name="crm_to_billing")(lambda: None), state=Running()) for _ in range(3))
+        client.set_flow_run_state(recorded.id, Completed())
+    pid, started = dead_process()
+    me = datetime.fromtimestamp(psutil.Process().create_time(), UTC).replace(tzinfo=None)
+    ended = dict(state="COMPLETED", finished_at=utcnow())
+    crashed = running_row(state_url, flow_run_id=str(killed.id), pid=pid, process_started_at=started, **ended)
+    done = running_row(state_url, flow_run_id=str(recorded.id), pid=pid, process_started_at=started, **ended)
+    finishing = running_row(state_url, flow_run_id=str(alive.id), pid=os.getpid(), process_started_at=me, **ended)  # telling Prefect now
+    app, received = alert_sink()
+    with serve(app) as url:
+        monkeypatch.setenv("INTERLINK_ALERT_URL", f"{url}/alerts")
+        ledger = Ledger(state_url)
+        assert [run["id"] for run in ledger.reap()] == [crashed]
+        assert ledger.reap() == []  # found once
+
+    runs = by_id(ledger)
+    assert runs[crashed]["state"] == "CRASHED" and "after the ledger recorded it COMPLETED and before Prefect did" in runs[crashed]["error"]
+    assert (runs[crashed]["rows_inserted"], runs[crashed]["watermark"]) == (250, "w3")  # what it committed
+    assert runs[done]["state"] == runs[finishing]["state"] == "COMPLETED"
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(killed.id).state
+        assert state.is_crashed() and "before Prefect did" in state.message
+        assert client.read_flow_run(recorded.id).state.is_completed()
+        assert client.read_flow_run(alive.id).state.is_running()
+    [alert] = received
+    assert (alert["flow_run_id"], alert["state"]) == (str(killed.id), "CRASHED")
+
+
+def test_a_run_has_its_ledger_row_before_it_reaps(state_url, monkeypatch):
+    """Reaping makes API calls: a run killed meanwhile must already have its row."""
+    seen = []
+    reap = Ledger.reap
+
+    def reap_and_look(ledger: Ledger) -> list[dict]:
+        with state_engine(state_url).connect() as conn:
+            seen.append(conn.execute(sa.select(RUNS.c.integration, RUNS.c.state)).all())
+        return reap(ledger)
+
+    monkeypatch.setattr(Ledger, "reap", reap_and_look)
+    with start(Ledger(state_url), "orders_to_erp"):
+        pass
+    assert seen == [[("orders_to_erp", "RUNNING")]]

@@ -154,7 +154,29 @@ def test_a_record_dead_lettered_by_two_runs_counts_once(tmp_path: Path):
         run(ledger, "crm_to_billing", Counts(rows_read=10, rows_inserted=9, rows_quarantined=1), "w1")
         letters.put("crm_to_billing", [reject("C1", "expect_column_values_to_not_be_null(email)")], None)
     text = re.sub(r"<[^>]+>", "", build_report(url, tmp_path / "quality.html").read_text())
-    assert "dead-lettered 1 records (5.0% of read). Open dead letters: 1." in text
+    assert "dead-lettered 1 rows (10.0% of its rows read). Dead-letter store: 1 records, 1 open." in text
+
+
+
+def test_shares_are_per_run_and_failing_checks_are_counted_as_checks_not_records(tmp_path: Path):
+    """Issue 28: "dead-lettered 505 records (5.0% of read)" divided by the rows read over every run shown, and the
+    per-check counts (625 for 505 records) did not say a record can fail several checks."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    ledger, letters = Ledger(url), DeadLetters(url)
+    run(ledger, "crm_to_billing", Counts(rows_read=5000, rows_inserted=4495, rows_quarantined=505), "w1")
+    run(ledger, "crm_to_billing", Counts(rows_read=40, rows_inserted=38, rows_quarantined=2), "w2")
+    letters.put("crm_to_billing", [
+        reject("C1", "expect_column_values_to_match_regex(email): email well formed; expect_column_values_to_not_be_null(phone)"),
+        reject("C2", "expect_column_values_to_match_regex(email): email well formed"),
+    ], None)
+    html = build_report(url, tmp_path / "quality.html").read_text()
+    text = re.sub(r"<[^>]+>", "", html)
+    assert "the last, run 2, is QUARANTINED" in text
+    assert "read 40, delivered 38, dead-lettered 2 rows (5.0% of its rows read). Dead-letter store: 2 records, 2 open." in text
+    assert "Counted in checks, not records: 2 dead-lettered records failed 3 checks in all" in text
+    assert "<th>check</th><th>stage</th><th>failed checks</th>" in html
+    latest = html.split("<h3>Latest runs</h3>")[1]
+    assert re.findall(r"<td>(\d+\.\d%)</td>", latest) == ["5.0%", "10.1%"]  # each run's own share
 
 
 DECLARED = {"crm_to_billing": ("email", "phone"), "inventory_to_storefront": (), "orders_to_erp": ("customer_email",)}

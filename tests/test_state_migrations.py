@@ -181,7 +181,7 @@ def revision(url: str) -> str | None:
 
 def test_an_empty_database_gets_the_newest_schema_from_the_first_revision(state_url):
     Ledger(state_url)
-    assert revision(state_url) == migrations.head() == "0006_run_process"
+    assert revision(state_url) == migrations.head() == "0007_run_attempts"
     assert schema_diff(state_url) == []
 
 
@@ -219,12 +219,12 @@ def test_an_older_state_database_is_stamped_upgraded_and_ledgers_a_run(state_url
         entry.notes.append("schema evolved")
     new, old = ledger.runs("crm_to_billing")
     assert (new["state"], new["error"], new["watermark"], new["circuits"], new["notes"]) == (
-        "COMPLETED", None, "w-new", "crm opened 1x, now closed", "schema evolved",
+        "QUARANTINED", None, "w-new", "crm opened 1x, now closed", "schema evolved",
     )
     assert (new["rows_read"], new["rows_inserted"], new["rows_quarantined"], new["rows_superseded"]) == (10, 6, 2, 2)
     assert new["pid"] and new["host"] and new["process_started_at"]
     assert (old["flow_run_id"], old["state"], old["rows_read"], old["watermark"], old["rows_superseded"], old["pid"]) == (
-        "old-run", "COMPLETED", 7, "w-old", 0, None,
+        "old-run", "QUARANTINED", 7, "w-old", 0, None,  # completed with 1 row dead-lettered: renamed by 0007
     )
     letters = DeadLetters(state_url)
     letters.put("crm_to_billing", [Reject("C-new", "check", "phone not E.164", {"phone": "12"}, [{"id": "C-new"}])], "new-run")
