@@ -266,9 +266,11 @@ def reconcile(
         f"changed {len(found['changed'])}, repaired {found['repaired']}, not written {len(found['not_written'])}, "
         f"still differing {len(found['unrepaired'])}"
     )
-    for kind in ("dead_lettered", "missing", "extra", "changed", "not_written", "unrepaired"):
+    shown = {"dead_lettered": "dead-lettered", "missing": "missing", "extra": "extra", "changed": "changed",
+             "not_written": "not written", "unrepaired": "still differing"}  # as the line above names them
+    for kind, label in shown.items():
         if found[kind]:
-            print(f"  {kind}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
+            print(f"  {label}: {', '.join(map(str, found[kind][:20]))}{' …' if len(found[kind]) > 20 else ''}")
     return EXIT_FAILED if found["extra"] or found["unrepaired"] else 0
 
 

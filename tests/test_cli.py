@@ -184,7 +184,9 @@ def test_reconcile_command_reports_and_repairs(home: Path, systems, monkeypatch,
         engine.dispose()
         capsys.readouterr()
         assert main(["reconcile", "crm_to_billing"]) == 1
-        assert "missing 1, extra 0, changed 0, repaired 0" in capsys.readouterr().out
+        out = capsys.readouterr().out
+        assert "missing 1, extra 0, changed 0, repaired 0" in out and "still differing 1" in out
+        assert "\n  missing: " in out and "\n  still differing: " in out  # each list under the name the line gives it
         assert main(["reconcile", "crm_to_billing", "--repair"]) == 0
         assert main(["reconcile", "crm_to_billing"]) == 0
     assert main(["reconcile", "inventory_to_storefront"]) == 2
