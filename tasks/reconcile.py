@@ -91,8 +91,7 @@ def read_back(connection: RestConnection, target: RestTarget, keys: pd.Series) -
             if exc.status in target.absent:
                 return None
             raise
-        record = body.get("data", body) if isinstance(body, dict) else None
-        if not isinstance(record, dict):
+        if (record := target.record(body)) is None:
             raise FatalError(f"GET {item} answered no object, so its fields cannot be compared: check `path` on the RestTarget")
         return field_hash({name: record.get(name) for name in target.fields})
 

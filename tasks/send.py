@@ -77,8 +77,15 @@ class RestTarget:
         delivery = send_changed(settings.connection(self.connection), settings.state_db, self, rows, integration, flow_run.id)
         return Delivery(delivery.counts, delivery.failures, committed=watermark is None)
 
-    def item(self, key: str) -> str:
-        return self.path.format(**{self.key: quote(key, safe="")})
+    def item(self, key: str, path: str | None = None) -> str:
+        """`path` (by default the item's) with the record's `key` filled in."""
+        return (path or self.path).format(**{self.key: quote(key, safe="")})
+
+    @staticmethod
+    def record(body: object) -> dict | None:
+        """The record an answer holds: the object itself, or its `data` (as Directus answers); None if none."""
+        record = body.get("data", body) if isinstance(body, dict) else None
+        return record if isinstance(record, dict) else None
 
 
 class Absent(FatalError):
@@ -145,7 +152,7 @@ class Write:
                 if target.create is None:
                     raise Absent(f"{exc}; to create keys the target does not hold, declare create=(method, path) on the RestTarget") from None
         method, path = target.create
-        self.confirmed(method, path.format(**{target.key: quote(self.key, safe="")}), {target.key: self.value, **self.body}, creating=True)
+        self.confirmed(method, target.item(self.key, path), {target.key: self.value, **self.body}, creating=True)
         return True
 
     def confirmed(self, method: str, path: str, body: dict, creating: bool = False) -> int:
@@ -186,8 +193,8 @@ class Write:
             body = response.json()
         except ValueError:
             return False
-        record = body.get("data", body) if isinstance(body, dict) else None
-        return isinstance(record, dict) and self.target.key in record and str(record[self.target.key]) == self.key
+        record = self.target.record(body)
+        return record is not None and self.target.key in record and str(record[self.target.key]) == self.key
 
 
 def _bodies(rows: pd.DataFrame, fields: tuple[str, ...]) -> dict:

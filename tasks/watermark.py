@@ -43,9 +43,9 @@ def positions(values: pd.Series, until: pd.Timestamp | None = None, moments: pd.
     until = horizon() if until is None else until
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype("float64")
-    elif values.dtype == object and (numbers := _numbers(values)) is not None:
-        pass
     else:
+        numbers = _numbers(values) if values.dtype == object else None
+    if numbers is None:
         moments = times(values) if moments is None else moments.loc[values.index]
         return moments.where(moments <= until)
     return numbers if moments is None else numbers.where(~(moments.loc[values.index] > until).to_numpy())
