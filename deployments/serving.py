@@ -16,8 +16,8 @@ from typing import Any
 
 from prefect.runner import Runner
 
-from deployments import runner_deployments
 from deployments.automations import HEARTBEAT_S, apply
+from deployments.runner import runner_deployments
 
 
 class StoppingRunner(Runner):

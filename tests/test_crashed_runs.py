@@ -39,6 +39,9 @@ CRASH_AFTER_S = 40  # heartbeats come every 30 s (Prefect's shortest), so a live
 DECLARATION = f"""\
 timezone: Europe/Berlin
 crash_after_s: {CRASH_AFTER_S}
+integrations:
+  crm_to_billing:
+    owner: {{team: Billing, contact: "#billing-oncall"}}
 deployments:
   - integration: crm_to_billing
     flow: sync

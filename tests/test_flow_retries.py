@@ -13,7 +13,7 @@ import pytest
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.flows import load_flow_from_entrypoint
 
-from deployments import declarations, runner_deployments
+from deployments.runner import declarations, runner_deployments
 from interlink.ledger import Ledger
 from interlink.settings import ConfigError
 from tests.test_deployments import _deployment, prefect_api, wait_until  # noqa: F401 (prefect_api is a fixture)
@@ -25,6 +25,8 @@ DECLARATION = """\
 timezone: Europe/Berlin
 retries: 2
 retry_delay_seconds: 1
+integrations:
+  crm_to_billing: {owner: {team: Billing, contact: "#billing-oncall"}}
 deployments:
   - integration: crm_to_billing
     flow: sync

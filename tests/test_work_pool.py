@@ -18,8 +18,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
-from deployments import declarations
 from deployments.prefect_yaml import prefect_yaml
+from deployments.runner import declarations
 from interlink.ledger import Ledger
 from tests.test_deployments import BIN, FailFirst, prefect_server, wait_until
 
@@ -89,7 +89,7 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
             [schedule] = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == (sync.cron, declared.timezone)
             assert deployment.parameters == sync.parameters and set(sync.tags) <= set(deployment.tags)
-            assert deployment.entrypoint == "deployments:DEPLOYED.crm_to_billing.sync"
+            assert deployment.entrypoint == "deployments.runner:DEPLOYED.crm_to_billing.sync"
             assert deployment.work_pool_name == "interlink-test"
             assert deployment.global_concurrency_limit.limit == declared.limit(sync)  # Prefect enforces it, not us
             assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"  # for the crashed-run automation
