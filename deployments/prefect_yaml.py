@@ -2,7 +2,7 @@
 
     python -m deployments.prefect_yaml > prefect.yaml    # after every change to deployments.yaml
 
-Each deployment gets its entrypoint (`deployments:DEPLOYED.<integration>.<flow>`, whose flow carries
+Each deployment gets its description (owner, SLA, timezone), its entrypoint (`deployments.runner:DEPLOYED.<integration>.<flow>`, whose flow carries
 the declared retries: a deployment cannot), its schedule in the declared timezone, parameters, tags,
 concurrency limit and the declared work pool, whose runs send heartbeats (for the crashed-run automation). The file has no `pull` steps: `prefect deploy` then adds
 Prefect's default, a `set_working_directory` to the folder it ran in, so a process worker runs the
@@ -15,8 +15,10 @@ import sys
 
 import yaml
 
-from deployments import Declarations, declarations
+from deployments import prune
 from deployments.automations import HEARTBEAT_S
+from deployments.declaration import Declarations
+from deployments.runner import declarations
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}  # pooled runs send heartbeats, as served ones do
 
@@ -35,6 +37,7 @@ def prefect_yaml(declared: Declarations) -> str:
     deployments = [
         {
             "name": d.name,
+            "description": declared.description(d),
             "entrypoint": d.entrypoint,
             "schedules": [{"cron": d.cron, "timezone": declared.timezone}],
             "parameters": d.parameters,
@@ -44,6 +47,15 @@ def prefect_yaml(declared: Declarations) -> str:
         }
         for d in declared.deployments
     ]
+    if declared.prune:  # the retention prune (deployments/prune.py)
+        deployments.append({
+            "name": prune.NAME,
+            "description": prune.description(declared),
+            "entrypoint": prune.ENTRYPOINT,
+            "schedules": [{"cron": declared.prune, "timezone": declared.timezone}],
+            "concurrency_limit": 1,
+            "work_pool": {"name": declared.work_pool, "job_variables": {"env": HEARTBEAT}},
+        })
     body = {"name": "interlink", "prefect-version": _prefect_version(), "deployments": deployments}
     return HEADER.format(pool=declared.work_pool) + yaml.safe_dump(body, sort_keys=False, width=120)
 
