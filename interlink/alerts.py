@@ -1,7 +1,9 @@
 """Alerts: a JSON notification to a configurable URL when a run fails, crashes, quarantines too much, or waits for a person.
 
-The payload names the integration, the state, the run's counts and a link to the run in the
-Prefect UI; it carries no secret and no record values.
+The payload names the integration, its owner (`deployments.yaml`), the state, the run's counts, a
+link to the run in the Prefect UI and one to the runbook's section for the state (`runbook()`), and the
+declaration's timezone; it carries no secret and no record values. SLA breaches (`SLA_BREACH`) are
+seen and alerted by the server alone (`deployments/automations.py`).
 
 Who sends it: for a run of a deployment, the Prefect server, through the Automations declared with
 the deployments (`deployments/automations.py`), which react to the run's state events, and to the
@@ -21,6 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.settings import PREFECT_UI_URL
 
+from connectors.errors import ConfigError
 from interlink.ledger import Ledger
 from interlink.settings import Settings
 
@@ -51,6 +54,7 @@ def alert(
     settings = Settings.load()
     if not settings.alert_url:
         return
+    owner, timezone = _declared(integration)
     payload = {
         "integration": integration,
         "state": state,
@@ -58,6 +62,9 @@ def alert(
         "counts": counts if counts is not None else _ledgered_counts(settings, integration, flow_run_id),
         "flow_run_id": flow_run_id,
         "link": f"{ui_url()}/runs/flow-run/{flow_run_id}",
+        "owner": owner,
+        "timezone": timezone,
+        "runbook": runbook(state),
     }
     try:
         httpx.post(settings.alert_url, json=payload, timeout=5).raise_for_status()
@@ -68,6 +75,26 @@ def alert(
 def ui_url() -> str:
     """The Prefect UI's address, for links to runs."""
     return PREFECT_UI_URL.value() or "http://127.0.0.1:4200"
+
+
+def runbook(state: str) -> str:
+    """The runbook's section for `state`: `INTERLINK_RUNBOOK_URL` (README.md by default) and `#runbook-<state>`,
+    e.g. `README.md#runbook-sla-breach`."""
+    return f"{Settings.load().runbook_url}#runbook-{state.lower().replace('_', '-')}"
+
+
+def _declared(integration: str) -> tuple[str | None, str | None]:
+    """The owner (`Team (#contact)`) and timezone `deployments.yaml` declares for `integration`; None for one it does
+    not declare, or when it cannot be read (the alert goes out all the same)."""
+    from deployments.declaration import read
+
+    try:
+        declared = read()
+    except ConfigError as exc:
+        log.warning("alert without its owner: %s", exc)
+        return None, None
+    found = declared.integrations.get(integration)
+    return (str(found.owner), declared.timezone) if found else (None, None)
 
 
 def _automated(state: str) -> bool:

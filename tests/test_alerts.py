@@ -1,4 +1,5 @@
-"""Alerts reach a local HTTP sink when a run fails, quarantines too much, or waits for approval."""
+"""Alerts reach a local HTTP sink when a run fails, quarantines too much, or waits for approval, naming the
+integration's owner and the runbook's section for the state."""
 
 import os
 import subprocess
@@ -15,6 +16,7 @@ from data_checks.policy import Gate
 from demo_systems.server import serve
 from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.pipeline import sync_flow
+from interlink.alerts import AUTOMATIONS
 from tests.conftest import API_KEY
 
 ROOT = Path(__file__).parents[1]
@@ -51,6 +53,7 @@ def test_alerts_say_what_happened_with_counts_and_a_link_and_no_secret(systems, 
     [fail] = by_run[str(failed.state_details.flow_run_id)]
     assert fail["integration"] == "crm_to_billing" and fail["state"] == "FAILED" and "credentials were rejected" in fail["message"]
     assert fail["link"].endswith(f"/runs/flow-run/{failed.state_details.flow_run_id}") and "rows_read" in fail["counts"]
+    assert (fail["owner"], fail["timezone"], fail["runbook"]) == ("Billing (#billing-oncall)", "Europe/Berlin", "README.md#runbook-failed")
     [quarantine] = by_run[str(quarantined.state_details.flow_run_id)]
     assert quarantine["state"] == "QUARANTINED" and quarantine["counts"]["rows_quarantined"] == 505
     assert str(relaxed.state_details.flow_run_id) not in by_run
@@ -98,7 +101,7 @@ def test_deployed_runs_are_alerted_by_the_servers_automations(crm_db, home, tmp_
             runner = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
         try:
             with SyncPrefectClient(api=api) as client:
-                assert len(client.read_automations()) == len(names) == 6
+                assert len(client.read_automations()) == len(names) and set(AUTOMATIONS.values()) <= set(names)
                 runs, finals = {}, {}
                 for name in ("plain", "strict", "waiting"):
                     deployment = wait_until(lambda n=name: _deployment(client, f"crm_to_billing/{n}"), 90, f"deployment {name}")
@@ -120,6 +123,8 @@ def test_deployed_runs_are_alerted_by_the_servers_automations(crm_db, home, tmp_
     assert alerts_of(runs["strict"]) == ["QUARANTINED"] and quarantine["counts"]["rows_quarantined"] == 505
     assert quarantine["integration"] == "crm_to_billing" and quarantine["deployment"] == "strict"
     assert quarantine["link"].endswith(f"/runs/flow-run/{runs['strict']}") and "505 of 5100 rows" in quarantine["message"]
+    assert (quarantine["owner"], quarantine["timezone"]) == ("Billing (#billing-oncall)", "Europe/Berlin")  # deployments.yaml's
+    assert quarantine["runbook"] == "README.md#runbook-quarantined"
     assert sorted(alerts_of(runs["waiting"])) == ["FAILED", "PAUSED"]
     assert finals["waiting"].state.is_failed()  # the pause expired: failed by the server, then by the flow; alerted once
     assert by_state[(str(runs["waiting"]), "FAILED")]["message"] in failures
