@@ -56,10 +56,13 @@ N ?= 1000000
 bench-gate: $(INSTALLED)
 	$(BIN)/python benchmarks/gate_share.py --n $(N)
 
-# A no-change `interlink run crm_to_billing` from the shell, wall and CPU, with a Prefect server and without one (prints only).
+# A no-change `interlink run crm_to_billing` from the shell, wall and CPU, with a Prefect server and without one (prints only);
+# then the read-only commands (runs, dlq list, connectors, status) against `prefect version`, medians of 7 fresh processes
+# each, interleaved (writes benchmarks/results/cli_startup.json).
 .PHONY: bench-startup
 bench-startup: $(INSTALLED)
 	$(BIN)/python benchmarks/cli_startup.py --repeat 3 --no-server-too
+	$(BIN)/python benchmarks/cli_readonly.py --repeat 7
 
 # Interlink against a hand-written httpx + COPY baseline and dlt: full and incremental syncs of N rows from a REST
 # source into the machine's PostgreSQL, 3 repetitions (writes benchmarks/results/latest.json, latest.md, bench-<N>.json).

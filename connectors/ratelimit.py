@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Protocol
 
-from prefect.concurrency.sync import rate_limit
-
 
 class Limiter(Protocol):
     """What a client needs from a limiter: a slot to hold for the duration of one request."""
@@ -101,5 +99,7 @@ class SharedRateLimit:
     @contextmanager
     def slot(self) -> Iterator[None]:
         """Start one request once the shared budget allows it."""
+        from prefect.concurrency.sync import rate_limit  # loaded when first used: Prefect costs seconds to import
+
         rate_limit(self.name, timeout_seconds=self.timeout_s, strict=self.strict)
         yield

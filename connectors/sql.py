@@ -17,19 +17,17 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
-import pandas as pd
-import psycopg
 import sqlalchemy as sa
-from psycopg import sql as pgsql
-from psycopg.copy import QueuedLibpqWriter
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
 
 from connectors.errors import ConfigError
-from connectors.pgcsv import csv_bytes
+
+if TYPE_CHECKING:  # pandas, psycopg and pyarrow load where rows are read or copied, not for the state database
+    import pandas as pd
 
 # Microsecond timestamps everywhere (MySQL/MariaDB's DATETIME drops them by default).
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -190,6 +188,8 @@ def read_untracked(engine: Engine, source: sa.FromClause, cursor: str, columns: 
 def rows_frame(rows: Iterable[sa.Row], columns: Iterable[str], dtype: Any = None) -> pd.DataFrame:
     """Result rows as a frame. Each row becomes a plain tuple first: pandas asks every row for a `dtype`, and
     a SQLAlchemy `Row` answers a missing attribute through a slow exception path (12x slower at 100k rows)."""
+    import pandas as pd
+
     return pd.DataFrame([tuple(row) for row in rows], columns=list(columns), dtype=dtype)
 
 
@@ -322,6 +322,12 @@ def _copyable(table: sa.Table, rows: pd.DataFrame) -> bool:
 def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[str] | None) -> None:
     """COPY `rows` in as CSV: straight into `table`, or, to upsert on `keys`, into a temporary
     staging table and from there with one INSERT … ON CONFLICT."""
+    import psycopg
+    from psycopg import sql as pgsql
+    from psycopg.copy import QueuedLibpqWriter
+
+    from connectors.pgcsv import csv_bytes
+
     names = list(rows.columns)
     into = table
     if keys is not None:
@@ -346,6 +352,8 @@ def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[
 
 def _whole_numbers(table: sa.Table, rows: pd.DataFrame) -> pd.DataFrame:
     """`rows` with float columns bound for integer columns as integers (`3`, not `3.0`, in the CSV)."""
+    import pandas as pd
+
     floats = [c for c in rows.columns if isinstance(table.c[c].type, sa.Integer) and pd.api.types.is_float_dtype(rows[c])]
     return rows.astype({c: "Int64" for c in floats}) if floats else rows
 

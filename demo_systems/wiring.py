@@ -16,6 +16,7 @@ from demo_systems.app import create_app as crm_app
 from demo_systems.server import serve
 from demo_systems.storefront import create_app as storefront_app
 from interlink.settings import PREFIX, Settings
+from interlink.stand_ins import standing_in
 
 
 def databases(settings: Settings) -> tuple[Path, Path]:
@@ -65,6 +66,8 @@ def demo_systems(settings: Settings, fault_rate: float = 0.02) -> Iterator[Setti
             env["ERP_STOCK__PATH"] = str(settings.home / "drops" / "erp_stock")
         stack.enter_context(mock.patch.dict(os.environ, {PREFIX + k: v for k, v in env.items()}))
         demo = Settings.load()
+        stood = {name: f"{demo.connections[name].display} (demo)" for name in sorted(unset) if not demo.connections[name].missing()}
+        stack.enter_context(standing_in(settings.home, "interlink demo", stood))
         _first_exports(demo, storefront)
         yield demo
 

@@ -27,16 +27,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psutil
 import sqlalchemy as sa
-from prefect.client.schemas.objects import FlowRun
-from prefect.exceptions import TerminationSignal
 
 from connectors.masking import cut
 from connectors.sql import utcnow
+from interlink.prefect_urls import api_at_hand
 from interlink.state import RUNS, state_engine
+
+if TYPE_CHECKING:  # Prefect loads where a run is ledgered or a Prefect flow run is looked at, not for `interlink runs`
+    from prefect.client.schemas.objects import FlowRun
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ class Ledger:
         A later attempt of Prefect flow run `flow_run_id` (a flow retry) continues that run's row: its entry starts
         with the counts, decision and notes the earlier attempts left. Once this run's row is in, runs of this host whose
         process died are marked CRASHED (see `reap`): reaping makes API calls, and a run killed meanwhile has its row."""
+        from prefect.exceptions import TerminationSignal
+
         process = psutil.Process()
         attempt = dict(state=RUNNING, finished_at=None, error=None, host=socket.gethostname(), pid=process.pid,
                        process_started_at=_utc(process.create_time()))
@@ -304,16 +308,13 @@ def _flow_run(flow_run_id: str) -> FlowRun | None:
 def _running_flow_runs(flow_run_ids: list[str]) -> list[FlowRun]:
     """Those of Prefect flow runs `flow_run_ids` that are Running, in one API call; none when no Prefect API is at hand
     (no PREFECT_API_URL and not inside a flow run: no temporary API is started just to look) or it cannot tell (logged)."""
-    from prefect.context import FlowRunContext
-    from prefect.settings import PREFECT_API_URL
-
     ids = []
     for flow_run_id in flow_run_ids:
         try:
             ids.append(uuid.UUID(flow_run_id))
         except ValueError:
             continue
-    if not ids or not (PREFECT_API_URL.value() or FlowRunContext.get()):
+    if not ids or not api_at_hand():
         return []
     try:
         from prefect.client.orchestration import get_client

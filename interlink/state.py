@@ -84,6 +84,15 @@ WEBHOOK_EVENTS = sa.Table(
     sa.UniqueConstraint("integration", "event_id"),
 )
 
+INTEGRATION_FACTS = sa.Table(
+    "integration_facts",
+    METADATA,
+    sa.Column("integration", sa.String(100), primary_key=True),
+    sa.Column("connections", sa.JSON, nullable=False),  # the connections its latest run used
+    sa.Column("masked", sa.JSON, nullable=False),  # the fields it masked (`Gate.masked`)
+    sa.Column("recorded_at", Timestamp, nullable=False),
+)
+
 
 @cache
 def state_engine(url: str) -> Engine:

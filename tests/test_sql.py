@@ -155,7 +155,8 @@ def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch)
         sa.Column("maybe", sa.Boolean), sa.Column("nulls", sa.Text), sa.Column("blob", sa.LargeBinary),
     )
     stored, written = {}, []
-    monkeypatch.setattr(sql, "csv_bytes", lambda rows: written.append(len(rows)) or pgcsv.csv_bytes(rows))
+    csv_bytes = pgcsv.csv_bytes  # `sql` loads it on its first COPY
+    monkeypatch.setattr(pgcsv, "csv_bytes", lambda rows: written.append(len(rows)) or csv_bytes(rows))
     for path, threshold in (("insert", n + 1), ("copy", 1)):
         monkeypatch.setattr(sql, "COPY_THRESHOLD", threshold)
         sql.ensure_tables(engine, table)

@@ -27,7 +27,7 @@ from interlink.state import METADATA, WEBHOOK_EVENTS, state_engine
 from tests.conftest import reset_tables, service_url
 
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-STATE_TABLES = ("runs", "dead_letters", "delivered", "webhook_events", migrations.VERSION_TABLE)
+STATE_TABLES = ("runs", "dead_letters", "delivered", "webhook_events", "integration_facts", migrations.VERSION_TABLE)
 
 
 def schema_78e47b7(m: sa.MetaData) -> None:
@@ -181,7 +181,7 @@ def revision(url: str) -> str | None:
 
 def test_an_empty_database_gets_the_newest_schema_from_the_first_revision(state_url):
     Ledger(state_url)
-    assert revision(state_url) == migrations.head() == "0007_run_attempts"
+    assert revision(state_url) == migrations.head() == "0008_integration_facts"
     assert schema_diff(state_url) == []
 
 
