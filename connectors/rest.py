@@ -18,7 +18,9 @@ marked `opened_circuit` and ending `; circuit now open for 30s`; later requests 
 from __future__ import annotations
 
 import functools
+import html
 import logging
+import re
 import ssl
 import threading
 import time
@@ -43,6 +45,9 @@ from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
 log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_S = 60.0
+SUMMARY_CHARS, SUMMARY_WINDOW = 100, 20_000  # an answer's summary in a message, and how much of the body it reads
+TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
+TAG = re.compile(r"<!--.*?-->|<(script|style)\b.*?</\1\s*>|<[^>]*>", re.IGNORECASE | re.DOTALL)
 
 
 @functools.cache
@@ -115,7 +120,7 @@ class RestClient:
     def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         """GET `path` and decode its JSON body, which must hold only values JSON allows."""
         response = self.request("GET", path, params=params)
-        body, strict = _json(response)
+        body, strict = self._json(response)
         if not strict and (why := reasons(body)):
             raise FatalError(f"{self.name}: GET {response.request.url.path}: the answer holds what JSON does not allow: {'; '.join(why)}")
         return body
@@ -170,7 +175,23 @@ class RestClient:
 
     def _get(self, request: PageRequest) -> tuple[httpx.Response, tuple[Any, bool]]:
         response = self.request("GET", request.url, params=request.params or None)  # {} would drop a URL's query
-        return response, _json(response)
+        return response, self._json(response)
+
+    def _json(self, response: httpx.Response) -> tuple[Any, bool]:
+        """The answer decoded, and whether it is strict JSON (`connectors.decoding.decode`): a lone surrogate escape
+        (`"\\ud800"`, as JavaScript's `JSON.stringify` writes one), bytes that are not UTF-8, NaN, 1e400 or a key named
+        twice cost their record, not the page. An answer that is no JSON at all (a login page, a web site where the API
+        was meant) names the setting to check."""
+        try:
+            return decode(response.content)
+        except ValueError:
+            kind = response.headers.get("content-type", "").split(";")[0].strip()
+            said = f"{kind} that is not valid JSON" if "json" in kind else f"{kind or 'an undeclared type'}, not JSON"
+            base = mask_secrets(str(self._client.base_url).rstrip("/"), self._secrets)
+            raise FatalError(
+                f"{self.name}: {response.request.method} {response.request.url.path} answered {said} "
+                f"({summary(response, self._secrets) or 'empty'}): check the {self.name} connection's base_url ({base}) and the path"
+            ) from None
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         """One request, paced, retried while retriable; to the breaker it is one call, however many attempts it took.
@@ -277,16 +298,6 @@ def limiter_for(name: str, rate_per_s: float | None, max_concurrency: int | None
         return _LIMITERS[key]
 
 
-def _json(response: httpx.Response) -> tuple[Any, bool]:
-    """The answer decoded, and whether it is strict JSON (`connectors.decoding.decode`): a lone surrogate escape
-    (`"\\ud800"`, as JavaScript's `JSON.stringify` writes one), bytes that are not UTF-8, NaN, 1e400 or a key named
-    twice cost their record, not the page."""
-    try:
-        return decode(response.content)
-    except ValueError:
-        raise FatalError(f"{response.request.method} {response.request.url.path}: the answer is not JSON") from None
-
-
 def _find_records(where: str, body: Any) -> str:
     """Where the records are when no `records_path` is set: "" for a top-level array, else the body's one list."""
     if isinstance(body, list):
@@ -344,10 +355,20 @@ def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, .
     where = f"{name}: {response.request.method} {response.request.url.path} answered {status}"
     if status == 429 or status >= 500:
         raise RetriableError(where, retry_after=_retry_after(response))
-    excerpt = cut(response.text, 200, (*secrets, *_credentials(response.request)))
+    excerpt = summary(response, secrets)
     if status in (401, 403):
         raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})", status)
     raise (NotFound if status == 404 else FatalError)(f"{where}: {excerpt}", status)
+
+
+def summary(response: httpx.Response, secrets: tuple[str, ...] = ()) -> str:
+    """What an answer says, on one line, masked (with the secrets the request carried): an HTML page by its
+    `<title>` (or its text), any other body with its whitespace collapsed; at most `SUMMARY_CHARS`."""
+    text = response.text[:SUMMARY_WINDOW]
+    if "html" in response.headers.get("content-type", "") or text.lstrip().startswith("<"):
+        title = TITLE.search(text)
+        text = html.unescape(title.group(1) if title else TAG.sub(" ", text))
+    return cut(" ".join(text.split()), SUMMARY_CHARS, (*secrets, *_credentials(response.request)))
 
 
 def _credentials(request: httpx.Request) -> list[str]:

@@ -219,7 +219,9 @@ def consume(
     max_deliveries: Annotated[int, typer.Option(min=1, help="failed deliveries of an order before it is dead-lettered")] = MAX_DELIVERIES,
 ) -> None:
     """Feed order events to orders_to_erp in micro-batches until the queue is idle."""
-    Settings.load().require([QUEUE, *ORDERS.connections])
+    from interlink.inventory import check_connections
+
+    check_connections(Settings.load(), [QUEUE, *ORDERS.connections])  # set and answering, before a run starts
     summary = consume_order_events(queue=queue, batch_size=batch_size, idle_s=idle_s, max_deliveries=max_deliveries)
     print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
           f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")

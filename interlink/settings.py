@@ -18,6 +18,7 @@ import binascii
 import difflib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, get_args
 
@@ -61,6 +62,7 @@ class Settings(BaseSettings):
     connections_file: Path = CONNECTIONS_FILE
     deployments_file: Path | None = None  # another deployments declaration; None: the one in the `deployments` package
     alert_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")  # where alerts are POSTed as JSON (a chat webhook, …)
+    runbook_url: str = "README.md"  # the runbook each alert links to (`#runbook-<state>`), e.g. the README on your git host
     webhook_secrets: dict[str, list[SecretStr]] = {}  # integration → its whsec_ secrets, e.g. '{"orders_to_erp": "whsec_…"}'
     webhook_tolerance_s: int = Field(300, gt=0)  # how far a webhook's timestamp may be from now
     webhook_max_body_bytes: int = Field(1_000_000, gt=0)  # a larger webhook body is refused (413)
@@ -132,13 +134,13 @@ class Settings(BaseSettings):
         if name not in self.connections:
             raise ConfigError(
                 f"connection {name!r} is not declared: add it to {self.connections_file} or set "
-                f"{PREFIX}{name.upper()}__KIND (known: {', '.join(self.names()) or 'none'})"
+                f"{PREFIX}{name.upper()}__KIND (known: {', '.join(self.names()) or 'none'}){_stray(name, _read_file(self.connections_file))}"
             )
         connection = self.connections[name]
         if field := connection.missing():
             raise ConfigError(
                 f"{PREFIX}{name.upper()}__{field.upper()} is not set: set it to where the {name} {connection.kind} "
-                f"connection is ({EXAMPLES[connection.kind]})"
+                f"connection is ({EXAMPLES[connection.kind]}){_stray(name, _read_file(self.connections_file))}"
             )
         if isinstance(connection, RestConnection) and connection.auth:
             return connection.model_copy(update={"auth": _resolved(connection.auth)})
@@ -167,6 +169,7 @@ def _is_whsec(secret: str) -> bool:
 def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
     """The connections of the file at `path`, overridden field by field by the environment, each checked."""
     declared = _read_file(path)
+    in_file = set(declared)
     for name, fields in declared.items():  # the file's own mistakes, told in the file's terms
         if "kind" not in fields:
             continue  # the environment may say what it is
@@ -184,7 +187,7 @@ def declared_connections(path: Path) -> dict[str, dict[str, Any]]:
         declared[name] = merged
     for name, fields in declared.items():
         if not fields.get("kind"):
-            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is ({', '.join(KINDS)})")
+            raise ConfigError(f"{PREFIX}{name.upper()}__KIND is not set: say what {name} is ({', '.join(KINDS)}){_stray(name, in_file)}")
         if fields["kind"] not in KINDS:
             raise ConfigError(f"{PREFIX}{name.upper()}__KIND is {fields['kind']!r}, not a kind of connection: use one of {', '.join(KINDS)}")
         try:
@@ -259,6 +262,18 @@ def _from_environment() -> dict[str, dict[str, Any]]:
             node = node.setdefault(part, {})
         node[path[-1]] = value
     return found
+
+
+def _stray(name: str, in_file: Iterable[str]) -> str:
+    """A hint at a variable set for a connection whose name is close to `name` and that the connections file does
+    not declare (`INTERLINK_CHINOK__BASE_URL` for `chinook`): a typo, most likely."""
+    strays: dict[str, str] = {}
+    for variable in sorted(os.environ):
+        other = variable.removeprefix(PREFIX).split("__")[0].lower()
+        if variable.startswith(PREFIX) and "__" in variable and other != name and other not in in_file and other not in Settings.model_fields:
+            strays.setdefault(other, variable)
+    close = difflib.get_close_matches(name, list(strays), n=1, cutoff=0.6)
+    return f"; {strays[close[0]]} is set — a typo for {name}?" if close else ""
 
 
 def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,8 @@ CRM = {"INTERLINK_CRM__BASE_URL": "http://127.0.0.1:9", "INTERLINK_CRM__AUTH__KI
        "INTERLINK_FINANCE__BASE_URL": "http://127.0.0.1:9"}
 DEPLOYMENTS = """timezone: Europe/Berlin
 retries: 2
+integrations:
+  crm_to_billing: {owner: {team: Billing, contact: "#billing-oncall"}}
 deployments:
   - integration: crm_to_billing
     cron: "0 2 * * *"
@@ -136,12 +138,17 @@ def test_each_mistake_is_one_line_naming_the_setting(tmp_path: Path, mistake: Mi
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
-def test_a_wrong_database_password_names_the_connection(tmp_path: Path, kind: str):
-    """PostgreSQL here trusts local users, so an unknown user stands for the wrong password there."""
+def test_a_wrong_database_password_names_the_connection(tmp_path: Path, systems, kind: str):
+    """PostgreSQL here trusts local users, so an unknown user stands for the wrong password there. The CRM and
+    finance answer, so the line is the database's alone."""
     url = make_url(service_url(kind))
     wrong = url.set(password=CANARY) if kind == "mariadb" else url.set(username="nobody_here", password=CANARY)
-    mistake = Mistake(["run", "crm_to_billing"], "INTERLINK_BILLING__URL", {**CRM, "INTERLINK_BILLING__URL": wrong.render_as_string(hide_password=False)})
-    answered_in_one_line(run(tmp_path, mistake), mistake.names, "check")
+    with systems():
+        live = {variable: os.environ[variable] for variable in CRM}
+        mistake = Mistake(["run", "crm_to_billing"], "INTERLINK_BILLING__URL: cannot connect (",
+                          {**live, "INTERLINK_BILLING__URL": wrong.render_as_string(hide_password=False)})
+        line = answered_in_one_line(run(tmp_path, mistake), mistake.names, "): check the host, port, user and password")
+    assert line.startswith("interlink: INTERLINK_BILLING__URL: ") and "failing too" not in line
 
 
 def test_there_are_at_least_31_mistakes():

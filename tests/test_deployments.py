@@ -39,7 +39,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from demo_systems.app import create_app
 from demo_systems.server import serve
-from deployments import declarations, runner_deployments
+from deployments.runner import declarations, runner_deployments
 from interlink.ledger import Ledger
 from tests.conftest import SERVICES, service_url
 
@@ -207,7 +207,7 @@ def test_a_declared_schedule_fires_and_its_run_completes(crm_db, home, tmp_path)
             "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
             "INTERLINK_DEPLOYMENTS_FILE": str(path),
         }
-        served = "from prefect import serve; from deployments import runner_deployments; serve(*runner_deployments())"
+        served = "from prefect import serve; from deployments.runner import runner_deployments; serve(*runner_deployments())"
         with (tmp_path / "serve.log").open("w") as out:
             runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
         launched = time.monotonic()
@@ -251,7 +251,8 @@ class FailFirst:
 
 
 def test_declared_deployments_run_on_a_real_prefect_server(prefect_api, crm_db, home, tmp_path):
-    crm = FailFirst(create_app(crm_db, api_key="k-deploy"), "/customers", 2)
+    # 3 busy answers: the first to `demo serve`'s connection check at start (it says so and serves anyway), two to the run
+    crm = FailFirst(create_app(crm_db, api_key="k-deploy"), "/customers", 3)
     with serve(crm) as crm_url:
         env = {
             **os.environ,
@@ -273,6 +274,8 @@ def test_declared_deployments_run_on_a_real_prefect_server(prefect_api, crm_db, 
         finally:
             runner.terminate()
             runner.wait(30)
+    started = (tmp_path / "serve.log").read_text()
+    assert "INTERLINK_CRM__BASE_URL" in started and "(serving anyway: its runs fail until it answers)" in started, started[-2000:]
 
 
 def check_registered(client: SyncPrefectClient) -> None:
