@@ -1,6 +1,7 @@
 """The webhook receiver over real HTTP, by Standard Webhooks: signatures made by the specification's own
-library (`standardwebhooks`), ids that run once, refusals, the answers a sender sees, and the receiver
-as production starts it (`interlink webhooks serve`) triggering a real deployment's run in Prefect."""
+library (`standardwebhooks`), ids that run once, refusals, the answers a sender sees, the background
+dispatcher that triggers stored events, and the receiver as production starts it (`interlink webhooks
+serve`) triggering a real deployment's run in Prefect."""
 
 from __future__ import annotations
 
@@ -42,7 +43,8 @@ INTEGRATION = "orders_to_erp"
 PAYLOAD = {"type": "order.updated", "data": {"order": 1042, "changed": ["status"]}}
 BIN = Path(sys.executable).parent
 NOW = 1_900_000_000  # the receiver's clock where a test fixes it
-SENDER_TIMEOUT_S = 30  # the specification recommends 15 to 30 s; the receiver answers once the run is created
+SENDER_TIMEOUT_S = 30  # the specification recommends 15 to 30 s
+FAST = (0.05,)  # the dispatcher's backoff in tests that make the trigger fail
 
 
 def library_signature(secret: str, event_id: str, timestamp: int, body: bytes) -> str:
@@ -53,6 +55,25 @@ def library_signature(secret: str, event_id: str, timestamp: int, body: bytes) -
 def events(state_url: str) -> list:
     with state_engine(state_url).connect() as conn:
         return list(conn.execute(sa.select(WEBHOOK_EVENTS).order_by(WEBHOOK_EVENTS.c.id)))
+
+
+def settled(state_url: str, timeout_s: float = 30) -> list:
+    """The stored events once the dispatcher has triggered (or failed) every one."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        rows = events(state_url)
+        if all(row.status != "received" for row in rows):
+            return rows
+        waiting = [row.event_id for row in rows if row.status == "received"]
+        assert time.monotonic() < deadline, f"{len(waiting)} events still waiting after {timeout_s}s: {waiting[:5]}"
+        time.sleep(0.02)
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 30) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout_s}s"
+        time.sleep(0.02)
 
 
 class Recorder:
@@ -84,7 +105,8 @@ def receiver(state_url: str) -> Callable:
     ) -> Iterator[Callable]:
         secrets = secrets or {INTEGRATION: [SECRET, OLD_SECRET]}
         configured = {name: [SecretStr(s) for s in keys] for name, keys in secrets.items()}
-        with serve(create_app(state or state_url, configured, trigger, clock=clock, **options)) as url:
+        app = create_app(state or state_url, configured, trigger, clock=clock, **options)
+        with serve(app) as url, app.state.dispatcher:  # `serve` runs no lifespan: the dispatcher as the app's lifespan runs it
 
             def post(
                 integration: str = INTEGRATION,
@@ -129,9 +151,8 @@ def test_an_event_signed_by_the_library_is_stored_then_triggered(receiver, state
     trigger = Recorder(state_url)
     with receiver(trigger) as post:
         response = post()
-    assert response.status_code == 202
-    [row] = events(state_url)
-    assert response.json() == {"event": row.id, "status": "triggered", "flow_run_id": row.flow_run_id}
+        [row] = settled(state_url)
+    assert (response.status_code, response.json()) == (202, {"event": row.id, "status": "received"})
     assert trigger.calls == [(INTEGRATION, f"webhook/{INTEGRATION}/evt-1")]  # the id is the run's idempotency key
     assert trigger.seen == [["received"]]  # committed before the trigger ran
     assert (row.integration, row.event_id, row.payload, row.status, row.error) == (INTEGRATION, "evt-1", PAYLOAD, "triggered", None)
@@ -183,6 +204,7 @@ def test_a_bad_signature_is_refused(receiver, state_url, options):
     with receiver(trigger, clock=lambda: NOW) as post:
         assert post(event_id="evt-0").status_code == 202  # what the bad ones change was right
         response = post(**options)
+        settled(state_url)
     assert (response.status_code, response.json()) == (401, {"error": "invalid signature"})
     assert [row.event_id for row in events(state_url)] == ["evt-0"] and len(trigger.calls) == 1
 
@@ -234,9 +256,10 @@ def test_a_replayed_id_is_stored_once_and_never_run_twice(receiver, any_state_ur
     trigger = Recorder(any_state_url)
     with receiver(trigger, state=any_state_url) as post:
         first = post()
+        settled(any_state_url)
         replays = [post(), post(timestamp=int(time.time()) - 10)]  # resent as is, and signed again later
         other = post(event_id="evt-2")
-    [row, row2] = events(any_state_url)
+        [row, row2] = settled(any_state_url)
     assert first.status_code == 202 and other.status_code == 202
     for replay in replays:
         assert (replay.status_code, replay.json()) == (
@@ -252,29 +275,27 @@ def test_concurrent_deliveries_of_one_id_make_one_flow_run(receiver, state_url):
     deployment = deploy(name)
     with receiver(deployment_trigger, secrets={name: [SECRET]}) as post, ThreadPoolExecutor(5) as pool:
         answers = list(pool.map(lambda _: post(name, event_id="evt-once"), range(5)))
-    assert {a.status_code for a in answers} <= {200, 202} and 202 in {a.status_code for a in answers}
+        [row] = settled(state_url)
+    assert sorted(a.status_code for a in answers) == [200, 200, 200, 200, 202]  # one stored it, four found it
     [run] = runs_of(deployment)
-    assert {a.json()["flow_run_id"] for a in answers} == {str(run.id)}
-    [row] = events(state_url)
     assert (row.status, row.flow_run_id) == ("triggered", str(run.id)) and "webhook" in run.tags
 
 
-def test_an_integration_without_a_deployment_is_a_404_and_its_event_is_kept(receiver, state_url):
+def test_an_integration_without_a_deployment_fails_its_event_with_the_reason(receiver, state_url):
     name = f"probe_{uuid.uuid4().hex[:8]}"
     with receiver(deployment_trigger, secrets={name: [SECRET]}) as post:
         missing = post(name, event_id="evt-early")
-        [row] = events(state_url)
-        reason = f"no deployment {name}/{name} on the Prefect server"
-        assert (missing.status_code, missing.json()) == (404, {"event": row.id, "status": "failed", "flow_run_id": None, "error": reason})
-        assert (row.status, row.error, row.payload) == ("failed", reason, PAYLOAD)
+        [row] = settled(state_url)
+        assert (missing.status_code, missing.json()) == (202, {"event": row.id, "status": "received"})
+        assert (row.status, row.error, row.payload) == ("failed", f"no deployment {name}/{name} on the Prefect server", PAYLOAD)
 
         deployment = deploy(name)  # the operator deploys it; the sender's retry of the same id now runs
         retried = post(name, event_id="evt-early")
+        [row] = settled(state_url)
         again = post(name, event_id="evt-early")
     [run] = runs_of(deployment)
-    assert (retried.status_code, retried.json()["flow_run_id"]) == (202, str(run.id))
-    assert (again.status_code, again.json()["duplicate"]) == (200, True)
-    [row] = events(state_url)
+    assert (retried.status_code, retried.json()) == (202, {"event": row.id, "status": "received"})
+    assert (again.status_code, again.json()) == (200, {"event": row.id, "status": "triggered", "flow_run_id": str(run.id), "duplicate": True})
     assert (row.status, row.error, row.flow_run_id) == ("triggered", None, str(run.id))
 
 
@@ -286,28 +307,60 @@ def test_an_unknown_integration_is_a_404_and_nothing_is_kept(receiver, state_url
     assert events(state_url) == [] and trigger.calls == []
 
 
-def test_a_trigger_that_cannot_start_a_run_is_a_503_and_the_retry_runs_it(receiver, state_url, caplog):
+def test_events_wait_while_prefect_cannot_be_reached_and_run_once_it_can(receiver, state_url, caplog):
     trigger = Recorder(state_url, fail=RuntimeError("prefect API unreachable"))
-    with receiver(trigger) as post:
-        down = post()
+    with receiver(trigger, backoff_s=FAST) as post:
+        first = post()
+        wait_for(lambda: len(trigger.calls) >= 3)  # tried again, with backoff
         [row] = events(state_url)
-        assert (row.status, row.error) == ("failed", "RuntimeError: prefect API unreachable")
+        queued = post()  # the sender's retry while it waits
+        assert (row.status, row.flow_run_id) == ("received", None)
         trigger.fail = None
-        retried = post()
-    assert down.status_code == 503 and down.headers["retry-after"] == "60"
-    assert down.json() == {
-        "event": row.id, "status": "failed", "flow_run_id": None,
-        "error": "the run could not be started; the event is kept: send it again later",
-    }
-    [row] = events(state_url)
-    assert (retried.status_code, retried.json()) == (202, {"event": row.id, "status": "triggered", "flow_run_id": row.flow_run_id})
-    assert trigger.calls == [(INTEGRATION, f"webhook/{INTEGRATION}/evt-1")] * 2
+        [row] = settled(state_url)
+    assert (first.status_code, first.json()) == (202, {"event": row.id, "status": "received"})
+    assert (queued.status_code, queued.json()) == (200, {"event": row.id, "status": "received", "flow_run_id": None, "duplicate": True})
+    assert (row.status, row.error) == ("triggered", None) and uuid.UUID(row.flow_run_id)
+    assert set(trigger.calls) == {(INTEGRATION, f"webhook/{INTEGRATION}/evt-1")}  # every try under the one key
+    assert "webhook events wait: RuntimeError: prefect API unreachable; trying again in 0.05s" in caplog.text
+
+
+def test_a_refusal_by_prefect_fails_the_event_and_a_5xx_is_tried_again(receiver, state_url):
+    def answered(code: int) -> httpx.HTTPStatusError:
+        request = httpx.Request("POST", "http://prefect/api/deployments/x/create_flow_run")
+        return httpx.HTTPStatusError(f"{code}", request=request, response=httpx.Response(code, request=request))
+
+    refused, overloaded = Recorder(state_url, fail=answered(422)), Recorder(state_url, fail=answered(503))
+    with receiver(refused, backoff_s=FAST) as post:
+        post(event_id="evt-refused")
+        [row] = settled(state_url)
+    with receiver(overloaded, backoff_s=FAST) as post:
+        post(event_id="evt-overloaded")
+        wait_for(lambda: len(overloaded.calls) >= 2)
+    reason = "the Prefect API answered 422 to POST /api/deployments/x/create_flow_run"
+    assert (row.status, row.error, len(refused.calls)) == ("failed", reason, 1)
+    assert [r.status for r in events(state_url)] == ["failed", "received"]
+
+
+def test_events_a_stopped_receiver_left_are_triggered_when_it_starts(receiver, state_url):
+    down = Recorder(state_url, fail=RuntimeError("prefect API unreachable"))
+    with receiver(down, backoff_s=FAST) as post:
+        assert [post(event_id=f"evt-{n}").status_code for n in range(3)] == [202] * 3
+        wait_for(lambda: down.calls)
+    assert {row.status for row in events(state_url)} == {"received"}
+    up = Recorder(state_url)
+    with receiver(up):
+        rows = settled(state_url)
+    assert [(row.event_id, row.status) for row in rows] == [("evt-0", "triggered"), ("evt-1", "triggered"), ("evt-2", "triggered")]
+    assert [key for _, key in up.calls] == [f"webhook/{INTEGRATION}/evt-{n}" for n in range(3)]  # oldest first
 
 
 def test_rerun_triggers_a_stored_event_as_a_new_run(receiver, state_url):
-    with receiver(Recorder(state_url, fail=RuntimeError("prefect API unreachable"))) as post:
-        assert post().status_code == 503
-    [row] = events(state_url)
+    with receiver(Recorder(state_url, fail=LookupError("no deployment"))) as post:
+        assert post().status_code == 202
+        [row] = settled(state_url)
+    assert (row.status, row.error) == ("failed", "no deployment")
+    unreachable = rerun(state_url, row.id, Recorder(state_url, fail=RuntimeError("prefect API unreachable")))
+    assert unreachable == {"event": row.id, "status": "failed", "flow_run_id": None, "error": "RuntimeError: prefect API unreachable"}
     working = Recorder(state_url)
     result = rerun(state_url, row.id, working)
     [row] = events(state_url)
@@ -316,6 +369,21 @@ def test_rerun_triggers_a_stored_event_as_a_new_run(receiver, state_url):
     assert row.status == "triggered" and row.error is None and uuid.UUID(row.flow_run_id)
     with pytest.raises(LookupError):
         rerun(state_url, row.id + 1, working)
+
+
+def test_the_rerun_command_starts_a_stored_events_run(receiver, state_url, home, monkeypatch, capsys):
+    name = f"probe_{uuid.uuid4().hex[:8]}"
+    with receiver(deployment_trigger, secrets={name: [SECRET]}) as post:
+        post(name)
+        [row] = settled(state_url)
+    assert row.status == "failed"  # no deployment yet
+    deployment = deploy(name)
+    monkeypatch.setenv("INTERLINK_STATE_URL", state_url)
+    assert main(["webhooks", "rerun", str(row.id)]) == 0
+    [run] = runs_of(deployment)
+    assert capsys.readouterr().out == f"event {row.id}: triggered {run.id}\n"
+    assert main(["webhooks", "rerun", str(row.id + 1)]) == 1
+    assert capsys.readouterr().err == f"interlink: no webhook event {row.id + 1}\n"
 
 
 def _json_of_size(size: int) -> bytes:
@@ -335,6 +403,7 @@ def test_a_body_over_the_limit_is_refused(receiver, state_url):
                      "webhook-signature": library_signature(SECRET, "evt-chunked", int(time.time()), body)},
             timeout=SENDER_TIMEOUT_S,
         )
+        settled(state_url)
     assert at_limit.status_code == 202
     assert (over.status_code, over.json()) == (413, {"error": "body larger than 10000 bytes"})
     assert (chunked.status_code, chunked.json()) == (413, {"error": "body larger than 10000 bytes"})
@@ -381,8 +450,8 @@ def test_refusals_are_logged_without_secrets_signatures_or_bodies(receiver, stat
 
 
 @contextmanager
-def production_receiver(env: dict[str, str], log: Path) -> Iterator[str]:
-    """`interlink webhooks serve` in its own process on a free port; its base URL once it answers."""
+def production_receiver(env: dict[str, str], log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """`interlink webhooks serve` in its own process on a free port; its base URL once it answers, and the process."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -401,7 +470,7 @@ def production_receiver(env: dict[str, str], log: Path) -> Iterator[str]:
             except httpx.TransportError:
                 assert time.monotonic() < deadline, f"the receiver did not answer within 60s: {log.read_text()}"
                 time.sleep(0.2)
-        yield url
+        yield url, process
     finally:
         process.terminate()
         process.wait(30)
@@ -427,19 +496,19 @@ def test_the_production_receiver_runs_the_integrations_deployment(home, tmp_path
         headers = {"webhook-id": event_id, "webhook-timestamp": str(ts), "webhook-signature": library_signature(secret, event_id, ts, content)}
         return httpx.post(f"{url}/webhooks/{name}", content=content, headers=headers, timeout=SENDER_TIMEOUT_S)
 
-    with production_receiver(env, log) as url:
+    with production_receiver(env, log) as (url, _):
         accepted = send("msg_1")
-        replayed = send("msg_1")
         rotated = send("msg_2", secret=OLD_SECRET)
         stale = send("msg_3", timestamp=int(time.time()) - 3600)
         oversize = send("msg_4", content=_json_of_size(2001))
-    assert accepted.status_code == 202, accepted.text
-    assert (replayed.status_code, replayed.json()["flow_run_id"]) == (200, accepted.json()["flow_run_id"])
-    assert (rotated.status_code, stale.status_code, oversize.status_code) == (202, 400, 413)
+        rows = settled(state)
+        replayed = send("msg_1")
+    assert (accepted.status_code, rotated.status_code, stale.status_code, oversize.status_code) == (202, 202, 400, 413), accepted.text
+    assert [(row.event_id, row.status) for row in rows] == [("msg_1", "triggered"), ("msg_2", "triggered")]
+    assert (replayed.status_code, replayed.json()["flow_run_id"]) == (200, rows[0].flow_run_id)
     runs = {str(run.id): run for run in runs_of(deployment)}
-    assert set(runs) == {accepted.json()["flow_run_id"], rotated.json()["flow_run_id"]}
+    assert set(runs) == {row.flow_run_id for row in rows}
     assert all("webhook" in run.tags and run.state.is_scheduled() for run in runs.values())
-    assert [(row.event_id, row.status) for row in events(state)] == [("msg_1", "triggered"), ("msg_2", "triggered")]
     output = log.read_text()
     assert "refused (400" in output and "refused (413" in output
     stored = (tmp_path / "receiver.db").read_bytes()
