@@ -13,14 +13,21 @@ Text is masked before it is cut (`cut`), so a secret straddling the cut cannot l
 Personal data in the columns an integration declares sensitive (`Gate.sensitive`) is shown masked:
 `a***@example.com` for an email, `A***` for any other value (`mask`); wherever those values turn up in
 free text, e.g. a database's error message, they are replaced by their masked form (`mask_values`).
+A field is sensitive when its name matches a sensitive one once case and punctuation are ignored
+(`Email`, `e-mail` and `E_Mail` all match `email`: `sensitive_fields`); a source field feeding a sensitive
+column under another name is declared (`Gate.sensitive_source`).
 """
 
 from __future__ import annotations
 
+import math
 import re
+import sys
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 MASK = "***"
 MIN_VALUE = 3  # sensitive values shorter than this are not searched for in text (they would mask ordinary words)
@@ -72,7 +79,7 @@ def cut(text: str, limit: int, secrets: Iterable[str] = ()) -> str:
 
 def mask(value: object) -> object:
     """`a***@example.com` for an email, `A***` for other text; missing values stay missing."""
-    if value is None or (isinstance(value, float) and pd.isna(value)) or value is pd.NA:
+    if _missing(value):
         return value
     text = str(value)
     if EMAIL.fullmatch(text):
@@ -80,25 +87,48 @@ def mask(value: object) -> object:
     return text[:1] + MASK if text else text
 
 
+def _missing(value: object) -> bool:
+    """None, NaN or pandas' NA (which exists only once pandas is loaded: masking does not load it, for fast commands)."""
+    pandas = sys.modules.get("pandas")
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (pandas is not None and value is pandas.NA)
+
+
 def mask_values(text: str, values: Iterable[object]) -> str:
     """`text` with every occurrence of one of `values` (a sensitive column's) replaced by its masked form."""
-    found = {str(v) for v in values if v is not None and v is not pd.NA and not (isinstance(v, float) and pd.isna(v))}
+    found = {str(v) for v in values if not _missing(v)}
     for value in sorted((v for v in found if len(v) >= MIN_VALUE and v in text), key=len, reverse=True):
         text = text.replace(value, str(mask(value)))
     return text
 
 
+def field_name(name: object) -> str:
+    """A field's name as matched against sensitive ones: `E-Mail`, `e_mail` and `Email` are all `email`."""
+    return re.sub(r"[\W_]+", "", str(name)).casefold()
+
+
+def sensitive_fields(names: Iterable[object], sensitive: Iterable[str]) -> set:
+    """Those of `names` that are `sensitive`, compared by `field_name`."""
+    wanted = {field_name(s) for s in sensitive}
+    return {n for n in names if field_name(n) in wanted} if wanted else set()
+
+
 def sensitive_values(frame: pd.DataFrame, columns: Iterable[str]) -> set[object]:
     """The distinct values of `frame`'s sensitive `columns`."""
-    return {v for column in set(columns) & set(frame.columns) for v in frame[column].dropna().unique()}
+    return {v for column in sensitive_fields(frame.columns, columns) for v in frame[column].dropna().unique()}
 
 
-def mask_frame(frame: pd.DataFrame, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A copy of `frame` with the `columns` it has masked."""
+def mask_frame(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """A copy of `frame` with its sensitive `columns` masked."""
     masked = frame.copy()
-    for column in set(columns) & set(frame.columns):
+    for column in sensitive_fields(frame.columns, columns):
         masked[column] = masked[column].map(mask)
     return masked
+
+
+def mask_record(record: dict, columns: Iterable[str]) -> dict:
+    """A copy of `record` (a source record or a row) with its sensitive `columns` masked."""
+    hidden = sensitive_fields(record, columns)
+    return {k: mask(v) if k in hidden else v for k, v in record.items()}
 
 
 def mask_emails(text: str) -> str:

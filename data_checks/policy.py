@@ -22,8 +22,11 @@ class Gate:
     `volume_drop`: a run reading fewer rows than this share of the median of its last
     `volume_history` successful runs fails (history needs `volume_min_runs` runs).
     `max_age`: a batch whose newest `age_field` is older raises a warning. `sensitive` columns
-    are masked wherever values are shown (artifacts, approval form, reports). A run that
-    dead-letters more than `alert_above` of what it read sends an alert.
+    (of the target rows) are masked wherever values are shown (artifacts, approval form, reports,
+    dead letters), and so is every source field whose name matches one once case and punctuation
+    are ignored (`Email`, `e-mail` for `email`); `sensitive_source` names the source fields that feed
+    them under other names (`contact_mail` mapped to `email`). A run that dead-letters more than
+    `alert_above` of what it read sends an alert.
     """
 
     policy: Policy = "quarantine"
@@ -36,7 +39,13 @@ class Gate:
     max_age: timedelta | None = None
     age_field: str = "updated_at"
     sensitive: tuple[str, ...] = ()
+    sensitive_source: tuple[str, ...] = ()
     alert_above: float = 0.1  # alert when a run dead-letters more than this share of the rows it read
+
+    @property
+    def masked(self) -> tuple[str, ...]:
+        """Every field masked wherever shown: the sensitive columns and the source fields that feed them."""
+        return tuple(dict.fromkeys(self.sensitive + self.sensitive_source))
 
 
 @dataclass(frozen=True)

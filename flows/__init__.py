@@ -55,8 +55,8 @@ def users() -> dict[str, list[str]]:
 
 
 def sensitive_columns() -> dict[str, tuple[str, ...]]:
-    """Each integration's sensitive columns (`Gate.sensitive`), whose values are masked wherever they are shown."""
-    return {name: pipeline.gate.sensitive for name, (_, pipeline) in integrations().items()}
+    """Each integration's sensitive fields (`Gate.masked`), whose values are masked wherever they are shown."""
+    return {name: pipeline.gate.masked for name, (_, pipeline) in integrations().items()}
 
 
 def _found(name: str) -> tuple[str, Pipeline]:

@@ -105,7 +105,7 @@ PIPELINE = Pipeline(
         version="1",
         fields={f: "string" for f in ("id", "name", "email", "phone", "country", "updated_at")},
     ),
-    gate=Gate(policy="quarantine", sensitive=("email", "phone")),
+    gate=Gate(policy="quarantine", sensitive=("name", "email", "phone")),
     key="crm_id",
     target=SqlTarget(
         connection="billing",

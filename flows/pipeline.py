@@ -28,8 +28,10 @@ from data_checks.gate import GateRejected
 from data_checks.guards import staleness
 from data_checks.policy import Gate, Policy, SchemaContract
 from flows import CHUNK_ROWS
+from interlink import integration_facts
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
+from interlink.failure_logs import install as one_line_failures
 from interlink.ledger import QUARANTINED, Counts, Entry, Ledger, success_state
 from interlink.progress import batch_done
 from interlink.settings import Settings
@@ -46,6 +48,8 @@ from tasks.watermark import later, positions
 
 if TYPE_CHECKING:
     import great_expectations as gx
+
+one_line_failures()  # wherever a flow runs: a failed run's error logs are its one-line cause
 
 
 class Source(Protocol):
@@ -441,11 +445,13 @@ def shape(pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: lis
 
 @contextmanager
 def ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> Iterator[Entry]:
-    """Ledger the run, noting every circuit breaker that opened while it ran."""
+    """Ledger the run, noting every circuit breaker that opened while it ran (and, for the read-only commands, the
+    connections and masked fields of the integration: `interlink.integration_facts`)."""
     opened = {id(b): b.opened_times for b in breakers()}
     with Ledger(settings.state_db).record(
         pipeline.name, kind=kind, flow_run_id=flow_run.id, target=_target(pipeline, settings), watermark=since
     ) as entry:
+        integration_facts.record(settings.state_db, pipeline.name, pipeline.connections, pipeline.gate.masked)
         try:
             yield entry
         finally:

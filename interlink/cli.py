@@ -36,6 +36,14 @@ DLQ_COLUMNS = {
 }
 INVENTORY_COLUMNS = {"name": "name", "kind": "kind", "target": "target", "used_by": "used by", "healthy": "healthy",
                      "latency_ms": "ms", "reason": "reason"}
+STATUS_COLUMNS = {"integration": "integration", "owner": "owner", "contact": "contact", "last_run": "last run",
+                  "last_success": "succeeded", "freshness": "freshness", "why": "SLA", "next_run": "next run",
+                  "dead_letters": "open DLQ"}
+# what a table shows without --wide, to fit 100 columns
+RUN_SHOWN = ("integration", "kind", "state", "started_at", "rows_read", "rows_quarantined", "error", "flow_run_id")
+DLQ_SHOWN = ("id", "integration", "record_key", "stage", "status", "reason", "created_at")
+INVENTORY_SHOWN = ("name", "kind", "target", "used_by", "healthy", "reason")
+STATUS_SHOWN = ("integration", "owner", "last_run", "last_success", "freshness", "next_run", "dead_letters")
 COMMANDS = "interlink.commands"  # entry points that add commands, e.g. the demo's `interlink demo …`
 EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 1, 2, 130
 
@@ -69,6 +77,7 @@ app.add_typer(webhooks_app, name="webhooks")
 
 Positive = Annotated[int, typer.Option(min=1)]
 Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
+Wide = Annotated[bool, typer.Option("--wide", help="every column, on one line per row")]
 Integrations = Annotated[list[str] | None, typer.Argument(metavar="[INTEGRATION]...", help="default: every integration", show_default=False)]
 
 
@@ -125,23 +134,23 @@ def run(
 
 def run_flows(settings: Settings, names: list[str], which: str, *, as_json: bool = False, **parameters: Any) -> int:
     """Run flow `which` of each integration in `names` (all if empty), once every connection they use is set
-    and every database they use answers, showing their progress (`interlink.progress_view`); then a summary
+    and answers (`check_connections`), showing their progress (`interlink.progress_view`); then a summary
     of each, or all of them as JSON. 1 if any run failed (the others still run)."""
     from flows import integration, integrations
     from interlink.progress_view import display
 
     pipelines = [integration(name) for name in names or integrations()]
-    used = [c for pipeline in pipelines for c in pipeline.connections]
-    settings.require(used)
-    check_databases(settings, used)
     flows = [getattr(pipeline, which) for pipeline in pipelines]  # a flow that cannot exist fails before any runs
+    check_connections(settings, [c for pipeline in pipelines for c in pipeline.connections])
+    start_prefect_api()
     done: list[dict[str, Any]] = []
     with heartbeats(), display(as_json) as shown:
         for pipeline, flow in zip(pipelines, flows, strict=True):
             with shown.run(pipeline.name, which) as tally:
                 state = flow(**parameters, return_state=True)
             if not state.is_completed():
-                error = f"{pipeline.name} {which} {state.name.lower()}: {state.message or state.type.value}"
+                cause = (state.message or state.type.value).strip().splitlines()[0]
+                error = f"{pipeline.name} {which} {state.name.lower()}: {cause}"
                 done.append({"integration": pipeline.name, "state": state.name.upper(), "error": error})
                 _fail(error, EXIT_FAILED)
                 continue
@@ -173,17 +182,48 @@ def heartbeats() -> AbstractContextManager:
     return temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: HEARTBEAT_S})
 
 
-def check_databases(settings: Settings, names: list[str]) -> None:
-    """Connect once to the state database (if set) and every SQL connection in `names`: a wrong password or
-    an unreachable host is a `ConfigError` naming the connection's variable, before anything is read."""
-    from interlink.inventory import sql_problem
+def check_connections(settings: Settings, names: list[str]) -> None:
+    """Before anything is read: every connection in `names` set, then it and the state database (if set) checked
+    live (`interlink.inventory.check_connections`). A missing setting, a refused port or login, a missing folder
+    is a `ConfigError` naming the variable and the fix."""
+    from interlink import inventory
 
-    urls = {f"INTERLINK_{n.upper()}__URL": settings.connection(n).url for n in dict.fromkeys(names) if settings.connections[n].kind == "sql"}
-    if settings.state_url:
-        urls["INTERLINK_STATE_URL"] = settings.state_url
-    for variable, url in urls.items():
-        if problem := sql_problem(url):
-            raise ConfigError(f"{variable}: cannot connect ({problem}): check the host, port, user and password")
+    inventory.check_connections(settings, names)
+
+
+EPHEMERAL_STARTUP_S = 90  # Prefect's default 20 s was exceeded at load averages of 6–14 on a 2-core machine
+
+
+def start_prefect_api() -> None:
+    """Without a Prefect server (`PREFECT_API_URL` unset), start the temporary API runs report to now, before any run.
+
+    Prefect would start it on first use, and stops it when the process exits (`script` runs the exit handlers). It must
+    answer within `PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`, `EPHEMERAL_STARTUP_S` unless set; if it does
+    not, a `ConfigError` says what to do."""
+    import logging
+
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import get_current_settings
+
+    prefect = get_current_settings()
+    if prefect.api.url or not prefect.server.ephemeral.enabled:
+        return
+    ephemeral = prefect.server.ephemeral
+    timeout = ephemeral.startup_timeout_seconds if "startup_timeout_seconds" in ephemeral.model_fields_set else EPHEMERAL_STARTUP_S
+    server, logger = SubprocessASGIServer(), logging.getLogger("prefect")  # the instance Prefect's clients use, and its logger
+    level = logger.level
+    logger.setLevel(logging.WARNING)  # not its note on temporary servers: this one is said in one line if it fails
+    try:
+        server.start(timeout)
+    except RuntimeError:
+        server.stop()
+        raise ConfigError(
+            f"the temporary Prefect API did not start within {timeout}s (PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS; "
+            "a busy machine is slower): start a Prefect server (`make serve` or `prefect server start`) and set "
+            "PREFECT_API_URL to its API, or raise PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
+        ) from None
+    finally:
+        logger.setLevel(level)
 
 
 @app.command()
@@ -191,13 +231,29 @@ def runs(
     integration: Annotated[str | None, typer.Option(help="only this integration's runs")] = None,
     limit: Annotated[int, typer.Option(min=1, help="most runs shown")] = 50,
     as_json: Json = False,
+    wide: Wide = False,
 ) -> None:
     """The run ledger, newest first: counts, decision, error and a link to each run in the Prefect UI."""
     from interlink.ledger import Ledger
 
     settings = Settings.load()
-    check_databases(settings, [])
-    _emit(Ledger(settings.state_db).runs(integration, limit), RUN_COLUMNS, as_json)
+    check_connections(settings, [])
+    _emit(Ledger(settings.state_db).runs(integration, limit), RUN_COLUMNS, as_json, RUN_SHOWN, wide)
+
+
+@app.command("status")
+def status_command(as_json: Json = False, wide: Wide = False) -> int:
+    """Each declared integration: owner, last run, last success, freshness against its SLA, next run, open dead
+    letters; 1 if any is in breach of its SLA."""
+    from deployments.declaration import read
+    from interlink.status import shown, status
+
+    settings = Settings.load()
+    declared = read()
+    check_connections(settings, [])
+    entries = status(declared, settings.state_db)
+    _emit(entries if as_json else [shown(e) for e in entries], STATUS_COLUMNS, as_json, STATUS_SHOWN, wide)
+    return EXIT_FAILED if any(e["in_breach"] for e in entries) else 0
 
 
 @state_app.command("upgrade")
@@ -208,12 +264,33 @@ def state_upgrade() -> None:
     from interlink.settings import mask_url
 
     settings = Settings.load()
-    check_databases(settings, [])
+    check_connections(settings, [])
     engine = create_engine(settings.state_db)
     before, after = migrations.upgrade(engine)
     engine.dispose()
     where = mask_url(settings.state_db)
     print(f"state database {where}: " + (f"at {after}, the newest" if before == after else f"upgraded from {before or 'nothing'} to {after}"))
+
+
+@state_app.command("prune")
+def state_prune(
+    apply: Annotated[bool, typer.Option("--apply", help="remove it (without: only say what would be removed)")] = False,
+    as_json: Json = False,
+) -> None:
+    """Remove what is older than its declared retention (`retention:` in deployments.yaml): resolved and replayed dead
+    letters, ended runs' ledger rows, GX results, per-run reports; open dead letters never. A dry run unless --apply."""
+    from deployments.declaration import read
+    from interlink.retention import prune
+
+    settings = Settings.load()
+    declared = read()
+    check_connections(settings, [])
+    pruned = prune(settings, declared, apply=apply)
+    if as_json:
+        print(json.dumps([p.as_dict() for p in pruned], default=_json_value, indent=2))
+        return
+    for found in pruned:
+        print(found.line())
 
 
 class Status(StrEnum):
@@ -228,15 +305,19 @@ def dlq_list(
     status: Annotated[Status | None, typer.Option(help="only those in this status")] = None,
     as_json: Json = False,
     reveal: Annotated[bool, typer.Option("--reveal", help="show the values of sensitive columns unmasked")] = False,
+    wide: Wide = False,
 ) -> None:
     """Dead-lettered records: why each failed, and the run that dead-lettered it (sensitive values masked)."""
-    from flows import sensitive_columns
-    from interlink.deadletter import DeadLetters
+    from interlink.deadletter import DeadLetters, masked
+    from interlink.integration_facts import facts
 
     settings = Settings.load()
-    check_databases(settings, [])
-    letters = DeadLetters(settings.state_db, sensitive_columns())
-    _emit(letters.entries(integration, status and status.value, reveal=reveal), DLQ_COLUMNS, as_json)
+    check_connections(settings, [])
+    letters = DeadLetters(settings.state_db).entries(integration, status and status.value, reveal=True)
+    if not reveal:  # each integration's fields as its latest run recorded them (`interlink.integration_facts`)
+        rules = facts(settings.state_db, {letter["integration"] for letter in letters})
+        letters = [masked(letter, rules[letter["integration"]].masked if letter["integration"] in rules else ()) for letter in letters]
+    _emit(letters, DLQ_COLUMNS, as_json, DLQ_SHOWN, wide)
 
 
 @dlq_app.command("replay")
@@ -257,8 +338,8 @@ def reconcile(
     settings = Settings.load()
     pipeline = pipeline_of(integration)
     flow = pipeline.reconcile  # a target that is neither SQL nor REST cannot be reconciled: ConfigError
-    settings.require(pipeline.connections)
-    check_databases(settings, pipeline.connections)
+    check_connections(settings, pipeline.connections)
+    start_prefect_api()
     found = flow(since=since, repair=repair)
     print(
         f"{integration} reconcile: source {found['source_rows']}, dead-lettered {len(found['dead_lettered'])}, "
@@ -281,7 +362,7 @@ def report(html: Annotated[Path | None, typer.Option(metavar="PATH", help="where
     from interlink.quality_report import build_report
 
     settings = Settings.load()
-    check_databases(settings, [])
+    check_connections(settings, [])
     print(f"quality report: {build_report(settings.state_db, html or settings.reports_dir / 'quality.html', sensitive_columns())}")
 
 
@@ -295,11 +376,18 @@ def serve(
 
 
 def serve_deployments(settings: Settings, limit: int | None, wait_s: float) -> None:
-    from deployments import declarations
+    """Serve the declared deployments once every connection they use is set; one that does not answer now is
+    told in one line, and served anyway: a scheduler outlives outages, and its runs fail until it answers."""
+    from deployments.runner import declarations
     from deployments.serving import serve as serve_with_heartbeats
     from flows import integration
 
-    settings.require([c for d in declarations().deployments for c in integration(d.integration).connections])
+    used = [c for d in declarations().deployments for c in integration(d.integration).connections]
+    settings.require(used)
+    try:
+        check_connections(settings, used)
+    except ConfigError as exc:
+        _fail(f"{exc} (serving anyway: its runs fail until it answers)", 0)
     _wait_for_prefect_api(wait_s)
     serve_with_heartbeats(limit=limit)
 
@@ -309,6 +397,7 @@ def _wait_for_prefect_api(timeout_s: float) -> None:
 
     from prefect.client.orchestration import get_client
 
+    start_prefect_api()  # none is configured: serve on a temporary one
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
         while client.api_healthcheck() is not None:
@@ -319,12 +408,16 @@ def _wait_for_prefect_api(timeout_s: float) -> None:
 
 @webhooks_app.command("serve")
 def webhooks_serve(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 8000) -> None:
-    """Receive signed events and trigger their integration's deployment."""
+    """Receive signed events and trigger their integration's deployment (on a Prefect server)."""
     import uvicorn
+    from prefect.settings import get_current_settings
 
     from interlink.webhooks import from_settings
 
-    uvicorn.run(from_settings(Settings.load()), host=host, port=port)
+    settings = Settings.load()
+    if not get_current_settings().api.url:  # else the first event would start a temporary server, and a stop orphan it
+        raise ConfigError("PREFECT_API_URL is not set: the webhook receiver needs a Prefect server: start one (`make serve` or `prefect server start`) and set PREFECT_API_URL to its API")
+    uvicorn.run(from_settings(settings), host=host, port=port)
 
 
 @webhooks_app.command("rerun")
@@ -336,41 +429,53 @@ def webhooks_rerun(event: Annotated[int, typer.Argument(help="the event's id in 
         result = rerun(Settings.load().state_db, event, deployment_trigger)
     except LookupError as exc:
         return _fail(str(exc), EXIT_FAILED)
-    print(f"event {result['event']}: {result['status']} {result['flow_run_id'] or ''}".rstrip())
+    if "error" in result:
+        return _fail(f"event {result['event']}: {result['status']}: {result['error'].splitlines()[0]}", EXIT_FAILED)
+    print(f"event {result['event']}: {result['status']} {result['flow_run_id']}")
     return 0
 
 
 @app.command()
-def connectors(as_json: Json = False) -> int:
-    """Every configured connection: where it points, who uses it, and whether it answers now (1 if any does not)."""
-    from flows import users
+def connectors(as_json: Json = False, wide: Wide = False) -> int:
+    """The connections the declared integrations use: where each points, who uses it (and their owners), whether it
+    answers now (1 if any does not). Which connections an integration uses is what its latest run recorded
+    (`interlink.integration_facts`); one that has not run since is loaded to ask."""
+    from deployments.declaration import read
+    from interlink.integration_facts import facts
     from interlink.inventory import inventory
 
-    rows = inventory(Settings.load(), users())
-    shown = rows if as_json else [r | {"used_by": ", ".join(r["used_by"])} for r in rows]
-    _emit(shown, INVENTORY_COLUMNS, as_json)
+    settings = Settings.load()
+    declared = read().integrations
+    users: dict[str, list[str]] = {}
+    for name, found in facts(settings.state_db, declared).items():
+        for connection in found.connections:
+            users.setdefault(connection, []).append(name)
+    rows = [r | {"owners": [declared[name].owner.team for name in r["used_by"]]} for r in inventory(settings, users)]
+    shown = rows if as_json else [r | {"used_by": ", ".join(f"{n} ({o})" for n, o in zip(r["used_by"], r["owners"], strict=True))} for r in rows]
+    _emit(shown, INVENTORY_COLUMNS, as_json, INVENTORY_SHOWN, wide)
     return 0 if all(r["healthy"] for r in rows) else EXIT_FAILED
 
 
-def _emit(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool) -> None:
-    """`rows` as JSON (each with its run's `url` in the Prefect UI, if one is configured), or as a table."""
+def _emit(rows: list[dict[str, Any]], columns: dict[str, str], as_json: bool, shown: tuple[str, ...] = (), wide: bool = True) -> None:
+    """`rows` as JSON (each with its run's `url` in the Prefect UI, if one is configured), or as a table of the
+    `shown` columns within 100 characters (`interlink.tables`), or of all of them if `wide`."""
     ui = _ui_url()
     if ui:
         rows = [row | {"url": f"{ui}/runs/flow-run/{row['flow_run_id']}"} if row.get("flow_run_id") else row for row in rows]
     if as_json:
         print(json.dumps(rows, default=_json_value, indent=2))
         return
-    from interlink.tables import table
+    from interlink.tables import pick, table
 
-    table(rows, columns)
+    table(rows, pick(columns, shown or columns, wide), wide)
 
 
 def _ui_url() -> str | None:
-    """The Prefect UI, as Prefect's settings say (`PREFECT_UI_URL`, or derived from `PREFECT_API_URL`)."""
-    from prefect.settings import get_current_settings
+    """The Prefect UI (`PREFECT_UI_URL`, or derived from `PREFECT_API_URL`), without importing Prefect where it is not
+    loaded (`interlink.prefect_urls`)."""
+    from interlink.prefect_urls import ui_url
 
-    url = get_current_settings().ui_url
-    return url.rstrip("/") if url else None
+    return ui_url()
 
 
 def _json_value(value: Any) -> str:

@@ -4,8 +4,9 @@ One entry per integration and record key. An entry is `open` until the record is
 delivered: by a later sync (`resolved`) or by a replay (`replayed`).
 
 Entries are kept whole, to be replayed; listed, they show the values of each integration's sensitive
-columns masked (in `values`, in the source records, and wherever they turn up in `reason`), unless an
-operator asks to see them (`reveal=True`).
+fields masked (in `values`, in the source records, and wherever they turn up in `reason`), unless an
+operator asks to see them (`reveal=True`). A field is sensitive by name as `connectors.masking` matches it
+(`Email` in a source record for a sensitive `email`), or as declared (`Gate.sensitive_source`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.masking import mask, mask_values
+from connectors.masking import mask_record, mask_values, sensitive_fields
 from connectors.sql import upsert, utcnow
 from interlink.state import DEAD_LETTERS, state_engine
 
@@ -82,12 +83,12 @@ def masked(entry: dict[str, Any], columns: Sequence[str]) -> dict[str, Any]:
     """A dead letter as it may be shown: the values of `columns` masked wherever they are in it."""
     if not columns:
         return entry
-    records = [r for r in entry["payload"] if isinstance(r, dict)]
-    found = [entry["values"].get(c) for c in columns] + [r.get(c) for r in records for c in columns]
+    records = [entry["values"], *(r for r in entry["payload"] if isinstance(r, dict))]
+    found = [r[k] for r in records for k in sensitive_fields(r, columns)]
     return entry | {
         "record_key": mask_values(entry["record_key"], found),
         "reason": mask_values(entry["reason"], found),
-        "values": {k: mask(v) if k in columns else v for k, v in entry["values"].items()},
-        "payload": [{k: mask(v) if k in columns else v for k, v in r.items()} if isinstance(r, dict) else r for r in entry["payload"]],
+        "values": mask_record(entry["values"], columns),
+        "payload": [mask_record(r, columns) if isinstance(r, dict) else r for r in entry["payload"]],
     }
 

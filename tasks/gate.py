@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from itertools import zip_longest
 from typing import Literal, Protocol
 
 import pandas as pd
@@ -16,7 +17,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from prefect.states import Running
-from pydantic import Field
+from pydantic import Field, ValidationError, field_validator
 
 from connectors.masking import mask_emails, mask_frame
 from connectors.sql import utcnow
@@ -25,23 +26,38 @@ from data_checks.guards import schema_diff, volume_problem
 from data_checks.policy import Gate, SchemaContract
 from interlink.ledger import Ledger
 
-SAMPLE_ROWS = 10
+SAMPLE_PER_CHECK = 3  # failing rows shown per failing expectation in the approval form
+SAMPLE_ROWS = 20  # and at most this many in all
 
 
 class Approval(RunInput):
     """The form a person fills in the Prefect UI to let a failing batch through, or not.
 
-    Every field is required and has no default, so the Prefect server refuses an empty or blank
-    submission (it validates the input against this model's JSON schema before resuming the run).
+    Every field is required and has no default, so the Prefect server refuses a submission without
+    one (it validates the input against this model's JSON schema before resuming the run). A blank
+    name or reason passes that schema (its refusal would read `' ' does not match '\\S'`): the
+    validators refuse it with a sentence, and `decide` pauses again with that sentence atop the form.
     """
 
     decision: Literal["approve", "reject"] = Field(
         title="Decision", description="approve: deliver the passing rows, dead-letter the failing ones; reject: deliver nothing"
     )
-    approver: str = Field(title="Your name", description="who decides (kept in the run's logs, artifact and ledger)",
-                          min_length=1, max_length=100, pattern=r"\S")
-    comment: str = Field(title="Why", description="the reason for the decision, e.g. a known clean-up at the source",
-                         min_length=1, max_length=1000, pattern=r"\S")
+    approver: str = Field(title="Your name", description="who decides (kept in the run's logs, artifact and ledger)", max_length=100)
+    comment: str = Field(title="Why", description="the reason for the decision, e.g. a known clean-up at the source", max_length=1000)
+
+    @field_validator("approver")
+    @classmethod
+    def _named(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("Your name is blank: write who decides, it is kept with the decision")
+        return value.strip()
+
+    @field_validator("comment")
+    @classmethod
+    def _reasoned(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("The reason is blank: write why you decide so, it is kept with the decision")
+        return value.strip()
 
 
 @task(name="schema-guard", cache_policy=NO_CACHE)
@@ -98,18 +114,28 @@ def decide(
     if not validation.batch_failures and failing <= gate.approve_above * total:
         return None
     deadline = utcnow() + timedelta(seconds=gate.approval_timeout_s)
-    form = Approval.with_initial_data(description=_form(integration, rows, validation, gate, summary, deadline))
+    text = _form(integration, rows, validation, gate, summary, deadline)
     on_pause(summary, {"rows": total, "rows_failing": failing})
     get_run_logger().warning("%s: %s; waiting for a decision in the Prefect UI until %s UTC", integration, summary, f"{deadline:%Y-%m-%d %H:%M:%S}")
-    try:
-        answer = pause_flow_run(wait_for_input=form, timeout=gate.approval_timeout_s, poll_interval=gate.approval_poll_s)
-    except FlowPauseTimeout:
-        decision = f"rejected: no decision within {gate.approval_timeout_s}s ({summary})"
-        _record(integration, decision)
-        _end_with_decision(timed_out=True)
-        raise GateRejected(f"{integration}: {decision}", decision) from None
+    answer, refused, left = None, "", gate.approval_timeout_s
+    while answer is None:
+        try:
+            if left < 1:
+                raise FlowPauseTimeout
+            form = Approval.with_initial_data(description=refused + text)
+            answer = pause_flow_run(wait_for_input=form, timeout=left, poll_interval=gate.approval_poll_s)
+        except FlowPauseTimeout:
+            decision = f"rejected: no decision within {gate.approval_timeout_s}s ({summary})"
+            _record(integration, decision)
+            _end_with_decision(timed_out=True)
+            raise GateRejected(f"{integration}: {decision}", decision) from None
+        except ValidationError as exc:  # a blank name or reason: asked again, the deadline unchanged
+            why = " ".join(f"{e['msg'].removeprefix('Value error, ')}." for e in exc.errors())
+            get_run_logger().warning("%s: an answer was refused: %s Waiting for another.", integration, why)
+            refused = f"**Your answer was refused: {_cell(why)}** Please answer again.\n\n"
+            left = int((deadline - utcnow()).total_seconds())
     verdict = "approved" if answer.decision == "approve" else "rejected"
-    decision = f"{verdict} by {answer.approver.strip()} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ({summary}): {answer.comment.strip()}"
+    decision = f"{verdict} by {answer.approver} at {utcnow():%Y-%m-%d %H:%M:%S} UTC ({summary}): {answer.comment}"
     _record(integration, decision)
     if verdict == "rejected":
         _end_with_decision(timed_out=False)
@@ -144,10 +170,14 @@ def _record(integration: str, decision: str) -> None:
 
 
 def _form(integration: str, rows: pd.DataFrame, validation: Validation, gate: Gate, summary: str, deadline: datetime) -> str:
-    """The form's text: what fails, the deadline, and the first failing rows whole, each with its reasons."""
-    failures = validation.row_failures.iloc[:SAMPLE_ROWS]
+    """The form's text: what fails, the deadline, and failing rows whole (a few of each failing expectation), each
+    with its reasons; sensitive columns masked."""
+    checks = validation.row_failures["reason"].str.split("; ").explode().map(_check)  # indexed like the rows
+    reasons = checks.value_counts()
+    picked = [checks.index[checks == name][:SAMPLE_PER_CHECK] for name in reasons.index]  # taken in turns, below
+    shown = pd.Index([i for turn in zip_longest(*picked) for i in turn if i is not None]).unique()[:SAMPLE_ROWS]
+    failures = validation.row_failures.loc[shown]
     sample = mask_frame(rows.loc[failures.index], gate.sensitive)
-    reasons = validation.row_failures["reason"].str.split("; ").explode().map(_check).value_counts()
     batch = [f"Batch-level expectations failed: {', '.join(validation.batch_failures)}.", ""] if validation.batch_failures else []
     return "\n".join([
         f"## {integration}: approve this batch?",
@@ -162,12 +192,13 @@ def _form(integration: str, rows: pd.DataFrame, validation: Validation, gate: Ga
         "|---|---|",
         *[f"| {_cell(name)} | {count} |" for name, count in reasons.items()],
         "",
-        f"First {len(sample)} of {len(validation.row_failures)} failing rows, each whole"
-        + (f" ({', '.join(gate.sensitive)} masked)" if gate.sensitive else "") + ":",
+        f"{len(sample)} of {len(validation.row_failures)} failing rows, up to {SAMPLE_PER_CHECK} of each failing expectation, "
+        "each whole" + (f" ({', '.join(gate.sensitive)} masked)" if gate.sensitive else "") + ":",
         "",
-        *(  # a list, not a table: the form's dialog is narrow, and a wide table's cells would be cut off
-            f"{n}. fails {_cell(', '.join(map(_check, reason.split('; '))))}:  \n"
-            + "   " + _cell(" · ".join(f"{column}: {_value(value)}" for column, value in row.items()))
+        *(  # paragraphs, not a table (the dialog is narrow: a wide table's cells are cut off) nor a numbered list
+            # (the UI's list gutter cuts numbers from 10 on)
+            f"**Row {n}** fails {_cell(', '.join(map(_check, reason.split('; '))))}:  \n"
+            + _cell(" · ".join(f"{column}: {_value(value)}" for column, value in row.items())) + "\n"
             for n, (reason, (_, row)) in enumerate(zip(failures["reason"], sample.iterrows(), strict=True), 1)
         ),
     ])

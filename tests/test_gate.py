@@ -35,13 +35,14 @@ from prefect.settings import PREFECT_API_URL
 
 from connectors.sql import create_engine, read_watermark
 from data_checks.policy import Gate, SchemaContract
-from deployments import declarations
+from deployments.runner import declarations
 from flows.crm_to_billing import PIPELINE as crm_to_billing
 from flows.orders_to_erp import PIPELINE as orders_to_erp
 from flows.pipeline import sync_flow
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
+from tasks.gate import SAMPLE_PER_CHECK, SAMPLE_ROWS
 
 CRM = crm_to_billing
 CRM_COLUMNS = ["crm_id", "name", "email", "phone", "country", "crm_updated_at", "currency", "tax_rate"]  # a row as billing gets it
@@ -93,8 +94,9 @@ def start_in_thread(flow_fn) -> tuple[threading.Thread, dict]:
     return thread, outcome
 
 
-def paused_run(flow_name: str, thread: threading.Thread, timeout_s: float = 90):
-    """The flow run of `flow_name` once the API shows it paused (polled, bounded; gives up if the run ended)."""
+def paused_run(flow_name: str, thread: threading.Thread, timeout_s: float = 90, not_key: str | None = None):
+    """The flow run of `flow_name` once the API shows it paused (with a pause key other than `not_key`: paused again)
+    (polled, bounded; gives up if the run ended)."""
     deadline = time.monotonic() + timeout_s
     with get_client(sync_client=True) as client:
         while time.monotonic() < deadline and thread.is_alive():
@@ -102,13 +104,13 @@ def paused_run(flow_name: str, thread: threading.Thread, timeout_s: float = 90):
                 flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
                 flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED]))),
             )
-            if paused:
+            if paused and paused[0].state.state_details.pause_key != not_key:
                 return paused[0]
             time.sleep(0.2)
     raise AssertionError(f"no paused run of {flow_name} within {timeout_s}s (run alive: {thread.is_alive()})")
 
 
-APPROVE = Gate(policy="approve", approve_above=0.05, approval_poll_s=0.2, approval_timeout_s=120, sensitive=("email", "phone"))
+APPROVE = Gate(policy="approve", approve_above=0.05, approval_poll_s=0.2, approval_timeout_s=120, sensitive=("name", "email", "phone"))
 
 
 def flow_run_logs(run_id, needle: str, timeout_s: float = 30) -> list[str]:
@@ -130,12 +132,10 @@ def artifacts(run_id) -> dict[str, str]:
 
 REFUSED = [
     {},  # an empty Submit
-    {"decision": "approve", "approver": "", "comment": "ok"},
-    {"decision": "reject", "approver": "   ", "comment": "ok"},
-    {"decision": "approve", "approver": "alice", "comment": ""},
     {"decision": "maybe", "approver": "alice", "comment": "ok"},
     {"approver": "alice", "comment": "ok"},
 ]
+BLANK = {"decision": "reject", "approver": "   ", "comment": "ok"}  # the schema lets it through; the flow asks again
 
 
 @pytest.mark.parametrize("decision", ["approve", "reject"])
@@ -153,20 +153,30 @@ def test_approve_policy_pauses_and_a_person_decides_through_the_api(systems, sql
             refusals.append(str(refused.value))
         with get_client(sync_client=True) as client:
             assert client.read_flow_run(run.id).state.is_paused()
+        resume_flow_run(run.id, run_input=BLANK)
+        again = paused_run("crm_to_billing", thread, not_key=run.state.state_details.pause_key)
+        asked_again = read_flow_run_input(again.state.state_details.run_input_keyset["description"], again.id)
         resume_flow_run(run.id, run_input={"decision": decision, "approver": "alice", "comment": "known CRM clean-up"})
         thread.join(120)
 
     assert sorted(schema["required"]) == ["approver", "comment", "decision"]  # the UI marks none "(Optional)"
-    assert "'decision' is a required property" in refusals[0] and "'maybe' is not one of ['approve', 'reject']" in refusals[4]
+    assert "'decision' is a required property" in refusals[0] and "'maybe' is not one of ['approve', 'reject']" in refusals[1]
+    assert asked_again.startswith("**Your answer was refused: Your name is blank: write who decides, it is kept with the decision.**")
+    assert asked_again.endswith(form) and "an answer was refused: Your name is blank" in " ".join(flow_run_logs(run.id, "refused"))
     assert "505 of 5000 rows fail" in form and "| expect_column_values_to_match_regex(email) |" in form
     deadline = re.search(r"\*\*Decide by (\d{4}-\d\d-\d\d \d\d:\d\d) UTC\*\* \(within 2 min 0 s\)", form)
     assert deadline and abs((datetime.strptime(deadline[1], "%Y-%m-%d %H:%M").replace(tzinfo=UTC) - run.state.timestamp).total_seconds() - 120) < 61
-    sample = form.split("failing rows, each whole (email, phone masked):")[1].strip().splitlines()
-    assert len(sample) == 20
-    for n, (fails, row) in enumerate(zip(sample[::2], sample[1::2], strict=True), 1):  # each row's own failed checks, then all of it
-        assert re.fullmatch(rf"{n}\. fails expect_\w+\(\w+\)(, expect_\w+\(\w+\))*:  ", fails), fails
-        assert row.startswith("   ") and [part.split(": ")[0] for part in row.strip().split(" · ")] == CRM_COLUMNS, row
-    assert "\\*\\*\\*" in "".join(sample) and not re.search(r"(?<!\\\*)@", "".join(sample))  # masked, and shown as masked
+    failing = dict(re.findall(r"^\| (expect_\S+) \| (\d+) \|$", form, re.M))
+    head, _, listed = form.partition("each whole (name, email, phone masked):")
+    rows = [row.splitlines() for row in listed.strip().split("\n\n")]
+    assert len(failing) >= 2 and len(rows) <= SAMPLE_ROWS and not re.search(r"^\s*\d+\.", listed, re.M)  # no numbered list to clip
+    for n, (fails, row) in enumerate(rows, 1):  # each row's own failed checks, then all of it
+        assert re.fullmatch(rf"\*\*Row {n}\*\* fails expect_\w+\(\w+\)(, expect_\w+\(\w+\))*:  ", fails), fails
+        assert [part.split(": ")[0] for part in row.split(" · ")] == CRM_COLUMNS, row
+        assert re.search(r"name: \w\\\*\\\*\\\*", row) or "name: ∅" in row, row  # names are masked too
+    for check, count in failing.items():  # every failing expectation has its rows in the sample
+        assert sum(check in fails.replace("\\", "") for fails, _ in rows) >= min(SAMPLE_PER_CHECK, int(count)), check
+    assert not re.search(r"(?<!\\\*)@", listed)  # masked, and shown as masked
     verdict = "approved" if decision == "approve" else "rejected"
     run_row = last_run()
     assert re.fullmatch(rf"{verdict} by alice at \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d UTC \(505 of 5000 rows fail\): known CRM clean-up",
@@ -274,7 +284,7 @@ def test_a_deployments_policy_parameter_changes_the_gate(systems, sqlite_billing
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
             "INTERLINK_DEPLOYMENTS_FILE": str(path),
         }
-        served = "from prefect import serve; from deployments import runner_deployments; serve(*runner_deployments())"
+        served = "from prefect import serve; from deployments.runner import runner_deployments; serve(*runner_deployments())"
         with (tmp_path / "serve.log").open("w") as out:
             runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT,
                                       cwd=Path(__file__).parents[1])

@@ -155,3 +155,23 @@ def test_dead_letters_are_listed_masked_unless_revealed(home):
     assert shown["reason"] == "Duplicate entry 'b***' for key 'email'"
     [revealed] = DeadLetters(url, {"crm_to_billing": ("email", "phone")}).entries(reveal=True)
     assert revealed["payload"] == [record] and "bo.canary@@example" in revealed["reason"]
+
+
+def test_a_source_field_is_masked_by_what_it_means_not_how_it_is_spelt(home):
+    """`Email` and `e-mail` in a source record match a sensitive `email`; `contact_mail`, mapped to `email` by the
+    transform, is masked because the gate declares it (`sensitive_source`); other fields stay readable."""
+    from data_checks.policy import Gate
+
+    gate = Gate(sensitive=("email",), sensitive_source=("contact_mail",))
+    url = f"sqlite:///{home / 'interlink.db'}"
+    records = [{"id": "C1", "Email": "bo.canary@example.org", "e-mail": "bo.canary@example.org", "country": "GB"},
+               {"id": "C1", "contact_mail": "bo.canary@example.org", "emails_sent": 3}]
+    DeadLetters(url).put("contacts", [Reject("C1", "check", "bad address bo.canary@example.org", {"email": "bo.canary@example.org"}, records)], None)
+
+    [shown] = DeadLetters(url, {"contacts": gate.masked}).entries()
+    assert shown["payload"] == [
+        {"id": "C1", "Email": "b***@example.org", "e-mail": "b***@example.org", "country": "GB"},
+        {"id": "C1", "contact_mail": "b***@example.org", "emails_sent": 3},
+    ]
+    assert shown["values"] == {"email": "b***@example.org"} and shown["reason"] == "bad address b***@example.org"
+    assert gate.masked == ("email", "contact_mail")
