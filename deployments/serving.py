@@ -15,6 +15,7 @@ import signal
 from typing import Any
 
 from prefect.runner import Runner
+from prefect.settings import PREFECT_API_URL
 
 from deployments.automations import HEARTBEAT_S, apply
 from deployments.runner import runner_deployments
@@ -40,10 +41,13 @@ class StoppingRunner(Runner):
 
 def serve(limit: int | None = None) -> None:
     """Apply the automations, then serve every declared deployment until SIGTERM or Ctrl-C."""
-    apply()
+    automations = apply()
     runner = StoppingRunner(limit=limit, heartbeat_seconds=HEARTBEAT_S)
-    for deployment in runner_deployments():
+    deployments = runner_deployments()
+    for deployment in deployments:
         runner.add_deployment(deployment)
+    print(f"serving {len(deployments)} deployments on {PREFECT_API_URL.value() or 'a temporary Prefect API'} ({', '.join(d.name for d in deployments)}), "
+          f"{len(automations)} automations; SIGTERM or Ctrl-C stops", flush=True)
 
     async def start() -> None:
         loop = asyncio.get_running_loop()

@@ -305,6 +305,7 @@ def dlq_list(
     status: Annotated[Status | None, typer.Option(help="only those in this status")] = None,
     as_json: Json = False,
     reveal: Annotated[bool, typer.Option("--reveal", help="show the values of sensitive columns unmasked")] = False,
+    limit: Annotated[int | None, typer.Option(min=1, help="only the newest N")] = None,
     wide: Wide = False,
 ) -> None:
     """Dead-lettered records: why each failed, and the run that dead-lettered it (sensitive values masked)."""
@@ -313,7 +314,7 @@ def dlq_list(
 
     settings = Settings.load()
     check_connections(settings, [])
-    letters = DeadLetters(settings.state_db).entries(integration, status and status.value, reveal=True)
+    letters = DeadLetters(settings.state_db).entries(integration, status and status.value, reveal=True, limit=limit)
     if not reveal:  # each integration's fields as its latest run recorded them (`interlink.integration_facts`)
         rules = facts(settings.state_db, {letter["integration"] for letter in letters})
         letters = [masked(letter, rules[letter["integration"]].masked if letter["integration"] in rules else ()) for letter in letters]

@@ -67,15 +67,17 @@ class DeadLetters:
                 )
         return len(keys)
 
-    def entries(self, integration: str | None = None, status: str | None = None, *, reveal: bool = False) -> list[dict[str, Any]]:
-        """Entries, oldest first, optionally of one integration and status; sensitive values masked unless `reveal`."""
-        query = sa.select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id)
+    def entries(self, integration: str | None = None, status: str | None = None, *, reveal: bool = False,
+                limit: int | None = None) -> list[dict[str, Any]]:
+        """Entries, oldest first (the newest `limit` of them, if given), optionally of one integration and status;
+        sensitive values masked unless `reveal`."""
+        query = sa.select(DEAD_LETTERS).order_by(DEAD_LETTERS.c.id.desc()).limit(limit)
         if integration:
             query = query.where(DEAD_LETTERS.c.integration == integration)
         if status:
             query = query.where(DEAD_LETTERS.c.status == status)
         with self._engine.connect() as conn:
-            entries = [dict(row._mapping) for row in conn.execute(query)]
+            entries = [dict(row._mapping) for row in conn.execute(query)][::-1]
         return entries if reveal else [masked(e, self._sensitive.get(e["integration"], ())) for e in entries]
 
 

@@ -98,13 +98,14 @@ class Settings(BaseSettings):
     @classmethod
     def load(cls) -> Settings:
         """The settings; a bad or unknown value raises `ConfigError` naming its variable and the fix."""
-        unknown = [n for n in os.environ if n.startswith(PREFIX) and "__" not in n and n.removeprefix(PREFIX).lower() not in cls.model_fields]
-        if unknown:
-            raise ConfigError(f"{unknown[0]} is not a setting{_did_you_mean(unknown[0], [PREFIX + f.upper() for f in cls.model_fields])}")
         named = os.environ.get(f"{PREFIX}CONNECTIONS_FILE")
         if named and not Path(named).is_file():
             raise ConfigError(f"{PREFIX}CONNECTIONS_FILE names {named}, which is not a file: fix the path, or unset it to use {CONNECTIONS_FILE}")
         path = Path(named or CONNECTIONS_FILE)
+        unknown = [n for n in os.environ if n.startswith(PREFIX) and "__" not in n and n.removeprefix(PREFIX).lower() not in cls.model_fields]
+        if unknown:
+            hint = _did_you_mean(unknown[0], [PREFIX + f.upper() for f in cls.model_fields]) or _one_underscore(unknown[0], _read_file(path))
+            raise ConfigError(f"{unknown[0]} is not a setting{hint}")
         try:
             return cls(connections=declared_connections(path))
         except ValidationError as exc:
@@ -333,6 +334,15 @@ def _explain(error: dict[str, Any], name: str | None = None, kind: str | None = 
             return f"{setting} must be an AMQP URL, e.g. amqp://user@broker:5672/%2F"
     message = error["msg"].removeprefix("Value error, ")
     return f"{setting}: {message[:1].lower()}{message[1:]}"
+
+
+def _one_underscore(variable: str, connections: Iterable[str]) -> str:
+    """A hint at a connection's variable written with one underscore after its name (`INTERLINK_CRM_BASE_URL`)."""
+    rest = variable.removeprefix(PREFIX)
+    for name in sorted(connections, key=len, reverse=True):
+        if rest.lower().startswith(f"{name}_") and len(rest) > len(name) + 1:
+            return f" (did you mean {PREFIX}{name.upper()}__{rest[len(name) + 1:]}? two underscores after the connection's name)"
+    return ""
 
 
 def _did_you_mean(word: str, choices: list[str], sep: str = "__") -> str:

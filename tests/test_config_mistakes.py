@@ -45,6 +45,8 @@ class Mistake:
 MISTAKES = {
     # Interlink's own settings
     "unknown setting": Mistake(["runs"], "INTERLINK_STATEURL", {"INTERLINK_STATEURL": "sqlite:///x.db"}, says="did you mean INTERLINK_STATE_URL"),
+    "one underscore after a connection's name": Mistake(["runs"], "INTERLINK_CRM_BASE_URL", {"INTERLINK_CRM_BASE_URL": "http://crm.example.com"},
+                                                        says="did you mean INTERLINK_CRM__BASE_URL? two underscores"),
     "state URL unparseable": Mistake(["runs"], "INTERLINK_STATE_URL", {"INTERLINK_STATE_URL": f"postgresql://etl:{CANARY}@db:port/x"}),
     "state database unreachable": Mistake(["runs"], "INTERLINK_STATE_URL", {"INTERLINK_STATE_URL": f"postgresql+psycopg://etl:{CANARY}@127.0.0.1:1/x"}),
     "webhook secrets not JSON": Mistake(["runs"], "INTERLINK_WEBHOOK_SECRETS", {"INTERLINK_WEBHOOK_SECRETS": f'{{"orders_to_erp": "{CANARY}"'}, says="JSON"),

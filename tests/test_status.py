@@ -123,6 +123,15 @@ def test_dead_letters_are_masked_by_the_fields_their_integration_recorded_or_els
     assert shown["crm_to_billing"]["values"] == {"email": "b***@example.com", "id": 1}
 
 
+def test_dlq_list_limit_shows_the_newest_oldest_first(home, capsys):
+    letters = DeadLetters(Settings.load().state_db)
+    for key in ("k1", "k2", "k3"):
+        letters.put("alpha", [Reject(key, "check", "bad", {"id": key}, [])], None)
+    capsys.readouterr()
+    assert main(["dlq", "list", "--json", "--limit", "2"]) == 0
+    assert [e["record_key"] for e in json.loads(capsys.readouterr().out)] == ["k2", "k3"]
+
+
 READ_ONLY = [["runs"], ["dlq", "list"], ["connectors"], ["status"]]
 HEAVY = ("prefect", "great_expectations", "pandas", "flows.pipeline", "flows.crm_to_billing", "flows.orders_to_erp")
 
