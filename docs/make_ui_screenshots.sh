@@ -110,8 +110,8 @@ py '
 import sys, time
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from deployments import declarations
-declared = len(declarations().deployments)
+from deployments.runner import runner_deployments
+declared = len(runner_deployments())  # with the retention prune, if declared
 scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["SCHEDULED"])))
 deadline = time.monotonic() + 120
 with get_client(sync_client=True) as client:
@@ -173,7 +173,7 @@ with get_client(sync_client=True) as client:
             sys.exit(f"flow run {sys.argv[1]} did not pause for approval (now {state and state.name})")
         time.sleep(1)
 ' "$paused_id" || fail "no paused run"
-TZ=Europe/Berlin .venv/bin/python docs/click_screenshot.py "$ui/runs/flow-run/$paused_id" Resume docs/prefect-approval.png 1440,1400 \
+TZ=Europe/Berlin .venv/bin/python docs/click_screenshot.py "$ui/runs/flow-run/$paused_id" Resume docs/prefect-approval.png 1440,3300 \
   || fail "no screenshot of the approval form"
 py '
 import sys, time
@@ -229,7 +229,7 @@ with get_client(sync_client=True) as client:
 ' "$crashed_id" || fail "the run to crash did not get going"
 kill -KILL -- "-$serve_pid"
 wait "$serve_pid" 2>/dev/null || true  # reaped quietly: no "Killed" line from bash
-crash_after_s=$(py 'from deployments import declarations; print(declarations().crash_after_s)')
+crash_after_s=$(py 'from deployments.runner import declarations; print(declarations().crash_after_s)')
 wait_run "$crashed_id" CRASHED $((crash_after_s + 120))
 shot docs/prefect-crashed.png "$ui/runs/flow-run/$crashed_id?tab=Details" 1440,1300
 
