@@ -39,7 +39,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 
 from connectors.errors import ConfigError
-from deployments.declaration import Declarations, Integration, duration_text
+from deployments.declaration import Declarations, Integration, duration_text, sla_promises
 from deployments.runner import declarations, deployed
 from interlink.alerts import AUTOMATIONS, QUARANTINED_EVENT, runbook, ui_url
 from interlink.settings import Settings
@@ -143,20 +143,18 @@ def sla_breaches(declared: Declarations, block_id=None) -> list[AutomationCore]:
             continue
         runs_of_sync = [{"prefect.resource.role": "deployment", "prefect.resource.name": sync.name},
                         {"prefect.resource.role": "flow", "prefect.resource.name": deployed(name, "sync", declared).name}]
-        sla = integration.sla
+        sla, promises = integration.sla, sla_promises(integration.sla, declared.timezone)
         if sla.fresh_within is not None:
-            promise = f"a Completed sync at least every {duration_text(sla.fresh_within)}"
             wanted.append(_sla_automation(
-                f"{PREFIX}SLA of {name}: fresh within {duration_text(sla.fresh_within)}", name, integration, declared, promise,
+                f"{PREFIX}SLA of {name}: fresh within {duration_text(sla.fresh_within)}", name, integration, declared, promises["fresh_within"],
                 EventTrigger(after=COMPLETED | STARTED, expect=COMPLETED, match_related=runs_of_sync,
                              for_each={"related:deployment:prefect.resource.id"}, posture=Posture.Proactive, threshold=1,
                              within=sla.fresh_within),
                 f"no Completed sync within {duration_text(sla.fresh_within)}", block_id))
         if sla.done_by is not None:
             within = done_within(sync.cron, sla.done_by, name)
-            promise = f"each scheduled sync done by {sla.done_by:%H:%M} {declared.timezone}"
             wanted.append(_sla_automation(
-                f"{PREFIX}SLA of {name}: done by {sla.done_by:%H:%M}", name, integration, declared, promise,
+                f"{PREFIX}SLA of {name}: done by {sla.done_by:%H:%M}", name, integration, declared, promises["done_by"],
                 EventTrigger(after=STARTED, expect=COMPLETED, match={"prefect.resource.id": "prefect.flow-run.*"},
                              match_related=[*runs_of_sync, {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.auto-scheduled"}],
                              for_each={"prefect.resource.id"}, posture=Posture.Proactive, threshold=1, within=within),

@@ -201,14 +201,20 @@ class Declarations(Strict):
         return "\n\n".join(lines)
 
 
-def sla_text(sla: Sla, timezone: str) -> str:
-    """`a Completed sync at least every 26h; each scheduled sync done by 06:00 Europe/Berlin`."""
-    parts = []
+def sla_promises(sla: Sla, timezone: str) -> dict[str, str]:
+    """Each promise of `sla` in words, by its key: `a Completed sync at least every 26h`, `each scheduled sync done by
+    06:00 Europe/Berlin`."""
+    promises = {}
     if sla.fresh_within is not None:
-        parts.append(f"a Completed sync at least every {duration_text(sla.fresh_within)}")
+        promises["fresh_within"] = f"a Completed sync at least every {duration_text(sla.fresh_within)}"
     if sla.done_by is not None:
-        parts.append(f"each scheduled sync done by {sla.done_by:%H:%M} {timezone}")
-    return "; ".join(parts)
+        promises["done_by"] = f"each scheduled sync done by {sla.done_by:%H:%M} {timezone}"
+    return promises
+
+
+def sla_text(sla: Sla, timezone: str) -> str:
+    """Every promise of `sla` in words, in one line."""
+    return "; ".join(sla_promises(sla, timezone).values())
 
 
 def declarations_file() -> Path:

@@ -180,6 +180,7 @@ CHECKS: dict[str, Callable[[str, Connection, _Timer], str | None]] = {
     "queue": _check_queue,
 }
 CHECK_TIMEOUT_S = 5.0  # a health check's longest wait for an answer
+STATE = ""  # the state database, among the connections `check_connections` checks
 
 
 def check_connections(settings: Settings, names: list[str]) -> None:
@@ -200,9 +201,6 @@ def check_connections(settings: Settings, names: list[str]) -> None:
     if problems:
         others = [p.split(":", 1)[0] for p in problems[1:]]
         raise ConfigError(problems[0] + (f" (failing too: {', '.join(others)})" if others else ""))
-
-
-STATE = ""  # the state database, among the connections checked
 
 
 def _variable(name: str, connection: Connection) -> str:
