@@ -19,15 +19,17 @@ class ConnectorError(Exception):
 
 
 class RetriableError(ConnectorError):
-    """A failure that may pass: `retry_after` is the server's hint in seconds, if it gave one.
+    """A failure that may pass: `retry_after` is the server's hint in seconds, if it gave one; `status` the HTTP
+    status that said so, if one did (none for a timeout or a refused connection).
 
     `opened_circuit` is true when this failure opened the system's circuit: retrying now would only fail fast.
     """
 
-    def __init__(self, message: str, retry_after: float | None = None, *, opened_circuit: bool = False):
+    def __init__(self, message: str, retry_after: float | None = None, *, opened_circuit: bool = False, status: int | None = None):
         super().__init__(message)
         self.retry_after = retry_after
         self.opened_circuit = opened_circuit
+        self.status = status
 
 
 class CircuitOpen(ConnectorError):

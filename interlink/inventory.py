@@ -90,6 +90,8 @@ def _check_rest(name: str, connection: RestConnection, timer: _Timer) -> str | N
     except NotFound as exc:
         return f"{variable.removesuffix('BASE_URL')}HEALTH_PATH: {_unnamed(name, exc)}: check the path and {variable} ({target})"
     except RetriableError as exc:
+        if exc.status in BUSY:  # it answers, and asks to be called later: the run's own retries wait as asked
+            return None
         if failure := _cause(exc, httpx.TransportError):
             what = "no answer in time from" if isinstance(failure, httpx.TimeoutException) else "cannot connect to"
             return f"{variable}: {what} {target} ({_why(failure)}): check the host and port"
@@ -180,6 +182,7 @@ CHECKS: dict[str, Callable[[str, Connection, _Timer], str | None]] = {
     "queue": _check_queue,
 }
 CHECK_TIMEOUT_S = 5.0  # a health check's longest wait for an answer
+BUSY = (429, 503)  # "too many requests", "unavailable for now": the system is there, and a run's retries wait for it
 STATE = ""  # the state database, among the connections `check_connections` checks
 
 

@@ -27,6 +27,8 @@ import sqlalchemy as sa
 from connectors.errors import AuthError, FatalError
 from connectors.rest import RestClient
 from interlink.cli import main
+from interlink.inventory import CHECKS, _Timer
+from interlink.settings import RestConnection
 
 INTERLINK = Path(sys.executable).with_name("interlink")
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
@@ -270,3 +272,14 @@ def test_a_sign_in_page_where_the_api_was_meant_stops_the_run_before_it_reads(ho
         done = interlink(home, "run", "crm_to_billing", INTERLINK_CRM__BASE_URL=url)
     assert one_line(done) == f"interlink: INTERLINK_CRM__BASE_URL: GET /customers {says}: check the base URL ({url})"
     no_ledger(home)
+
+
+@pytest.mark.parametrize("status, passes", [(429, True), (503, True), (500, False)])
+def test_a_busy_system_passes_the_check_a_broken_one_does_not(status: int, passes: bool):
+    """A 429 or 503 is the system answering "later": the run's retries wait for it (the demo's chaos made `make demo`
+    stop before any run one time in three). A 500 is a broken system: the check stops the run."""
+    with html_server(status) as url:
+        problem = CHECKS["rest"]("crm", RestConnection(base_url=url), _Timer())
+    assert (problem is None) is passes, problem
+    if not passes:
+        assert problem == "INTERLINK_CRM__BASE_URL: GET / answered 500: crm is failing; try again later"
