@@ -8,6 +8,9 @@ makes every attempt it declares and fails with the real error; it takes the fail
 runs in one process (or of pages fetched concurrently) to open the circuit. The call whose failure opens the circuit raises its own error (the REST client marks it
 `opened_circuit`, so a task does not retry it only to fail fast); later calls fail fast with `CircuitOpen`,
 whose message leads with that failure.
+
+Each breaker sets its connection's `interlink_circuit_breaker_open` gauge (1 from opening until a probe closes it) and
+counts each opening (`connectors.telemetry`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from contextlib import contextmanager
 from enum import StrEnum
 
 from connectors.errors import CircuitOpen, ConnectorError, RetriableError
+from connectors.telemetry import BreakerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,7 @@ class CircuitBreaker:
         self._opened_at = 0.0
         self._opened_times = 0
         self._probing = False
+        self._metrics = BreakerMetrics(name)
 
     @property
     def state(self) -> BreakerState:
@@ -117,6 +122,7 @@ class CircuitBreaker:
             if self._state is BreakerState.HALF_OPEN:
                 self._probing = False
                 self._state = BreakerState.CLOSED
+                self._metrics.closed()
                 log.info("%s: probe call succeeded; circuit closed", self.name)
 
     def record_failure(self, cause: BaseException | None = None) -> bool:
@@ -192,6 +198,7 @@ class CircuitBreaker:
         self._opened_at = self._clock()
         self._opened_times += 1
         self._probing = False
+        self._metrics.opened()
 
 
 

@@ -13,6 +13,8 @@ open the circuit (so the default 5 exceeds the 3 attempts of a task that retries
 those retries are all made). The request whose failure opens the circuit raises its own error,
 marked `opened_circuit` and ending `; circuit now open for 30s`; later requests fail fast with
 `CircuitOpen`, whose message leads with that error, until a probe request succeeds.
+
+Each attempt is measured per connection (`connectors.telemetry`): its duration, its answer's status class, and each retry.
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from connectors.errors import AuthError, CircuitOpen, FatalError, NotFound, Retr
 from connectors.masking import SECRET_NAME, cut, mask_secrets
 from connectors.pagination import PageRequest, Paginator
 from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
+from connectors.telemetry import HttpMetrics
+from connectors.threads import mapped
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +81,7 @@ class RestClient:
         self._secrets = secrets
         self._limiter = limiter
         self._breaker = breaker
+        self._metrics = HttpMetrics(name)
         self._client = httpx.Client(
             base_url=base_url,
             auth=auth,
@@ -153,7 +158,7 @@ class RestClient:
         with ThreadPoolExecutor(concurrency, thread_name_prefix=self.name) if ahead else nullcontext() as pool:
             batch = [request]
             while True:
-                for response, (body, strict) in pool.map(self._get, batch) if len(batch) > 1 else [self._get(batch[0])]:
+                for response, (body, strict) in mapped(pool, self._get, batch) if len(batch) > 1 else [self._get(batch[0])]:
                     if records_path is None:
                         records_path = _find_records(where, body)
                     records = _at(where, body, records_path) if strict else undecodable(_at(where, body, records_path))
@@ -213,9 +218,11 @@ class RestClient:
         try:
             response = self._retrying(attempt)
         except RetriableError as exc:
-            error = RetriableError(f"{exc} after {attempts} attempt{'' if attempts == 1 else 's'}", exc.retry_after)
+            error = RetriableError(f"{exc} after {attempts} attempt{'' if attempts == 1 else 's'}", exc.retry_after, status=exc.status)
             if breaker and self._recorded(breaker, probe, error):
-                error = RetriableError(f"{error}; circuit now open for {breaker.cooldown_s:g}s", exc.retry_after, opened_circuit=True)
+                error = RetriableError(
+                    f"{error}; circuit now open for {breaker.cooldown_s:g}s", exc.retry_after, opened_circuit=True, status=exc.status
+                )
             raise error.with_traceback(exc.__traceback__) from None
         except BaseException as exc:
             if breaker:
@@ -235,12 +242,16 @@ class RestClient:
 
     def _attempt(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
         with self._limiter.slot() if self._limiter else nullcontext():
+            started = time.perf_counter()
             try:
                 response = self._client.request(method, url, **kwargs)
-            except (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError) as exc:
-                raise RetriableError(self._transport_failure(method, url, exc)) from None
-            except httpx.TransportError as exc:  # e.g. a base URL without http(s)://: no retry will help
+            except httpx.TransportError as exc:
+                self._metrics.observe(method, None, time.perf_counter() - started)
+                if isinstance(exc, (httpx.TimeoutException, httpx.NetworkError, httpx.RemoteProtocolError)):
+                    raise RetriableError(self._transport_failure(method, url, exc)) from None
+                # e.g. a base URL without http(s)://: no retry will help
                 raise FatalError(f"{self.name}: {method} {httpx.URL(url).path}: {type(exc).__name__}: {exc}") from None
+            self._metrics.observe(method, response.status_code, time.perf_counter() - started)
             _raise_for_status(self.name, response, self._secrets)
             return response
 
@@ -264,6 +275,7 @@ class RestClient:
         return f"{self.name}: {method} {target.path}: {what} ({type(exc).__name__}{': ' + detail if detail else ''})"
 
     def _log_retry(self, state: RetryCallState) -> None:
+        self._metrics.retried()
         log.warning(
             "%s: attempt %d failed (%s); retrying in %.1fs",
             self.name, state.attempt_number, state.outcome.exception(), state.upcoming_sleep,
@@ -354,7 +366,7 @@ def _raise_for_status(name: str, response: httpx.Response, secrets: tuple[str, .
         return
     where = f"{name}: {response.request.method} {response.request.url.path} answered {status}"
     if status == 429 or status >= 500:
-        raise RetriableError(where, retry_after=_retry_after(response))
+        raise RetriableError(where, retry_after=_retry_after(response), status=status)
     excerpt = summary(response, secrets)
     if status in (401, 403):
         raise AuthError(f"{where}: the credentials were rejected; check the {name} connection's credentials ({excerpt})", status)

@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from connectors.errors import FatalError
 from connectors.rest import RestClient
 from connectors.sql import create_engine, read_chunks, rows_frame, select_in
+from connectors.threads import mapped
 from interlink.delivered import Delivered
 from interlink.settings import RestConnection
 from tasks.admit import frame_records
@@ -96,7 +97,7 @@ def read_back(connection: RestConnection, target: RestTarget, keys: pd.Series) -
         return field_hash({name: record.get(name) for name in target.fields})
 
     with RestClient.connect(target.connection, connection) as client, ThreadPoolExecutor(connection.max_concurrency or 4) as pool:
-        held = list(pool.map(lambda key: get(client, key), [key_text(k) for k in keys]))
+        held = mapped(pool, lambda key: get(client, key), [key_text(k) for k in keys])
     found = [h is not None for h in held]
     get_run_logger().info("read back %d of %d items from %s", sum(found), len(keys), target.path)
     return pd.DataFrame({target.key: keys[found].reset_index(drop=True), "row_hash": [h for h in held if h is not None]})

@@ -16,6 +16,7 @@ from prefect.runtime import flow_run
 
 from connectors.errors import FatalError
 from connectors.rest import RestClient
+from connectors.threads import mapped
 from interlink.delivered import Delivered
 from interlink.ledger import Counts
 from interlink.settings import RestConnection, Settings
@@ -53,6 +54,15 @@ class RestTarget:
     method: str = "PATCH"
     create: tuple[str, str] | None = None  # (method, path) for keys the target does not hold
     absent: tuple[int, ...] = (404,)  # statuses that mean "nothing there" (Directus answers 403)
+
+    @property
+    def dataset(self) -> str:
+        """What lineage names the target, on its connection; `schema` the fields it sends (types unknown)."""
+        return self.path
+
+    @property
+    def schema(self) -> tuple[tuple[str, str], ...]:
+        return tuple((name, "") for name in (self.key, *self.fields))
 
     def watermark(self, settings: Settings, integration: str) -> str | None:
         return committed_watermark(settings.state_db, integration)
@@ -119,7 +129,7 @@ def send_changed(
 
     try:
         with RestClient.connect(target.connection, connection) as client, ThreadPoolExecutor(connection.max_concurrency or 4) as pool:
-            list(pool.map(lambda index: send(client, index), changed))  # within the connection's rate budget
+            mapped(pool, lambda index: send(client, index), changed)  # within the connection's rate budget
     finally:
         delivered.record(integration, created | updated)  # what the target confirmed stays known, even if the run stops half way
     counts = Counts(rows_inserted=len(created), rows_updated=len(updated), rows_unchanged=len(rows) - len(changed))
