@@ -8,8 +8,10 @@ refused, so a misspelt setting fails instead of being ignored.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.engine import make_url
@@ -56,6 +58,11 @@ class RestConnection(_Connection):
     def display(self) -> str:
         return mask_url(self.base_url) if self.base_url else "(not set)"
 
+    def dataset(self, path: str | None) -> tuple[str, str]:
+        """Lineage's (namespace, name) of `path` on this API: `https://host:port` and the path under the base URL."""
+        base = urlsplit(self.base_url or "")
+        return _server(base.scheme, base.hostname, base.port), base.path.rstrip("/") + "/" + (path or "").split("?")[0].lstrip("/")
+
 
 class SqlConnection(_Connection):
     """A SQL database, as a SQLAlchemy URL (any password or secret parameter in it is masked on display)."""
@@ -72,6 +79,18 @@ class SqlConnection(_Connection):
     def display(self) -> str:
         return mask_url(self.url) if self.url else "(not set)"
 
+    def dataset(self, table: str | None) -> tuple[str, str]:
+        """Lineage's (namespace, name) of `table` (OpenLineage's naming: `postgres://host:port` and
+        `database.schema.table`, `mysql://host:port` and `database.table`; a SQLite file is its own namespace)."""
+        url = make_url(self.url or "sqlite://")
+        dialect, table = url.get_backend_name(), table or "query"
+        if dialect == "sqlite":
+            return f"sqlite://{socket.gethostname()}{Path(url.database or ':memory:').absolute()}", table
+        if dialect == "postgresql":
+            return _server("postgres", url.host, url.port or 5432), f"{url.database}.{table if '.' in table else 'public.' + table}"
+        scheme = "mysql" if dialect in ("mysql", "mariadb") else dialect
+        return _server(scheme, url.host, url.port or (3306 if scheme == "mysql" else None)), f"{url.database}.{table}"
+
 
 class FolderConnection(_Connection):
     """A folder where files are dropped or written."""
@@ -83,6 +102,10 @@ class FolderConnection(_Connection):
     def display(self) -> str:
         return str(self.path) if self.path else "(not set)"
 
+    def dataset(self, name: str | None = None) -> tuple[str, str]:
+        """Lineage's (namespace, name) of the folder: `file://host` and its absolute path."""
+        return f"file://{socket.gethostname()}", str(Path(self.path or ".").absolute())
+
 
 class QueueConnection(_Connection):
     """A message broker, as an AMQP URL (any password or secret parameter in it is masked on display)."""
@@ -93,6 +116,16 @@ class QueueConnection(_Connection):
     @property
     def display(self) -> str:
         return mask_url(self.url) if self.url else "(not set)"
+
+    def dataset(self, queue: str | None) -> tuple[str, str]:
+        """Lineage's (namespace, name) of `queue`: `amqp://host:port` and the virtual host's queue."""
+        url = urlsplit(self.url or "amqp://")
+        return _server(url.scheme, url.hostname, url.port or 5672), f"{url.path.lstrip('/') or '/'}:{queue}".lstrip("/:")
+
+
+def _server(scheme: str, host: str | None, port: int | None) -> str:
+    """`scheme://host:port`: where a system is, never who logs in to it."""
+    return f"{scheme}://{host or 'localhost'}" + (f":{port}" if port else "")
 
 
 Connection = Annotated[RestConnection | SqlConnection | FolderConnection | QueueConnection, Field(discriminator="kind")]

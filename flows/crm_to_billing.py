@@ -99,7 +99,7 @@ PIPELINE = Pipeline(
     ),
     source_key="id",
     transform=to_billing_customers,
-    enrichers=(Lookup(connection="finance", column="country", fetch=lookup_countries, apply=add_billing_terms),),
+    enrichers=(Lookup(connection="finance", column="country", fetch=lookup_countries, apply=add_billing_terms, dataset="/countries"),),
     suite=billing_customers,
     contract=SchemaContract(
         version="1",

@@ -35,11 +35,13 @@ from prefect.runtime import flow_run
 from prefect.states import State
 
 from connectors.amqp import AmqpQueue, Message
+from connectors.connections import QueueConnection
 from connectors.errors import ConfigError, ConnectorError
 from flows.orders_to_erp import PIPELINE as ORDERS
 from flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report, shape
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Entry
+from interlink.run_facts import Dataset
 from interlink.settings import Settings
 from tasks.ingest import Chunk
 
@@ -64,7 +66,8 @@ def consume_order_events(
     """Consume batches until `max_batches` are done or the queue stays empty for `idle_s` seconds."""
     settings = Settings.load()
     url = queue_url or settings.connection(QUEUE).url
-    with ledgered(ORDERS, settings, "stream", None) as entry, AmqpQueue(url, queue) as conn:
+    source = Dataset(*QueueConnection(url=url).dataset(queue))
+    with ledgered(ORDERS, settings, "stream", None, source) as entry, AmqpQueue(url, queue, name=QUEUE) as conn:
         caches: list[dict] = [{} for _ in ORDERS.enrichers]
         batches = 0
         while max_batches is None or batches < max_batches:
@@ -219,9 +222,12 @@ def consume(
     max_deliveries: Annotated[int, typer.Option(min=1, help="failed deliveries of an order before it is dead-lettered")] = MAX_DELIVERIES,
 ) -> None:
     """Feed order events to orders_to_erp in micro-batches until the queue is idle."""
+    from interlink import metrics
     from interlink.inventory import check_connections
 
-    check_connections(Settings.load(), [QUEUE, *ORDERS.connections])  # set and answering, before a run starts
+    settings = Settings.load()
+    check_connections(settings, [QUEUE, *ORDERS.connections])  # set and answering, before a run starts
+    metrics.serve(settings.state_db, settings.metrics_port, settings.metrics_addr)  # the ledger's figures while it consumes
     summary = consume_order_events(queue=queue, batch_size=batch_size, idle_s=idle_s, max_deliveries=max_deliveries)
     print(f"order events: read {summary['rows_read']}, inserted {summary['rows_inserted']}, "
           f"updated {summary['rows_updated']}, quarantined {summary['rows_quarantined']}")

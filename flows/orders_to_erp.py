@@ -105,7 +105,7 @@ PIPELINE = Pipeline(
     ),
     source_key="id",
     transform=to_erp_orders,
-    enrichers=(Lookup(connection="rates", column="currency", fetch=fetch_rates, apply=convert_to_eur),),
+    enrichers=(Lookup(connection="rates", column="currency", fetch=fetch_rates, apply=convert_to_eur, dataset="/rates"),),
     suite=erp_orders,
     contract=SchemaContract(
         version="1",

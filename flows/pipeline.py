@@ -32,9 +32,13 @@ from interlink import integration_facts
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.failure_logs import install as one_line_failures
+from interlink.json_logs import install as json_logs
 from interlink.ledger import QUARANTINED, Counts, Entry, Ledger, success_state
+from interlink.observe import count_checks, dataset, observed, run_facts
 from interlink.progress import batch_done
+from interlink.run_facts import BATCH, Dataset
 from interlink.settings import Settings
+from interlink.tracing import span
 from tasks.admit import NO_FAILURES, admit, records_frame
 from tasks.check import check
 from tasks.deliver import Delivery
@@ -50,6 +54,7 @@ if TYPE_CHECKING:
     import great_expectations as gx
 
 one_line_failures()  # wherever a flow runs: a failed run's error logs are its one-line cause
+json_logs()  # a run a Prefect worker or runner started: JSON log lines, if INTERLINK_LOG_FORMAT=json
 
 
 class Source(Protocol):
@@ -210,14 +215,15 @@ def sync_flow(pipeline: Pipeline) -> Flow:
                     )
 
             with Behind() as behind:
-                for number, chunk in enumerate(source.chunks(settings, since, chunk_size), 1):
-                    if chunk.last:
-                        behind.wait()  # the volume guard counts every row before this batch
-                    guard_batch(gated, settings, chunk, entry)
-                    newest = later(newest, chunk.watermark)
-                    mark = chunk.watermark if source.sorted and not chunk.disorder else None
-                    batch = prepare_batch(gated, settings, chunk.records, caches, entry, chunk.refused, chunk.moments)
-                    behind.submit(finish, number, chunk, batch, mark)
+                for number, chunk in enumerate(ingested(source.chunks(settings, since, chunk_size)), 1):
+                    with batch_span(pipeline, number, chunk):
+                        if chunk.last:
+                            behind.wait()  # the volume guard counts every row before this batch
+                        guard_batch(gated, settings, chunk, entry)
+                        newest = later(newest, chunk.watermark)
+                        mark = chunk.watermark if source.sorted and not chunk.disorder else None
+                        batch = prepare_batch(gated, settings, chunk.records, caches, entry, chunk.refused, chunk.moments)
+                        behind.submit(finish, number, chunk, batch, mark)
                     if chunk.disorder:
                         behind.wait()
             if not source.sorted and newest and newest != since:
@@ -243,13 +249,36 @@ def replay_flow(pipeline: Pipeline) -> Flow:
             if len(keyed) < len(letters):
                 entry.notes.append(f"{len(letters) - len(keyed)} dead letters hold records without {pipeline.source_key!r}: "
                                    "left open, as no replay can deliver them; fix them at the source")
-            process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry, tuple(refused))
+            with batch_span(pipeline, 1, None, len(records)):
+                process_batch(pipeline, settings, records, [{} for _ in pipeline.enrichers], None, REPLAYED, entry, tuple(refused))
             entry.checkpoint()
             batch_done(pipeline.name, 1, entry)
             entry.report = run_report(pipeline, settings, entry, None)
         return final_state(pipeline, entry)
 
     return replay
+
+
+def ingested(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+    """`chunks`, each read in a span of its own (`ingest`; the reads ahead in a source's thread are its children)."""
+    while True:
+        with span("ingest"):
+            chunk = next(chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
+@contextmanager
+def batch_span(pipeline: Pipeline, number: int, chunk: Chunk | None, rows: int | None = None) -> Iterator[None]:
+    """Batch `number` of the run: its span (the steps' spans are its children), and its number for the logs."""
+    rows = rows if chunk is None else len(chunk.records) + len(chunk.refused)
+    token = BATCH.set(number)
+    try:
+        with span("batch", **{"interlink.integration": pipeline.name, "interlink.batch": number, "interlink.rows": rows}):
+            yield
+    finally:
+        BATCH.reset(token)
 
 
 def _keyed(record: Any, source_key: str) -> bool:
@@ -342,7 +371,8 @@ def deliver_batch(pipeline: Pipeline, settings: Settings, batch: Prepared, water
     if passed.empty:
         delivery = Delivery(Counts(), committed=watermark is None)
     else:
-        delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark, pipeline.gate.sensitive)
+        with span("deliver", **{"interlink.rows": len(passed), "interlink.connection": pipeline.target.connection}):
+            delivery = pipeline.target.deliver(settings, passed, pipeline.name, watermark, pipeline.gate.sensitive)
         quarantined = quarantined_at(pipeline, settings, batch.raw, "deliver", delivery.failures, passed)
     if not delivery.committed:
         pipeline.target.commit(settings, pipeline.name, watermark)
@@ -417,7 +447,9 @@ def quarantined_at(
 
 def checked(pipeline: Pipeline, settings: Settings, rows: pd.DataFrame, entry: Entry) -> pd.DataFrame:
     """The rows' check failures (`reason`, `values`); a failed batch, or a person's rejection, raises."""
-    validation = check(rows, pipeline.suite, settings.home, run_name(), pipeline.gate.sensitive)
+    with span("check", **{"interlink.rows": len(rows)}):
+        validation = check(rows, pipeline.suite, settings.home, run_name(), pipeline.gate.sensitive)
+    count_checks(rows, validation.expectations)
     try:
         if decision := decide(pipeline.name, rows, validation, pipeline.gate, partial(alert_pause, pipeline)):
             entry.decision = "; ".join(filter(None, [entry.decision, decision]))
@@ -431,26 +463,32 @@ def shape(pipeline: Pipeline, settings: Settings, raw: pd.DataFrame, caches: lis
     """Raw records as the target would get them: transformed, then enriched (`caches` keep each enricher's finds);
     and the records each step could not take, as failures (`reason`, `values`, and for enrich the row's `key`)."""
     groups = raw[pipeline.source_key] if pipeline.source_key in raw.columns else None
-    rows, failed = transform_batch(pipeline.transform, raw, groups) if not raw.empty else (raw, NO_FAILURES)
+    with span("transform", **{"interlink.rows": len(raw)}):
+        rows, failed = transform_batch(pipeline.transform, raw, groups) if not raw.empty else (raw, NO_FAILURES)
     failures = {"transform": failed, "enrich": NO_FAILURES}
     for enricher, cache in zip(pipeline.enrichers, caches, strict=True):
         if rows.empty:
             break
         before = rows
-        rows, failed = enrich_batch(enricher, settings, rows, cache)
+        with span("enrich", **{"interlink.rows": len(rows), "interlink.connection": enricher.connection}):
+            rows, failed = enrich_batch(enricher, settings, rows, cache)
         failed = failed.assign(key=before.loc[failed.index, pipeline.key])
         failures["enrich"] = pd.concat([failures["enrich"], failed]) if not failures["enrich"].empty else failed
     return rows, failures
 
 
 @contextmanager
-def ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None) -> Iterator[Entry]:
-    """Ledger the run, noting every circuit breaker that opened while it ran (and, for the read-only commands, the
-    connections and masked fields of the integration: `interlink.integration_facts`)."""
+def ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | None, source: Dataset | None = None) -> Iterator[Entry]:
+    """Ledger the run, observed (`interlink.observe`: lineage from `source`, by default the pipeline's, and its
+    lookups to its target), noting every circuit breaker that opened while it ran (and, for the read-only commands,
+    the connections and masked fields of the integration: `interlink.integration_facts`)."""
     opened = {id(b): b.opened_times for b in breakers()}
-    with Ledger(settings.state_db).record(
-        pipeline.name, kind=kind, flow_run_id=flow_run.id, target=_target(pipeline, settings), watermark=since
+    inputs = [source or dataset(settings, pipeline.source), *(dataset(settings, e) for e in pipeline.enrichers)]
+    facts = run_facts(pipeline.name, flow_run.flow_name or pipeline.name, kind, flow_run.id, inputs, dataset(settings, pipeline.target))
+    with observed(facts, settings), Ledger(settings.state_db).record(
+        pipeline.name, kind=kind, flow_run_id=flow_run.id, target=_target(pipeline, settings), watermark=since, trace_id=facts.trace_id
     ) as entry:
+        facts.ledger_row = entry.row_id
         integration_facts.record(settings.state_db, pipeline.name, pipeline.connections, pipeline.gate.masked)
         try:
             yield entry

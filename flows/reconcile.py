@@ -16,13 +16,12 @@ from datetime import datetime
 
 import pandas as pd
 from prefect import Flow, flow
-from prefect.runtime import flow_run
 
 from data_checks.gate import GateFailed
 from flows import CHUNK_ROWS
-from flows.pipeline import Pipeline, run_name, shape
+from flows.pipeline import Pipeline, ledgered, run_name, shape
 from interlink.deadletter import OPEN, DeadLetters
-from interlink.ledger import Counts, Ledger
+from interlink.ledger import Counts
 from interlink.settings import ConfigError, Settings
 from tasks.check import check
 from tasks.deliver import SqlTarget, row_hashes
@@ -47,8 +46,8 @@ def reconcile_flow(pipeline: Pipeline) -> Flow:
         settings = Settings.load()
         side = Side(pipeline, settings)
         letters = {e["record_key"] for e in DeadLetters(settings.state_db).entries(pipeline.name, OPEN)}
-        key, ledger = pipeline.key, Ledger(settings.state_db)
-        with ledger.record(pipeline.name, kind="reconcile", flow_run_id=flow_run.id, target=side.display, watermark=None) as entry:
+        key = pipeline.key
+        with ledgered(pipeline, settings, "reconcile", None) as entry:
             rows, refused = _source_rows(pipeline, settings, since, chunk_size)
             source = rows.assign(row_hash=side.hashes(rows))
             dead = set(key_texts(source[key])[lambda t: t.isin(letters)]) | refused

@@ -23,12 +23,14 @@ from typer._click.exceptions import NoArgsIsHelpError  # typer carries its own c
 from typer.core import TyperGroup
 
 from flows import CHUNK_ROWS
+from interlink.json_logs import install as json_logs
 from interlink.settings import ConfigError, Settings
 
 RUN_COLUMNS = {
     "integration": "integration", "kind": "kind", "state": "state", "attempts": "attempts", "started_at": "started", "rows_read": "read",
     "rows_inserted": "inserted", "rows_updated": "updated", "rows_unchanged": "unchanged", "rows_quarantined": "quarantined",
     "rows_superseded": "superseded", "watermark": "watermark", "decision": "decision", "error": "error", "flow_run_id": "flow run",
+    "trace_id": "trace",
 }
 DLQ_COLUMNS = {
     "id": "id", "integration": "integration", "record_key": "record", "stage": "stage", "status": "status", "reason": "reason",
@@ -84,6 +86,7 @@ Integrations = Annotated[list[str] | None, typer.Argument(metavar="[INTEGRATION]
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; every mistake is one line on stderr and exit status 2."""
     try:
+        json_logs()  # with INTERLINK_LOG_FORMAT=json, before anything logs or starts a process
         return typer.main.get_command(app).main(argv, prog_name="interlink", standalone_mode=False) or 0
     except NoArgsIsHelpError as exc:
         print(exc.ctx.get_help())
@@ -382,6 +385,7 @@ def serve_deployments(settings: Settings, limit: int | None, wait_s: float) -> N
     from deployments.runner import declarations
     from deployments.serving import serve as serve_with_heartbeats
     from flows import integration
+    from interlink import metrics
 
     used = [c for d in declarations().deployments for c in integration(d.integration).connections]
     settings.require(used)
@@ -389,6 +393,7 @@ def serve_deployments(settings: Settings, limit: int | None, wait_s: float) -> N
         check_connections(settings, used)
     except ConfigError as exc:
         _fail(f"{exc} (serving anyway: its runs fail until it answers)", 0)
+    metrics.serve(settings.state_db, settings.metrics_port, settings.metrics_addr)  # every run's figures, from the ledger
     _wait_for_prefect_api(wait_s)
     serve_with_heartbeats(limit=limit)
 
@@ -413,11 +418,13 @@ def webhooks_serve(host: str = "127.0.0.1", port: Annotated[int, typer.Option(mi
     import uvicorn
     from prefect.settings import get_current_settings
 
+    from interlink import metrics
     from interlink.webhooks import from_settings
 
     settings = Settings.load()
     if not get_current_settings().api.url:  # else the first event would start a temporary server, and a stop orphan it
         raise ConfigError("PREFECT_API_URL is not set: the webhook receiver needs a Prefect server: start one (`make serve` or `prefect server start`) and set PREFECT_API_URL to its API")
+    metrics.serve(settings.state_db, settings.metrics_port, settings.metrics_addr)  # on a port of its own
     uvicorn.run(from_settings(settings), host=host, port=port)
 
 

@@ -89,6 +89,11 @@ class Entry:
     attempt: int = 1  # which attempt of its Prefect flow run this is (flow retries make more)
     _row: tuple[Ledger, int] | None = field(default=None, init=False, repr=False, compare=False)
 
+    @property
+    def row_id(self) -> int | None:
+        """The id of the run's ledger row (None for an entry no row backs)."""
+        return self._row[1] if self._row is not None else None
+
     def checkpoint(self) -> None:
         """Write the counts, watermark, notes, decision and circuits so far to the run's ledger row, which stays
         RUNNING. Call it after each batch whose data and watermark are committed. An entry that no ledger row
@@ -103,7 +108,9 @@ class Ledger:
         self._engine = state_engine(url)
 
     @contextmanager
-    def record(self, integration: str, *, kind: str, flow_run_id: str | None, target: str, watermark: str | None) -> Iterator[Entry]:
+    def record(
+        self, integration: str, *, kind: str, flow_run_id: str | None, target: str, watermark: str | None, trace_id: str | None = None
+    ) -> Iterator[Entry]:
         """Ledger a run: RUNNING now, then COMPLETED or QUARANTINED (see `success_state`), or FAILED with the error if
         the block raises (CANCELLED if it was stopped by a signal).
 
@@ -114,7 +121,7 @@ class Ledger:
 
         process = psutil.Process()
         attempt = dict(state=RUNNING, finished_at=None, error=None, host=socket.gethostname(), pid=process.pid,
-                       process_started_at=_utc(process.create_time()))
+                       process_started_at=_utc(process.create_time()), trace_id=trace_id)
         with self._engine.begin() as conn:
             earlier = _earlier_attempt(conn, integration, kind, flow_run_id) if flow_run_id else None
             if earlier is None:
@@ -148,6 +155,11 @@ class Ledger:
             query = query.where(RUNS.c.integration == integration)
         with self._engine.connect() as conn:
             return [dict(row._mapping) for row in conn.execute(query)]
+
+    def row(self, run_id: int) -> dict[str, Any]:
+        """Ledger row `run_id`, as it is now."""
+        with self._engine.connect() as conn:
+            return dict(conn.execute(sa.select(RUNS).where(RUNS.c.id == run_id)).one()._mapping)
 
     def volumes(self, integration: str, limit: int) -> list[int]:
         """Rows read by the latest successful syncs of `integration`, newest first."""

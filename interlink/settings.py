@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, TypeAdapter, ValidationError, field_validator
@@ -67,6 +67,11 @@ class Settings(BaseSettings):
     webhook_tolerance_s: int = Field(300, gt=0)  # how far a webhook's timestamp may be from now
     webhook_max_body_bytes: int = Field(1_000_000, gt=0)  # a larger webhook body is refused (413)
     dask_address: str | None = None  # a Dask scheduler for partitioned syncs, e.g. tcp://10.0.0.5:8786; None: a local cluster
+    # observability (interlink.metrics, interlink.json_logs; lineage and traces take OpenLineage's and OpenTelemetry's own variables)
+    metrics_port: int | None = Field(None, ge=0, le=65535)  # long-running commands serve /metrics on it
+    metrics_addr: str = "127.0.0.1"  # … at this address (0.0.0.0: every interface)
+    pushgateway_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")  # one-shot runs push their figures there
+    log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line, for log shippers
     connections: dict[str, Connection] = Field(default_factory=dict)  # read from the file and INTERLINK_<NAME>__*
 
     @field_validator("webhook_secrets", mode="before")

@@ -42,6 +42,7 @@ RUNS = sa.Table(
     sa.Column("pid", sa.Integer),
     sa.Column("process_started_at", Timestamp),  # tells a reused pid from the run's own process
     sa.Column("attempts", sa.Integer, nullable=False, default=1, server_default="1"),  # flow retries make more
+    sa.Column("trace_id", sa.String(32)),  # the run's OpenTelemetry trace, when tracing is on
 )
 
 DEAD_LETTERS = sa.Table(

@@ -87,6 +87,15 @@ class SqlTarget:
     children: tuple[ChildTable, ...] = ()
 
     @property
+    def dataset(self) -> str:
+        """What lineage names the target, on its connection; `schema` its columns and types."""
+        return self.table.fullname
+
+    @property
+    def schema(self) -> tuple[tuple[str, str], ...]:
+        return tuple((c.name, str(c.type)) for c in self.table.columns)
+
+    @property
     def compared(self) -> list[str]:
         own = [c.name for c in self.table.columns if c.name not in (self.updated, "row_hash", "synced_at")]
         return own + [child.column for child in self.children]

@@ -15,13 +15,15 @@ class Lookup:
     """Enrich rows from another system, looking up each distinct value of `column` once per run.
 
     `fetch(connection, values)` returns what it found for each value (None if unknown);
-    `apply(rows, found)` adds it to the rows. `cache` carries the finds across batches.
+    `apply(rows, found)` adds it to the rows. `cache` carries the finds across batches. `dataset` names what is
+    looked up in the connection's system (a path, a table), for lineage.
     """
 
     connection: str
     column: str
     fetch: Task
     apply: Task
+    dataset: str | None = None
 
     def enrich(self, settings: Settings, rows: pd.DataFrame, cache: dict) -> pd.DataFrame:
         missing = set(rows[self.column].dropna().unique()) - cache.keys()

@@ -99,6 +99,11 @@ class RestSource:
         """Where the source is declared, for messages that ask to change it."""
         return f"the RestSource of {self.connection} {self.path}"
 
+    @property
+    def dataset(self) -> str:
+        """What lineage names the source, on its connection."""
+        return self.path
+
     def before(self, until: str | None) -> RestSource:
         """This source, reading only records whose `cursor_field` is before `until` (None: no bound)."""
         if until is None:
@@ -202,6 +207,10 @@ class SqlSource:
         return f"the SqlSource of {self.connection} {self.table or 'query'}"
 
     @property
+    def dataset(self) -> str | None:
+        return self.table
+
+    @property
     def keys(self) -> tuple[str, ...]:
         return (self.key,) if isinstance(self.key, str) else tuple(self.key)
 
@@ -302,6 +311,8 @@ class FolderSource:
     @property
     def setting(self) -> str:
         return f"the FolderSource of {self.connection}"
+
+    dataset: ClassVar[None] = None  # the folder itself
 
     def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
         folder = settings.connection(self.connection).path

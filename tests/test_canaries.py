@@ -7,8 +7,10 @@ customer delivered (and then refused by the target with their email in the datab
 bound parameters of that failing INSERT) and a customer dead-lettered, each sent by the CRM with their email in a
 second source field spelt `Email` (a sensitive `email` by meaning, not by spelling). Outputs: stdout and stderr of every command,
 the ledger, the dead-letter listings, the GX results and Data Docs, the quality report, and the whole of the
-Prefect database (logs, states, artifacts, events) and its result storage. Secrets: 0 hits. People: 0 hits but in
-their masked forms, which are seen, as are the failures themselves.
+Prefect database (logs, states, artifacts, events) and its result storage, and what the company's own tools got:
+the OpenLineage events, the Pushgateway's figures, the OpenTelemetry spans, the JSON log lines. Secrets: 0 hits.
+People: 0 hits but in their masked forms, which are seen, as are the failures themselves. What those tools got is
+also what happened: a START and an end event per run with its datasets and checks, the ledger's figures, its traces.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from starlette.types import ASGIApp
 from demo_systems.app import create_app
 from demo_systems.server import serve
 from tests.conftest import reset_tables, service_url
+from tests.observers import get, lineage_events, lineage_receiver, otlp_receiver, pushgateway
 
 SECRETS = {
     "key": "sk-canary-apikey-4f1d2e9b7a",  # the CRM's API key, sent in a header
@@ -149,9 +152,15 @@ def test_no_secret_and_no_person_in_any_output(tmp_path: Path, crm_db: Path, hom
         assert done.returncode == expect, done.stderr[-3000:]
         return done.stdout if expect == 0 else done.stderr
 
-    with serve(spelling_email_twice(create_app(crm_db, api_key=SECRETS["key"]))) as crm, serve(echoing_401()) as refusing:
+    with (
+        serve(spelling_email_twice(create_app(crm_db, api_key=SECRETS["key"]))) as crm, serve(echoing_401()) as refusing,
+        lineage_receiver() as lineage, pushgateway(tmp_path / "pushgateway.log") as gateway,
+        otlp_receiver(tmp_path / "spans.jsonl") as traces,
+    ):
         host = crm.removeprefix("http://")
         configured = {
+            "OPENLINEAGE_URL": lineage, "INTERLINK_PUSHGATEWAY_URL": gateway, "OTEL_EXPORTER_OTLP_ENDPOINT": traces,
+            "INTERLINK_LOG_FORMAT": "json",
             "PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180",  # a busy machine starts it slowly
             "INTERLINK_HOME": str(home),
@@ -177,7 +186,9 @@ def test_no_secret_and_no_person_in_any_output(tmp_path: Path, crm_db: Path, hom
         interlink("connectors", "--json", expect=1, INTERLINK_RATES__BASE_URL=configured["INTERLINK_PARTNER__BASE_URL"])
         interlink("report")
         revealed = interlink("dlq", "list", "--json", "--reveal")
+        events, pushed = lineage_events(lineage), get(f"{gateway}/metrics")
     del outputs[next(reversed(outputs))]  # the operator asked to see them: the one output that shows people
+    spans = (tmp_path / "spans.jsonl").read_text()
 
     places = dict(outputs)
     with closing(sqlite3.connect(home / "interlink.db")) as conn:
@@ -186,6 +197,7 @@ def test_no_secret_and_no_person_in_any_output(tmp_path: Path, crm_db: Path, hom
     places["prefect result storage"] = stored_results(prefect_home)
     files = [p for p in (home / "reports").rglob("*") if p.is_file()] + [p for p in (home / "gx").rglob("*") if p.is_file()]
     places |= {str(p.relative_to(home)): p.read_text(errors="replace") for p in files}
+    places |= {"lineage events": json.dumps(events), "pushgateway": pushed, "spans": spans}
 
     # what is checked is there: the failures, the masked forms, the logs and artifacts
     assert "customer a***@example.org is blocked" in runs and "credentials were rejected" in refused
@@ -198,6 +210,41 @@ def test_no_secret_and_no_person_in_any_output(tmp_path: Path, crm_db: Path, hom
     assert "a***@example.org" in places["prefect database"]  # the refusal, masked, in the run's logs and state
     assert "api_key=***" in "".join(v for k, v in places.items() if k.startswith("connectors"))
 
+    observed_as_it_happened(json.loads(runs), events, pushed, spans)
+    assert any(line.startswith('{"time": ') for line in outputs["demo run --fault-rate 0 #0"].splitlines())  # JSON logs
+
     leaks = {(name, where) for name, secret in SECRETS.items() for where, text in places.items() if secret in text}
     leaks |= {(person, where) for person in PEOPLE for where, text in places.items() if person in text}
     assert not leaks, sorted(leaks)
+
+
+def observed_as_it_happened(runs: list[dict], events: list[dict], pushed: str, spans: str) -> None:
+    """Each ledgered run is one START and one end event (its state's) with the same run id, its source and target
+    datasets, and its checks; the Pushgateway holds the ledger's figures; each run's trace id names its spans."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    ends = {"COMPLETED": "COMPLETE", "QUARANTINED": "COMPLETE", "FAILED": "FAIL", "CRASHED": "FAIL", "CANCELLED": "ABORT"}
+    by_run: dict[str, list[dict]] = {}
+    for event in events:
+        by_run.setdefault(event["run"]["runId"], []).append(event)
+    for run in runs:
+        start, end = by_run[run["flow_run_id"]]
+        assert (start["eventType"], end["eventType"]) == ("START", ends[run["state"]]), run
+        assert start["job"]["name"].startswith(run["integration"]) and end["outputs"] and end["inputs"][0]["name"]
+        if run["kind"] == "sync" and run["state"] != "FAILED":
+            assertions = end["inputs"][0]["inputFacets"]["dataQualityAssertions"]["assertions"]
+            assert assertions and all({"assertion", "success"} <= set(a) for a in assertions)
+    assert {run["integration"] for run in runs} >= {"crm_to_billing", "inventory_to_storefront", "invoices_to_billing", "orders_to_erp"}
+
+    figures: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(pushed):
+        for sample in family.samples:
+            if sample.name == "interlink_rows_read_total" and sample.labels.get("job") == "interlink":
+                figures[sample.labels["integration"], sample.labels["kind"]] = sample.value
+    ledgered: dict[tuple[str, str], int] = {}
+    for run in runs:
+        ledgered[run["integration"], run["kind"]] = ledgered.get((run["integration"], run["kind"]), 0) + run["rows_read"]
+    assert figures == ledgered
+
+    traced = {json.loads(line)["trace_id"] for line in spans.splitlines()}
+    assert traced == {run["trace_id"] for run in runs} and None not in traced

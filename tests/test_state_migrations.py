@@ -181,7 +181,7 @@ def revision(url: str) -> str | None:
 
 def test_an_empty_database_gets_the_newest_schema_from_the_first_revision(state_url):
     Ledger(state_url)
-    assert revision(state_url) == migrations.head() == "0008_integration_facts"
+    assert revision(state_url) == migrations.head() == "0009_run_trace"
     assert schema_diff(state_url) == []
 
 
