@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import logging
 
+from connectors.masking import cut
+
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 MAX_CAUSE = 300  # characters of an exception's first line in a log line
 
 
 def cause(exc: BaseException) -> str:
-    """`<type>: <first line of the message>`, at most `MAX_CAUSE` characters of it."""
+    """`<type>: <first line of the message>`, at most `MAX_CAUSE` characters of it, masked before it is cut (so no
+    secret is left half shown)."""
     first = (str(exc).strip().splitlines() or [""])[0]
-    return f"{type(exc).__name__}: {first[:MAX_CAUSE]}" if first else type(exc).__name__
+    return f"{type(exc).__name__}: {cut(first, MAX_CAUSE)}" if first else type(exc).__name__
 
 
 class OneLineCause(logging.Filter):

@@ -127,3 +127,12 @@ def test_a_failed_deployed_runs_first_error_log_is_its_one_line_cause(prefect_ap
 
 def logs(client, run_id) -> list:
     return client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[run_id])), sort=LogSort.TIMESTAMP_ASC)
+
+
+def test_a_cause_is_masked_before_it_is_cut():
+    """A password straddling the cut would otherwise be left half shown."""
+    from interlink.failure_logs import MAX_CAUSE, cause
+
+    secret = "canary-cut-pw-5d1e"
+    line = cause(ValueError("x" * (MAX_CAUSE - 30) + f" postgresql://billing:{secret}@db:5432/billing"))
+    assert secret[:6] not in line and "postgresql://billing:***@" in line
