@@ -29,8 +29,8 @@ from interlink.settings import ConfigError, Settings
 RUN_COLUMNS = {
     "integration": "integration", "kind": "kind", "state": "state", "attempts": "attempts", "started_at": "started", "rows_read": "read",
     "rows_inserted": "inserted", "rows_updated": "updated", "rows_unchanged": "unchanged", "rows_quarantined": "quarantined",
-    "rows_superseded": "superseded", "watermark": "watermark", "decision": "decision", "error": "error", "flow_run_id": "flow run",
-    "trace_id": "trace",
+    "rows_superseded": "superseded", "watermark": "watermark", "decision": "decision", "error": "error", "trace_id": "trace",
+    "flow_run_id": "flow run",
 }
 DLQ_COLUMNS = {
     "id": "id", "integration": "integration", "record_key": "record", "stage": "stage", "status": "status", "reason": "reason",

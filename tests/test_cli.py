@@ -96,7 +96,7 @@ def test_plain_listings_are_tables_with_the_error_the_decision_and_a_link_to_the
     assert main(["runs", "--wide"]) == 0
     header, rule, row = capsys.readouterr().out.splitlines()[:3]
     assert header.split() == ["integration", "kind", "state", "attempts", "started", "read", "inserted", "updated", "unchanged",
-                              "quarantined", "superseded", "watermark", "decision", "error", "flow", "run"]
+                              "quarantined", "superseded", "watermark", "decision", "error", "trace", "flow", "run"]
     # the state Prefect's UI names the run: Completed, named Quarantined, as 505 rows were dead-lettered
     assert set(rule.strip()) == {"─"} and row.split()[:4] == ["crm_to_billing", "sync", "QUARANTINED", "1"] and row.endswith(link)
     assert main(["dlq", "list", "--wide"]) == 0
