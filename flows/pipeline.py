@@ -34,7 +34,7 @@ from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
 from interlink.failure_logs import install as one_line_failures
 from interlink.json_logs import install as json_logs
 from interlink.ledger import QUARANTINED, Counts, Entry, Ledger, success_state
-from interlink.observe import count_checks, dataset, observed, run_facts
+from interlink.observe import count_checks, observed, run_facts
 from interlink.progress import batch_done
 from interlink.run_facts import BATCH, Dataset
 from interlink.settings import Settings
@@ -483,8 +483,8 @@ def ledgered(pipeline: Pipeline, settings: Settings, kind: str, since: str | Non
     lookups to its target), noting every circuit breaker that opened while it ran (and, for the read-only commands,
     the connections and masked fields of the integration: `interlink.integration_facts`)."""
     opened = {id(b): b.opened_times for b in breakers()}
-    inputs = [source or dataset(settings, pipeline.source), *(dataset(settings, e) for e in pipeline.enrichers)]
-    facts = run_facts(pipeline.name, flow_run.flow_name or pipeline.name, kind, flow_run.id, inputs, dataset(settings, pipeline.target))
+    reads = [source or pipeline.source, *pipeline.enrichers]
+    facts = run_facts(settings, pipeline.name, flow_run.flow_name or pipeline.name, kind, flow_run.id, reads, pipeline.target)
     with observed(facts, settings), Ledger(settings.state_db).record(
         pipeline.name, kind=kind, flow_run_id=flow_run.id, target=_target(pipeline, settings), watermark=since, trace_id=facts.trace_id
     ) as entry:

@@ -38,10 +38,15 @@ def dataset(settings: Settings, endpoint: Any) -> Dataset:
     return Dataset(namespace, name, tuple(getattr(endpoint, "schema", ())))
 
 
-def run_facts(integration: str, job: str, kind: str, flow_run_id: str | None, inputs: list[Dataset], output: Dataset) -> RunFacts:
-    ui = ui_url()
+def run_facts(
+    settings: Settings, integration: str, job: str, kind: str, flow_run_id: str | None, reads: list[Any], writes: Any
+) -> RunFacts:
+    """The facts of a run that `reads` (sources and lookups, or their `Dataset`s) and `writes` (a target). Datasets are
+    named only for lineage, and only when it is on."""
+    ui, named = ui_url(), lineage.emitter() is not None
+    inputs = tuple(r if isinstance(r, Dataset) else dataset(settings, r) for r in reads) if named else ()
     return RunFacts(
-        integration, job, kind, flow_run_id, tuple(inputs), (output,),
+        integration, job, kind, flow_run_id, inputs, (dataset(settings, writes),) if named else (),
         ui_url=f"{ui}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None,
     )
 

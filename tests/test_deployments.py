@@ -275,7 +275,8 @@ def test_declared_deployments_run_on_a_real_prefect_server(prefect_api, crm_db, 
             runner.terminate()
             runner.wait(30)
     started = (tmp_path / "serve.log").read_text()
-    assert "INTERLINK_CRM__BASE_URL" in started and "(serving anyway: its runs fail until it answers)" in started, started[-2000:]
+    # the CRM's first answers are 503s: busy, not down (the preflight lets it be), and the run's retries got through
+    assert "INTERLINK_CRM__BASE_URL" not in started and "serving anyway" not in started, started[-2000:]
     assert f"serving {len(declarations().deployments) + 1} deployments on {prefect_api} (crm_to_billing, " in started, started[-2000:]  # + interlink-prune
 
 
