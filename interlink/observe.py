@@ -48,6 +48,7 @@ def run_facts(
     return RunFacts(
         integration, job, kind, flow_run_id, inputs, (dataset(settings, writes),) if named else (),
         ui_url=f"{ui}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None,
+        connections=tuple(dict.fromkeys(e.connection for e in (*reads, writes) if not isinstance(e, Dataset))),
     )
 
 
@@ -56,7 +57,7 @@ def observed(facts: RunFacts, settings: Settings) -> Iterator[RunFacts]:
     """Observe the run `facts` describes. Set `facts.ledger_row` to its ledger row inside the block; the observers
     report that row as it ends (no row: nothing is reported at the end)."""
     tracing.configure()
-    emitter = lineage.emitter()
+    emitter, before = lineage.emitter(), metrics.snapshot() if settings.pushgateway_url else None
     integration, run = INTEGRATION.set(facts.integration), _RUN.set(facts if emitter else None)
     try:
         with tracing.span(f"run {facts.job}", integration=facts.integration, kind=facts.kind, flow_run_id=facts.flow_run_id):
@@ -72,8 +73,7 @@ def observed(facts: RunFacts, settings: Settings) -> Iterator[RunFacts]:
                     row = Ledger(settings.state_db).row(facts.ledger_row)
                     if emitter:
                         emitter.end(facts, row, datetime.now(UTC))
-                    metrics.push(settings.state_db, settings.pushgateway_url, facts.integration)
-        tracing.flush()
+                    metrics.push(settings.state_db, settings.pushgateway_url, facts.integration, facts.connections, before)
     finally:
         INTEGRATION.reset(integration)
         _RUN.reset(run)

@@ -12,9 +12,10 @@ SQL statements are recorded as executed, with placeholders: Interlink binds ever
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -27,6 +28,9 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Status, StatusCode
 
 SCOPE = "interlink"
+EXPORT_TIMEOUT_S = 2.0  # an export's longest wait, its retries included, unless OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT says
+QUIETED = ("opentelemetry.exporter.otlp.proto.http", "opentelemetry.sdk._shared_internal")  # a line per retry and batch
+log = logging.getLogger(__name__)
 _URL_KEYS = frozenset({"url.full", "http.url"})
 _DROPPED_KEYS = frozenset({"db.user", "exception.message", "exception.stacktrace", "prefect.state.message"})
 _DROPPED_PREFIXES = ("http.request.header.", "http.response.header.")
@@ -48,7 +52,8 @@ def configure() -> bool:
         if _provider is None and _wanted(os.environ):
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            _start(OTLPSpanExporter(), set_global=True)
+            timed = {"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT"} & set(os.environ)
+            _start(OTLPSpanExporter(timeout=None if timed else EXPORT_TIMEOUT_S), set_global=True)
             from interlink.state import state_engine
 
             state_engine.cache_clear()
@@ -74,7 +79,7 @@ def _start(exporter: SpanExporter, set_global: bool) -> TracerProvider:
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
         resource = resource.merge(Resource({SERVICE_NAME: "interlink"}))
     provider = TracerProvider(resource=resource)
-    provider.sampler = _NotTo(_prefect_api(), provider.sampler)  # before any tracer is made: they take it then
+    provider.sampler = _NotTo(_prefect_api, provider.sampler)  # before any tracer is made: they take it then
     provider.add_span_processor(BatchSpanProcessor(_Scrubbed(exporter)))
     if set_global:
         trace.set_tracer_provider(provider)
@@ -91,19 +96,20 @@ def _prefect_api() -> str | None:
 
 
 class _NotTo(Sampler):
-    """Leaves out HTTP requests to `api` (Prefect's own API: orchestration, not the integration's traffic, and
-    mostly outside any run) and requests or statements outside any span (a command's own checks and bookkeeping:
-    a trace is a run's), deciding the rest with `inner` (`OTEL_TRACES_SAMPLER`, by default every span)."""
+    """Leaves out HTTP requests to the Prefect API `api()` answers with, as it is then (orchestration, not the
+    integration's traffic; a temporary API starts after tracing does) and requests or statements outside any span (a
+    command's own checks and bookkeeping: a trace is a run's), deciding the rest with `inner` (`OTEL_TRACES_SAMPLER`,
+    by default every span)."""
 
-    def __init__(self, api: str | None, inner: Sampler) -> None:
-        self.api, self.inner = (api.rstrip("/") + "/" if api else None), inner
+    def __init__(self, api: Callable[[], str | None], inner: Sampler) -> None:
+        self.api, self.inner = api, inner
 
     def should_sample(self, parent_context, trace_id, name, kind=None, attributes=None, links=None, trace_state=None):
         if kind is trace.SpanKind.CLIENT:
             if not trace.get_current_span(parent_context).get_span_context().is_valid:
                 return SamplingResult(Decision.DROP)
-            url = (attributes or {}).get("url.full") or (attributes or {}).get("http.url")
-            if self.api and isinstance(url, str) and url.startswith(self.api):
+            url, api = (attributes or {}).get("url.full") or (attributes or {}).get("http.url"), self.api()
+            if api and isinstance(url, str) and url.startswith(api.rstrip("/") + "/"):
                 return SamplingResult(Decision.DROP)
         return self.inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
 
@@ -178,13 +184,23 @@ def _plain_url(url: str) -> str:
 
 
 class _Scrubbed(SpanExporter):
-    """Exports through `inner` copies of the spans that carry nothing private (see the module's docstring)."""
+    """Exports through `inner` copies of the spans that carry nothing private (see the module's docstring). A failed
+    export is one warning per process (the exporter's own lines, one per retry and batch, are quieted)."""
 
     def __init__(self, inner: SpanExporter) -> None:
         self.inner = inner
+        self.warned = False
+        for name in QUIETED:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        return self.inner.export([_scrubbed(s) for s in spans])
+        result = self.inner.export([_scrubbed(s) for s in spans])
+        if result is SpanExportResult.FAILURE and not self.warned:
+            self.warned = True
+            where = _plain_url(getattr(self.inner, "_endpoint", "") or "the OTLP endpoint")
+            log.warning("traces not sent to %s (no answer, or refused, within %g s): check OTEL_EXPORTER_OTLP_ENDPOINT and "
+                        "that the collector is up; runs go on, later failures are not logged", where, EXPORT_TIMEOUT_S)
+        return result
 
     def shutdown(self) -> None:
         self.inner.shutdown()
