@@ -140,7 +140,7 @@ def observers(work: Path) -> Iterator[Observers | None]:
         sink_url = f"http://127.0.0.1:{int(sink.stdout.readline())}"
         port = free_port()
         with open(work / "pushgateway.log", "w") as log:
-            cmd = [str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}"]
+            cmd = [str(PUSHGATEWAY), f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="]  # not Debian's shared file
             gateway = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         stack.callback(_stop, gateway)
         gateway_url = f"http://127.0.0.1:{port}"

@@ -26,6 +26,7 @@ from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version
+from typing import Any
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import sqlalchemy as sa
@@ -185,10 +186,31 @@ def _epoch(moment: datetime) -> float:
 
 
 class _Connections(Collector):
-    """The default registry's Interlink figures that are not the ledger's: the connections' (`connectors.telemetry`)."""
+    """The default registry's Interlink figures that are not the ledger's: the connections' (`connectors.telemetry`);
+    with `connections`, only theirs, and counts less what they were at `since` (a `snapshot`): one run's own."""
+
+    def __init__(self, connections: Iterable[str] | None = None, since: dict[tuple, float] | None = None):
+        self.connections, self.since = (set(connections) if connections is not None else None), since or {}
 
     def collect(self) -> Iterable[Metric]:
-        return [m for m in REGISTRY.collect() if m.name.startswith(PREFIX) and m.name not in LEDGER_NAMES]
+        for family in REGISTRY.collect():
+            if not family.name.startswith(PREFIX) or family.name in LEDGER_NAMES:
+                continue
+            own = Metric(family.name, family.documentation, family.type, family.unit)
+            for s in family.samples:
+                if self.connections is None or s.labels.get("connection") in self.connections:
+                    before = self.since.get(_key(s)) if family.type != "gauge" else None
+                    own.add_sample(s.name, s.labels, s.value - (before or 0))
+            yield own
+
+
+def snapshot() -> dict[tuple, float]:
+    """This process's connection figures now, for a run's push to subtract (`push`'s `since`)."""
+    return {_key(s): s.value for family in _Connections().collect() for s in family.samples}
+
+
+def _key(sample: Any) -> tuple:
+    return sample.name, tuple(sorted(sample.labels.items()))
 
 
 def serve(state_db: str, port: int | None, addr: str) -> int | None:
@@ -215,10 +237,11 @@ def serve(state_db: str, port: int | None, addr: str) -> int | None:
     return port
 
 
-def push(state_db: str, url: str | None, integration: str) -> None:
+def push(state_db: str, url: str | None, integration: str, connections: Iterable[str] = (), since: dict[tuple, float] | None = None) -> None:
     """With a Pushgateway `url` (`INTERLINK_PUSHGATEWAY_URL`), replace group `{job="interlink", integration=…}` there with
-    `integration`'s ledger figures and this process's connection figures. A user and password in the URL are sent
-    as basic auth. Never raises: a failure is one warning per process, naming the URL without its credentials."""
+    `integration`'s ledger figures and its run's figures of its `connections` (counted from the `snapshot` `since`: a
+    process that runs several integrations pushes each one's own). A user and password in the URL are sent as basic
+    auth. Never raises: a failure is one warning per process, naming the URL without its credentials."""
     if not url:
         return
     parts = urlsplit(url)
@@ -228,7 +251,7 @@ def push(state_db: str, url: str | None, integration: str) -> None:
         handler = partial(basic_auth_handler, username=unquote(parts.username), password=unquote(parts.password or ""))
     registry = CollectorRegistry()
     registry.register(LedgerCollector(state_db, integration))
-    registry.register(_Connections())
+    registry.register(_Connections(connections, since))
     try:
         push_to_gateway(gateway, PUSH_JOB, registry, {"integration": integration}, timeout=PUSH_TIMEOUT_S, handler=handler)
     except Exception as exc:  # noqa: BLE001 - the run is done; its figures are in the ledger all the same

@@ -44,6 +44,7 @@ class RunFacts:
     ui_url: str | None = None  # the flow run in the Prefect UI, when a Prefect UI is known
     trace_id: str | None = None  # the run's OpenTelemetry trace (32 hex digits), when tracing is on
     ledger_row: int | None = None  # the run's row in the ledger, once it has one
+    connections: tuple[str, ...] = ()  # the connections the run uses, by name
     checks: dict[tuple[str, str | None], Check] = field(default_factory=dict)
     rows_checked: int = 0
     nulls: dict[str, int] = field(default_factory=dict)  # null values per target column among the checked rows

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"  # json: one JSON object per log line, for log shippers
     connections: dict[str, Connection] = Field(default_factory=dict)  # read from the file and INTERLINK_<NAME>__*
 
+    @field_validator("metrics_port", "pushgateway_url", mode="before")
+    @classmethod
+    def _blank_is_off(cls, value: Any) -> Any:
+        """`INTERLINK_PUSHGATEWAY_URL=` (as compose files write an unset one) is off, not a bad URL."""
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("webhook_secrets", mode="before")
     @classmethod
     def _secret_lists(cls, value: Any) -> Any:

@@ -105,7 +105,10 @@ def otlp_receiver(out: Path) -> Iterator[str]:
 
 @contextmanager
 def pushgateway(log: Path) -> Iterator[str]:
-    """Debian's Prometheus Pushgateway on a free port; its URL (`INTERLINK_PUSHGATEWAY_URL`)."""
+    """Debian's Prometheus Pushgateway on a free port, keeping what it gets in memory only (Debian's default persists it
+    to one file under /var/lib/prometheus: every Pushgateway would start with what the others got); its URL
+    (`INTERLINK_PUSHGATEWAY_URL`)."""
     address = f"127.0.0.1:{free_port()}"
-    with started([binary("prometheus-pushgateway"), f"--web.listen-address={address}"], log, f"http://{address}/-/ready"):
+    argv = [binary("prometheus-pushgateway"), f"--web.listen-address={address}", "--persistence.file="]
+    with started(argv, log, f"http://{address}/-/ready"):
         yield f"http://{address}"

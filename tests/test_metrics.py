@@ -218,3 +218,10 @@ def test_a_bad_port_stops_a_long_running_command_in_one_line(home, monkeypatch: 
     assert main(["webhooks", "serve", "--port", "1"]) == 2  # stops before it would bind the receiver's port
     err = capsys.readouterr().err
     assert err == "interlink: INTERLINK_METRICS_PORT: input should be a valid integer, unable to parse string as an integer\n"
+
+
+def test_a_blank_metrics_setting_is_off(home, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("INTERLINK_PUSHGATEWAY_URL", "")
+    monkeypatch.setenv("INTERLINK_METRICS_PORT", " ")
+    settings = Settings.load()
+    assert settings.pushgateway_url is None and settings.metrics_port is None

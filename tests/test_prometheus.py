@@ -214,3 +214,26 @@ def test_prometheus_scrapes_interlink_serve(home: Path, systems, prefect_api: st
         finally:
             runner.terminate()
             runner.wait(60)
+
+
+def test_a_push_carries_only_its_runs_own_connection_figures(home: Path, pushgateway: str) -> None:
+    """A process that runs several integrations (`interlink run`, `demo run`) pushes each one's group with the requests
+    of its own connections made since its run began (`metrics.snapshot`), not the whole process's."""
+    from connectors.telemetry import HttpMetrics
+
+    state_url = f"sqlite:///{home / 'interlink.db'}"
+    ledgered(state_url)
+    mine, theirs = HttpMetrics("probe-mine"), HttpMetrics("probe-theirs")
+    for _ in range(3):
+        mine.observe("GET", 200, 0.01)  # an earlier run's requests
+    since = metrics.snapshot()
+    for _ in range(2):
+        mine.observe("GET", 200, 0.01)
+        theirs.observe("PATCH", 200, 0.01)
+    metrics.push(state_url, pushgateway, "crm_to_billing", ["probe-mine"], since)
+    samples = [s for f in text_string_to_metric_families(get(f"{pushgateway}/metrics")) for s in f.samples
+               if s.labels.get("connection", "").startswith("probe-")]
+    responses = {s.labels["connection"]: s.value for s in samples if s.name == "interlink_http_responses_total"}
+    assert responses == {"probe-mine": 2}
+    (count,) = [s.value for s in samples if s.name == "interlink_http_request_duration_seconds_count"]
+    assert count == 2
