@@ -25,6 +25,7 @@ import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -68,6 +69,16 @@ def _named(match: re.Match) -> str:
 def mask_url(url: str) -> str:
     """A URL of any kind as it may be shown: its password and its secret parameters masked."""
     return mask_secrets(url)
+
+
+def plain_url(url: str) -> str:
+    """Where `url` points and nothing more, for telemetry: no user info, query or fragment
+    (`https://u:p@host:8443/a?q=1#x` → `https://host:8443/a`)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(unparsable URL)"
+    return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
 def cut(text: str, limit: int, secrets: Iterable[str] = ()) -> str:

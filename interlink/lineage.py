@@ -19,7 +19,7 @@ from collections import deque
 from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import attr
 from openlineage.client import OpenLineageClient
@@ -40,6 +40,7 @@ from openlineage.client.transport.http_common import DEFAULT_RETRY_CONFIG
 from openlineage.client.uuid import generate_new_uuid
 from requests import exceptions as http_errors
 
+from connectors.masking import plain_url
 from interlink.run_facts import Dataset, RunFacts
 
 log = logging.getLogger(__name__)
@@ -218,17 +219,10 @@ def _uuid(value: str | None) -> str | None:
         return None
 
 
-def _public_url(url: str) -> str:
-    """`url` without user, password, query or fragment."""
-    parts = urlsplit(url)
-    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
-    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
-
-
 def _backend(client: OpenLineageClient) -> str:
     transport = client.transport
     if isinstance(transport, HttpTransport):
-        return _public_url(urljoin(transport.url, transport.endpoint))
+        return plain_url(urljoin(transport.url, transport.endpoint))
     return f"(the {transport.kind} transport)"
 
 
@@ -258,7 +252,7 @@ def _run_facets(run: RunFacts, row: dict | None) -> dict[str, RunFacet]:
             version=prefect, name="Prefect", openlineageAdapterVersion=interlink, producer=PRODUCER),
     }
     if run.flow_run_id:
-        url = _public_url(run.ui_url) if run.ui_url else None
+        url = plain_url(run.ui_url) if run.ui_url else None
         facets["prefect"] = PrefectRunFacet(flowRunId=run.flow_run_id, url=url, producer=PRODUCER)
     if run.trace_id:
         facets["trace"] = TraceRunFacet(traceId=run.trace_id, producer=PRODUCER)

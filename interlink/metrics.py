@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from functools import partial
 from importlib.metadata import version
 from typing import Any
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 import sqlalchemy as sa
 from prometheus_client import REGISTRY, CollectorRegistry, push_to_gateway, start_http_server
@@ -35,6 +35,7 @@ from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from connectors.masking import plain_url
 from interlink.deadletter import OPEN
 from interlink.ledger import RUNNING, Ledger
 from interlink.settings import ConfigError
@@ -245,7 +246,7 @@ def push(state_db: str, url: str | None, integration: str, connections: Iterable
     if not url:
         return
     parts = urlsplit(url)
-    gateway = urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    gateway = plain_url(url)
     handler = default_handler
     if parts.username is not None:
         handler = partial(basic_auth_handler, username=unquote(parts.username), password=unquote(parts.password or ""))

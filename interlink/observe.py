@@ -20,10 +20,10 @@ from interlink import lineage, metrics, tracing
 from interlink.ledger import Ledger
 from interlink.prefect_urls import ui_url
 from interlink.run_facts import INTEGRATION, Dataset, RunFacts
+from interlink.settings import Settings
 
 if TYPE_CHECKING:
     import pandas as pd
-from interlink.settings import Settings
 
 tracing.configure()  # before a flow run starts in this process, so Prefect's flow-run span roots its trace
 log = logging.getLogger(__name__)

@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from opentelemetry import context, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
@@ -26,6 +25,8 @@ from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Status, StatusCode
+
+from connectors.masking import plain_url
 
 SCOPE = "interlink"
 EXPORT_TIMEOUT_S = 2.0  # an export's longest wait, its retries included, unless OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT says
@@ -173,16 +174,6 @@ def flush(timeout_s: float = 5) -> None:
         _provider.force_flush(int(timeout_s * 1000))
 
 
-def _plain_url(url: str) -> str:
-    """`url` without user info, query or fragment: `https://u:p@host:8443/a?q=1#x` → `https://host:8443/a`."""
-    try:
-        parts = urlsplit(url)
-        host = parts.netloc.rpartition("@")[2]
-    except ValueError:
-        return "(unparsable URL)"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class _Scrubbed(SpanExporter):
     """Exports through `inner` copies of the spans that carry nothing private (see the module's docstring). A failed
     export is one warning per process (the exporter's own lines, one per retry and batch, are quieted)."""
@@ -197,7 +188,7 @@ class _Scrubbed(SpanExporter):
         result = self.inner.export([_scrubbed(s) for s in spans])
         if result is SpanExportResult.FAILURE and not self.warned:
             self.warned = True
-            where = _plain_url(getattr(self.inner, "_endpoint", "") or "the OTLP endpoint")
+            where = plain_url(getattr(self.inner, "_endpoint", "") or "the OTLP endpoint")
             log.warning("traces not sent to %s (no answer, or refused, within %g s): check OTEL_EXPORTER_OTLP_ENDPOINT and "
                         "that the collector is up; runs go on, later failures are not logged", where, EXPORT_TIMEOUT_S)
         return result
@@ -234,5 +225,5 @@ def _clean(attributes: Any) -> dict[str, Any]:
     for key, value in (attributes or {}).items():
         if key in _DROPPED_KEYS or key.startswith(_DROPPED_PREFIXES):
             continue
-        clean[key] = _plain_url(value) if key in _URL_KEYS and isinstance(value, str) else value
+        clean[key] = plain_url(value) if key in _URL_KEYS and isinstance(value, str) else value
     return clean

@@ -26,6 +26,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.engine import make_url
 
+from connectors.masking import plain_url
 from connectors.sql import COPY_THRESHOLD, WriteMode, create_engine, write
 from interlink import tracing
 from tests.conftest import service_url
@@ -124,10 +125,10 @@ def test_an_exception_marks_the_span_failed_without_its_message(traced: InMemory
 
 
 def test_urls_lose_credentials_queries_and_fragments() -> None:
-    assert tracing._plain_url("https://user:pass@api.example.test:8443/v1/items?since=2024&key=x#frag") == (
+    assert plain_url("https://user:pass@api.example.test:8443/v1/items?since=2024&key=x#frag") == (
         "https://api.example.test:8443/v1/items"
     )
-    assert tracing._plain_url("http://127.0.0.1:8000/customers") == "http://127.0.0.1:8000/customers"
+    assert plain_url("http://127.0.0.1:8000/customers") == "http://127.0.0.1:8000/customers"
 
 
 def test_an_http_request_through_a_mock_transport_keeps_no_query_values(traced: InMemorySpanExporter) -> None:
