@@ -109,6 +109,8 @@ def script() -> NoReturn:
     """The `interlink` command: `main`, then the exit handlers (Prefect sends its last logs and events), then exit
     without tearing down every imported module, which costs over a second of CPU with Prefect and GX loaded."""
     code = main()
+    if (handlers := sys.modules.get("prefect.logging.handlers")) is not None:  # a run's last logs, while its API still runs
+        handlers.APILogWorker.drain_all(timeout=5)
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()

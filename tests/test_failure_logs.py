@@ -95,6 +95,18 @@ def test_the_stderr_of_a_failed_interlink_run_shows_the_cause_in_one_line(crm_db
 
 
 
+def test_a_run_on_a_temporary_api_sends_its_last_logs_before_the_api_stops(home: Path, tmp_path: Path):
+    """Its logs are drained while the temporary API still answers: no `--- Error logging to API ---` after it stopped
+    (plain lines that broke JSON log output, and said nothing true: the run was fine)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | {
+        "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "INTERLINK_HOME": str(home),
+    }
+    for _ in range(2):  # the second one quick, with nothing new: its last logs are still queued as the run ends
+        done = subprocess.run([INTERLINK, "demo", "run", "invoices_to_billing"], env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "Stopping temporary server" in done.stderr  # it ran on a temporary API
+    assert "Error logging to API" not in done.stderr and "All connection attempts failed" not in done.stderr, done.stderr[-1500:]
+
 def test_a_failed_deployed_runs_first_error_log_is_its_one_line_cause(prefect_api, crm_db, home, tmp_path):  # noqa: F811
     """Under a deployment Prefect's engine logs the exception once more ("Engine execution exited with unexpected
     exception", with its traceback): one line too, after the cause."""
