@@ -1,4 +1,4 @@
-# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Two commands do all set-up on a fresh machine: `make demo` and `make test` (the tests, and the documentation site built strictly).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -26,6 +26,7 @@ demo: $(INSTALLED)
 # PREFECT_API_DATABASE_CONNECTION_URL is set) and every declared deployment served on its schedule.
 serve: export PREFECT_HOME ?= $(CURDIR)/.interlink/prefect
 serve: export PREFECT_API_URL = http://127.0.0.1:4200/api
+serve: export INTERLINK_INTEGRATIONS ?= interlink.flows  # this repository is the demo's project: its example integrations
 serve: $(INSTALLED)
 	mkdir -p $(PREFECT_HOME)
 	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 > .interlink/prefect-server.log 2>&1 & \

@@ -43,11 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from interlink.demo_systems.server import serve
+from interlink.flows import CHUNK_ROWS
+
 from benchmarks.bench_report import markdown, summarise
 from benchmarks.common import machine, run_child
 from benchmarks.source import Customers, create_app
-from demo_systems.server import serve
-from flows import CHUNK_ROWS
 
 RESULTS = ROOT / "benchmarks" / "results"
 API_KEY = "sk-bench-41d7e2"

@@ -43,8 +43,8 @@ def seed(env: dict[str, str]) -> None:
     """The state database of a working day, written in a child process with `env` (its own INTERLINK_HOME)."""
     code = """
 from datetime import timedelta
-from connectors.sql import utcnow
-from flows import integrations
+from interlink.connectors.sql import utcnow
+from interlink.flows import integrations
 from interlink import integration_facts
 from interlink.deadletter import DeadLetters, Reject
 from interlink.settings import Settings

@@ -33,9 +33,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from demo_systems import crm_data
-from demo_systems.app import create_app
-from demo_systems.server import serve
+from interlink.demo_systems import crm_data
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.server import serve
 
 API_KEY = "sk-bench-start-3f1a"
 INTERLINK = ROOT / ".venv" / "bin" / "interlink"

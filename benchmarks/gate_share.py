@@ -4,11 +4,11 @@
 
 1. Seeds a demo CRM SQLite with N customers and serves it (CRM + finance API, fault rate 0) over
    real HTTP; the target is a SQLite billing file in a fresh temporary `INTERLINK_HOME` per run.
-2. Runs the real `flows.crm_to_billing.sync(full_refresh=True, chunk_size=100_000)` under
+2. Runs the real `interlink.flows.crm_to_billing.sync(full_refresh=True, chunk_size=100_000)` under
    `prefect_test_harness()` (up to 3 times; once if a run takes over 3 minutes) and reads the flow
    run's task runs back from the Prefect API: the time in `check` against the wall time, plus every
    other task kind for a phase breakdown.
-3. Measures the gate on its own: `data_checks.gate.validate` on a synthetic 1M-row × 10-column
+3. Measures the gate on its own: `interlink.data_checks.gate.validate` on a synthetic 1M-row × 10-column
    frame with a 15-expectation suite (not-null, unique, regex, between, in-set), in a subprocess of
    its own so its peak RSS (`ru_maxrss` delta) is not mixed with anything else.
 4. If the gate's share is above 15 %, profiles `validate` (cProfile) on a real 100k-row chunk of
@@ -72,25 +72,24 @@ def _reset_peak() -> bool:
 
 def seed_crm(db: Path, n: int) -> dict:
     """The demo CRM seeded with N customers, by the project's own seeder (timed)."""
-    from demo_systems.crm_data import seed
+    from interlink.demo_systems.crm_data import seed
 
     started = time.perf_counter()
     seed(db, customers=n)
-    return {"seconds": round(time.perf_counter() - started, 2), "method": "demo_systems.crm_data.seed"}
+    return {"seconds": round(time.perf_counter() - started, 2), "method": "interlink.demo_systems.crm_data.seed"}
 
 
 # --------------------------------------------------------------------------- worker: the sync
 
 
 def sync_worker(args: argparse.Namespace) -> None:
+    from interlink.demo_systems.app import create_app
+    from interlink.demo_systems.server import serve
     from prefect.testing.utilities import prefect_test_harness
-
-    from demo_systems.app import create_app
-    from demo_systems.server import serve
 
     out: dict = {"runs": [], "repeats_requested": args.repeats}
     with prefect_test_harness(server_startup_timeout=180), serve(create_app(Path(args.db), API_KEY, fault_rate=0.0)) as url:
-        from flows.crm_to_billing import PIPELINE
+        from interlink.flows.crm_to_billing import PIPELINE
 
         sync = PIPELINE.sync
 
@@ -216,8 +215,7 @@ def synthetic_suite():
     """15 expectations on 10 columns: 7 not-null, 1 unique, 3 regex, 2 between, 2 in-set."""
     import great_expectations as gx
     import great_expectations.expectations as gxe
-
-    from data_checks.customers import E164, EMAIL
+    from interlink.data_checks.customers import E164, EMAIL
 
     codes = ["US", "GB", "DE", "FR", "NL", "ES", "IT", "SE", "PL", "CH"]
     return gx.ExpectationSuite(
@@ -247,9 +245,8 @@ def real_chunk(db: Path, rows: int):
     import sqlite3
 
     import pandas as pd
-
-    from demo_systems.crm_data import COUNTRIES
-    from flows.crm_to_billing import add_billing_terms, to_billing_customers
+    from interlink.demo_systems.crm_data import COUNTRIES
+    from interlink.flows.crm_to_billing import add_billing_terms, to_billing_customers
 
     with sqlite3.connect(db) as conn:
         raw = pd.read_sql_query(
@@ -264,8 +261,8 @@ def real_chunk(db: Path, rows: int):
 
 def gate_worker(args: argparse.Namespace) -> None:
     """Time `validate` (and its RSS peak over the frame already in memory) in a process of its own."""
-    from data_checks.customers import billing_customers
-    from data_checks.gate import context, validate
+    from interlink.data_checks.customers import billing_customers
+    from interlink.data_checks.gate import context, validate
 
     home = Path(tempfile.mkdtemp(prefix="interlink-gate-"))
     if args.kind == "synthetic":
@@ -483,7 +480,7 @@ def _mean(values: list[float]) -> float | None:
 
 
 def _report(args, seeding: dict, sync: dict, gate: dict | None) -> dict:
-    from data_checks.customers import billing_customers
+    from interlink.data_checks.customers import billing_customers
 
     suite = billing_customers()
     runs = sync.get("runs", [])

@@ -37,12 +37,12 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 import pandas as pd  # noqa: E402
+from interlink.demo_systems.crm_data import LAST_NAMES  # noqa: E402
+from interlink.flows.crm_to_billing import to_billing_customers  # noqa: E402
 from prefect import task  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 
 from benchmarks.common import machine, task_runs  # noqa: E402
-from demo_systems.crm_data import LAST_NAMES  # noqa: E402
-from flows.crm_to_billing import to_billing_customers  # noqa: E402
 
 API_KEY = "sk-bench-scale-5e2d"
 KNOWN = [name.lower() for name in LAST_NAMES]
@@ -75,12 +75,11 @@ def heavy_transform(raw: pd.DataFrame) -> pd.DataFrame:
 
 def run_worker(args: argparse.Namespace) -> None:
     """In a subprocess: `repeats` partitioned syncs of the served CRM, each into a fresh home."""
+    from interlink.demo_systems.app import create_app
+    from interlink.demo_systems.server import serve
+    from interlink.flows.crm_to_billing import PIPELINE
+    from interlink.flows.partitioned import partitioned_sync_flow
     from prefect.testing.utilities import prefect_test_harness
-
-    from demo_systems.app import create_app
-    from demo_systems.server import serve
-    from flows.crm_to_billing import PIPELINE
-    from flows.partitioned import partitioned_sync_flow
 
     sync = partitioned_sync_flow(replace(PIPELINE, transform=heavy_transform))
     runs = []
@@ -108,7 +107,7 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
-    from demo_systems.crm_data import seed
+    from interlink.demo_systems.crm_data import seed
 
     work = Path(tempfile.mkdtemp(prefix="interlink-bench-scale-"))
     try:

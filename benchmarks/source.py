@@ -2,7 +2,7 @@
 
 - `GET /customers?limit=&offset=&updated_since=&updated_before=` → `{"total": …, "data": [...]}`; rows sorted by
   (updated_at, id), `updated_since` inclusive, `updated_before` exclusive, `total` counting the rows between them.
-- `GET /countries/{code}`: the finance terms of `demo_systems.crm_data.COUNTRIES`, 404 for any other code.
+- `GET /countries/{code}`: the finance terms of `interlink.demo_systems.crm_data.COUNTRIES`, 404 for any other code.
 - `POST /admin/mutate?share=0.01`: that share of the rows (valid ones only) gets a new name and a later `updated_at`;
   `Customers.reset()` brings back the generated rows.
 
@@ -19,14 +19,13 @@ from datetime import timedelta
 
 import numpy as np
 import orjson
+from interlink.demo_systems.crm_data import BASE_TIME, COUNTRIES, FIRST_NAMES, HISTORY, LAST_NAMES, TS_FORMAT
+from interlink.demo_systems.http import BadRequest, counted_app, parse_positive, parse_since
+from interlink.tasks.transform import CALLING_CODES
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from demo_systems.crm_data import BASE_TIME, COUNTRIES, FIRST_NAMES, HISTORY, LAST_NAMES, TS_FORMAT
-from demo_systems.http import BadRequest, counted_app, parse_positive, parse_since
-from tasks.transform import CALLING_CODES
 
 FIELDS = ("id", "name", "email", "phone", "country", "updated_at", "company", "city", "plan", "created_at")
 DEFAULT_LIMIT, MAX_LIMIT = 1000, 10_000

@@ -13,7 +13,7 @@ pika's blocking connection answers the broker's heartbeats only while it is call
 long work on fetched messages goes through `call`, which runs it in a thread while this
 one keeps the connection alive.
 
-The messages ready on the queue are kept in `interlink_queue_messages{connection, queue}` (`connectors.telemetry`),
+The messages ready on the queue are kept in `interlink_queue_messages{connection, queue}` (`interlink.connectors.telemetry`),
 updated at no extra cost on entry (the queue's declaration) and by every `fetch` (each `basic_get` answer says how many
 remain), and by `depth`.
 """
@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pika
-
-from connectors.errors import RetriableError
-from connectors.telemetry import queue_messages
+from interlink.connectors.errors import RetriableError
+from interlink.connectors.telemetry import queue_messages
 
 POLL_S = 0.05  # pause between polls of an empty queue
 DELIVERIES = "x-interlink-deliveries"  # header: how many deliveries of the message failed before

@@ -11,9 +11,8 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any, Literal
 
 import httpx
+from interlink.connectors.errors import AuthError, RetriableError
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter
-
-from connectors.errors import AuthError, RetriableError
 
 Flow = Generator[httpx.Request, httpx.Response, None]
 

@@ -1,6 +1,6 @@
 """A circuit breaker: stop calling a system that keeps failing, and probe it once it has had time to recover.
 
-What counts is a *call*, whatever the caller makes one: for `connectors.rest` a call is one request with all
+What counts is a *call*, whatever the caller makes one: for `interlink.connectors.rest` a call is one request with all
 of its own retries, so a request that fails after the connection's `max_attempts` attempts is one failure,
 not `max_attempts`. Thresholds and retries fit together by that: with the defaults (5 attempts per request,
 a threshold of 5 failed requests), a task that retries twice (3 attempts, each ending on one failed request)
@@ -10,7 +10,7 @@ runs in one process (or of pages fetched concurrently) to open the circuit. The 
 whose message leads with that failure.
 
 Each breaker sets its connection's `interlink_circuit_breaker_open` gauge (1 from opening until a probe closes it) and
-counts each opening (`connectors.telemetry`).
+counts each opening (`interlink.connectors.telemetry`).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 
-from connectors.errors import CircuitOpen, ConnectorError, RetriableError
-from connectors.telemetry import BreakerMetrics
+from interlink.connectors.errors import CircuitOpen, ConnectorError, RetriableError
+from interlink.connectors.telemetry import BreakerMetrics
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from interlink.connectors.auth import AuthConfig
+from interlink.connectors.masking import mask_url
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from sqlalchemy.engine import make_url
-
-from connectors.auth import AuthConfig
-from connectors.masking import mask_url
 
 LOCATION = {"rest": "base_url", "sql": "url", "folder": "path", "queue": "url"}  # the field that says where a system is
 

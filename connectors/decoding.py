@@ -4,7 +4,7 @@ orjson decodes an answer that is strict JSON in one pass. An answer it refuses (
 NaN or Infinity, a number beyond a double, a lone surrogate escape), or one that names a key twice in an
 object (which orjson keeps quiet about, keeping the last), is decoded again by Python's `json` with hooks
 that mark such values instead of failing: bytes that are not UTF-8 become lone surrogates (`surrogateescape`),
-which `tasks.admit.Pages` refuses record by record; NaN, Infinity and 1e400 stay as their text, marked with why
+which `interlink.tasks.admit.Pages` refuses record by record; NaN, Infinity and 1e400 stay as their text, marked with why
 (the reasons of `STRICT_JSON`, which the drop folder's JSON lines are read with); an object naming a key twice is marked. `undecodable`
 then wraps each record holding a marked value, naming its fields, for `Pages` to refuse alone.
 """

@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
-
-from connectors.decoding import STRICT_JSON
-from connectors.errors import ConfigError
+from interlink.connectors.decoding import STRICT_JSON
+from interlink.connectors.errors import ConfigError
 
 READERS = {".csv": "csv", ".jsonl": "jsonl"}
 NOT_UTF8 = "bytes that are not UTF-8"

@@ -23,8 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import httpx
-
-from connectors.errors import ConfigError, FatalError, PaginationLoop
+from interlink.connectors.errors import ConfigError, FatalError, PaginationLoop
 
 log = logging.getLogger(__name__)
 

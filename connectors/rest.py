@@ -14,7 +14,7 @@ those retries are all made). The request whose failure opens the circuit raises 
 marked `opened_circuit` and ending `; circuit now open for 30s`; later requests fail fast with
 `CircuitOpen`, whose message leads with that error, until a probe request succeeds.
 
-Each attempt is measured per connection (`connectors.telemetry`): its duration, its answer's status class, and each retry.
+Each attempt is measured per connection (`interlink.connectors.telemetry`): its duration, its answer's status class, and each retry.
 """
 
 from __future__ import annotations
@@ -32,19 +32,18 @@ from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import httpx
+from interlink.connectors.auth import AuthConfig
+from interlink.connectors.breaker import CircuitBreaker, breaker_for
+from interlink.connectors.connections import RestConnection
+from interlink.connectors.decoding import decode, reasons, undecodable
+from interlink.connectors.errors import AuthError, CircuitOpen, FatalError, NotFound, RetriableError
+from interlink.connectors.masking import SECRET_NAME, cut, mask_secrets
+from interlink.connectors.pagination import PageRequest, Paginator
+from interlink.connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
+from interlink.connectors.telemetry import HttpMetrics
+from interlink.connectors.threads import mapped
 from pydantic import SecretStr
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
-
-from connectors.auth import AuthConfig
-from connectors.breaker import CircuitBreaker, breaker_for
-from connectors.connections import RestConnection
-from connectors.decoding import decode, reasons, undecodable
-from connectors.errors import AuthError, CircuitOpen, FatalError, NotFound, RetriableError
-from connectors.masking import SECRET_NAME, cut, mask_secrets
-from connectors.pagination import PageRequest, Paginator
-from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
-from connectors.telemetry import HttpMetrics
-from connectors.threads import mapped
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +148,7 @@ class RestClient:
         body's only list-valued key, found on the first page and kept for the rest. With `concurrency` > 1 and a
         paginator that knows the pages `ahead`, that many pages are fetched at once (each still within the rate
         budget) and yielded in order. A record holding what JSON does not allow comes as a
-        `connectors.decoding.Undecodable`, naming its fields, for that record alone to be refused.
+        `interlink.connectors.decoding.Undecodable`, naming its fields, for that record alone to be refused.
         """
         where = f"{self.name} {path}"
         request = PageRequest(path, dict(params or {}))
@@ -183,7 +182,7 @@ class RestClient:
         return response, self._json(response)
 
     def _json(self, response: httpx.Response) -> tuple[Any, bool]:
-        """The answer decoded, and whether it is strict JSON (`connectors.decoding.decode`): a lone surrogate escape
+        """The answer decoded, and whether it is strict JSON (`interlink.connectors.decoding.decode`): a lone surrogate escape
         (`"\\ud800"`, as JavaScript's `JSON.stringify` writes one), bytes that are not UTF-8, NaN, 1e400 or a key named
         twice cost their record, not the page. An answer that is no JSON at all (a login page, a web site where the API
         was meant) names the setting to check."""

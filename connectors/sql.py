@@ -21,10 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
+from interlink.connectors.errors import ConfigError
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine, make_url
-
-from connectors.errors import ConfigError
 
 if TYPE_CHECKING:  # pandas, psycopg and pyarrow load where rows are read or copied, not for the state database
     import pandas as pd
@@ -323,10 +322,9 @@ def _copy(conn: Connection, table: sa.Table, rows: pd.DataFrame, keys: Sequence[
     """COPY `rows` in as CSV: straight into `table`, or, to upsert on `keys`, into a temporary
     staging table and from there with one INSERT … ON CONFLICT."""
     import psycopg
+    from interlink.connectors.pgcsv import csv_bytes
     from psycopg import sql as pgsql
     from psycopg.copy import QueuedLibpqWriter
-
-    from connectors.pgcsv import csv_bytes
 
     names = list(rows.columns)
     into = table

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-
-from data_checks.offline_docs import make_offline
+from interlink.data_checks.offline_docs import make_offline
 
 if TYPE_CHECKING:  # GX is imported by the functions that use it: its import costs seconds, and a run with no rows needs none
     import great_expectations as gx
@@ -117,13 +116,12 @@ def _mask_results(ctx: FileDataContext) -> None:
     process that made the project only, and every later run's results were lost with its process (no Data Docs,
     an empty "Data checks" table). So the store is saved under that class name, from our module."""
     from great_expectations.data_context.store import TupleFilesystemStoreBackend
-
-    from data_checks.masked_results import MaskingResultsStore
+    from interlink.data_checks.masked_results import MaskingResultsStore
 
     store = ctx.validation_results_store
     if not isinstance(store, MaskingResultsStore) or not isinstance(store.store_backend, TupleFilesystemStoreBackend):
         ctx.add_store(ctx.validation_results_store_name, {
-            "module_name": "data_checks.masked_results", "class_name": "ValidationResultsStore",
+            "module_name": "interlink.data_checks.masked_results", "class_name": "ValidationResultsStore",
             "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": RESULTS},
         })
 
@@ -135,8 +133,7 @@ def validate(
     with the offending values of `sensitive` columns masked."""
     from great_expectations.core.run_identifier import RunIdentifier
     from great_expectations.exceptions import ResourceFreshnessAggregateError
-
-    from data_checks.masked_results import masking
+    from interlink.data_checks.masked_results import masking
 
     def run(definition: gx.ValidationDefinition) -> ExpectationSuiteValidationResult:
         return definition.run(

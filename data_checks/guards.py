@@ -6,8 +6,7 @@ import statistics
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
-
-from data_checks.policy import Gate, SchemaContract
+from interlink.data_checks.policy import Gate, SchemaContract
 
 INFERRED = {  # pandas' inferred dtype → JSON type
     "string": "string", "integer": "integer", "floating": "number", "mixed-integer-float": "number",

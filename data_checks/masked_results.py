@@ -12,8 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 
 from great_expectations.data_context.store import ValidationResultsStore
-
-from connectors.masking import mask
+from interlink.connectors.masking import mask
 
 _SENSITIVE: ContextVar[frozenset[str]] = ContextVar("sensitive", default=frozenset())
 SHOWN = ("unexpected_list", "partial_unexpected_list")  # the value lists a result carries
@@ -41,7 +40,7 @@ class MaskingResultsStore(ValidationResultsStore):
 
 
 # The name the project's config gives the store: GX keeps a results store only under this class name (see
-# `data_checks.gate._mask_results`).
+# `interlink.data_checks.gate._mask_results`).
 ValidationResultsStore = MaskingResultsStore
 
 

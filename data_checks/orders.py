@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import great_expectations as gx
 
-from data_checks.customers import EMAIL
+from interlink.data_checks.customers import EMAIL
 
 ORDER_STATUSES = ("pending", "paid", "shipped", "cancelled")
 

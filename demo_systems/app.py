@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from interlink.demo_systems.http import BadRequest, Faults, counted_app, parse_positive, parse_since
+from interlink.demo_systems.sqlite import read_only
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from demo_systems.http import BadRequest, Faults, counted_app, parse_positive, parse_since
-from demo_systems.sqlite import read_only
 
 DEFAULT_LIMIT = 500
 MAX_LIMIT = 1000

@@ -11,7 +11,7 @@ import unicodedata
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from demo_systems.sqlite import create_tables, newer_than, write_transaction
+from interlink.demo_systems.sqlite import create_tables, newer_than, write_transaction
 
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 BASE_TIME = datetime(2026, 10, 1, tzinfo=UTC)

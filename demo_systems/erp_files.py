@@ -15,7 +15,7 @@ import tempfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from demo_systems.crm_data import format_ts
+from interlink.demo_systems.crm_data import format_ts
 
 WAREHOUSES = ("W1", "W2")
 COLUMNS = ("sku", "warehouse", "on_hand", "exported_at")

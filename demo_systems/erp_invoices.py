@@ -10,7 +10,7 @@ import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from demo_systems.sqlite import write_transaction
+from interlink.demo_systems.sqlite import write_transaction
 
 INVOICES = 400
 TS_FORMAT = "%Y-%m-%d %H:%M:%S"  # how the ERP writes times: text, a space, no zone (UTC)

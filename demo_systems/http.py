@@ -7,14 +7,13 @@ import random
 from collections import Counter
 from datetime import UTC, datetime
 
+from interlink.demo_systems.crm_data import format_ts
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from demo_systems.crm_data import format_ts
 
 
 class BadRequest(ValueError):

@@ -20,15 +20,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote_plus
 
+from interlink.demo_systems.crm_data import format_ts
+from interlink.demo_systems.http import BadRequest, Faults, counted_app, parse_positive, parse_since
+from interlink.demo_systems.sqlite import newer_than, read_only, write_transaction
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-
-from demo_systems.crm_data import format_ts
-from demo_systems.http import BadRequest, Faults, counted_app, parse_positive, parse_since
-from demo_systems.sqlite import newer_than, read_only, write_transaction
 
 DEFAULT_PER_PAGE = 100
 MAX_PER_PAGE = 500

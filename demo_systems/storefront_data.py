@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
-from demo_systems.crm_data import BASE_TIME, format_ts
-from demo_systems.sqlite import create_tables, newer_than, write_transaction
+from interlink.demo_systems.crm_data import BASE_TIME, format_ts
+from interlink.demo_systems.sqlite import create_tables, newer_than, write_transaction
 
 HISTORY = timedelta(days=90)
 MAX_ORDER_AGE = timedelta(days=14)  # how long after it was placed an order may still be updated

@@ -11,10 +11,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from unittest import mock
 
-from demo_systems import crm_data, erp_files, erp_invoices, storefront_data
-from demo_systems.app import create_app as crm_app
-from demo_systems.server import serve
-from demo_systems.storefront import create_app as storefront_app
+from interlink.demo_systems import crm_data, erp_files, erp_invoices, storefront_data
+from interlink.demo_systems.app import create_app as crm_app
+from interlink.demo_systems.server import serve
+from interlink.demo_systems.storefront import create_app as storefront_app
+
 from interlink.settings import PREFIX, Settings
 from interlink.stand_ins import standing_in
 

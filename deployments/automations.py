@@ -24,7 +24,7 @@
 `apply()` makes the server's automations match the declaration: each is created, updated when it changed
 (an update restarts the server's open windows, so an unchanged one is left alone), or, when no longer
 declared (an alert after the URL was unset), deleted.
-`python -m deployments.automations` does it alone, e.g. after `prefect deploy`.
+`python -m interlink.deployments.automations` does it alone, e.g. after `prefect deploy`.
 """
 
 from __future__ import annotations
@@ -33,14 +33,14 @@ import json
 from datetime import datetime, time, timedelta
 
 from cronsim import CronSim
+from interlink.connectors.errors import ConfigError
+from interlink.deployments.declaration import Declarations, Integration, duration_text, sla_promises
+from interlink.deployments.runner import declarations, deployed
 from prefect.automations import AutomationCore, CallWebhook, ChangeFlowRunState, DoNothing, EventTrigger, Posture
 from prefect.blocks.webhook import Webhook
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 
-from connectors.errors import ConfigError
-from deployments.declaration import Declarations, Integration, duration_text, sla_promises
-from deployments.runner import declarations, deployed
 from interlink.alerts import AUTOMATIONS, QUARANTINED_EVENT, runbook, ui_url
 from interlink.settings import Settings
 

@@ -15,6 +15,7 @@ Durations are a number and a unit, `s`, `m`, `h` or `d`, combined as in `1h30m`.
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from cronsim import CronSim, CronSimError
+from interlink.connectors.errors import ConfigError
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -34,9 +36,6 @@ from pydantic import (
     model_validator,
 )
 
-from connectors.errors import ConfigError
-
-DECLARATIONS = Path(__file__).with_name("deployments.yaml")
 FLOWS = ("sync", "replay", "reconcile", "sync_partitioned")
 _DURATION = re.compile(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
@@ -145,7 +144,7 @@ class Declared(Strict):
     @property
     def entrypoint(self) -> str:
         """Where Prefect finds this deployment's flow, with the declared retries."""
-        return f"deployments.runner:DEPLOYED.{self.integration}.{self.flow}"
+        return f"interlink.deployments.runner:DEPLOYED.{self.integration}.{self.flow}"
 
 
 class Declarations(Strict):
@@ -218,13 +217,14 @@ def sla_text(sla: Sla, timezone: str) -> str:
 
 
 def declarations_file() -> Path:
-    """The declaration in use: `INTERLINK_DEPLOYMENTS_FILE`, or `deployments.yaml` next to this module."""
-    from interlink.settings import Settings
+    """The declaration in use: `INTERLINK_DEPLOYMENTS_FILE`, or `deployments/deployments.yaml` in the project."""
+    from interlink.settings import PREFIX, Settings, not_a_project
 
-    named = Settings.load().deployments_file
-    if named and not named.is_file():
-        raise ConfigError(f"INTERLINK_DEPLOYMENTS_FILE names {named}, which is not a file: fix the path, or unset it to use {DECLARATIONS}")
-    return named or DECLARATIONS
+    path = Settings.load().deployments_file
+    if not path.is_file():
+        raise ConfigError(f"{PREFIX}DEPLOYMENTS_FILE names {path}, which is not a file: fix the path, or unset it"
+                          if f"{PREFIX}DEPLOYMENTS_FILE" in os.environ else not_a_project(path, "DEPLOYMENTS_FILE"))
+    return path
 
 
 def read(path: Path | None = None) -> Declarations:

@@ -1,8 +1,8 @@
 """`prefect.yaml`, generated from the declaration, so `prefect deploy --all` deploys what `interlink serve` serves.
 
-    python -m deployments.prefect_yaml > prefect.yaml    # after every change to deployments.yaml
+    python -m interlink.deployments.prefect_yaml > prefect.yaml    # after every change to deployments.yaml
 
-Each deployment gets its description (owner, SLA, timezone), its entrypoint (`deployments.runner:DEPLOYED.<integration>.<flow>`, whose flow carries
+Each deployment gets its description (owner, SLA, timezone), its entrypoint (`interlink.deployments.runner:DEPLOYED.<integration>.<flow>`, whose flow carries
 the declared retries: a deployment cannot), its schedule in the declared timezone, parameters, tags,
 concurrency limit and the declared work pool, whose runs send heartbeats (for the crashed-run automation). The file has no `pull` steps: `prefect deploy` then adds
 Prefect's default, a `set_working_directory` to the folder it ran in, so a process worker runs the
@@ -14,20 +14,19 @@ from __future__ import annotations
 import sys
 
 import yaml
-
-from deployments import prune
-from deployments.automations import HEARTBEAT_S
-from deployments.declaration import Declarations
-from deployments.runner import declarations
+from interlink.deployments import prune
+from interlink.deployments.automations import HEARTBEAT_S
+from interlink.deployments.declaration import Declarations
+from interlink.deployments.runner import declarations
 
 HEARTBEAT = {"PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_S)}  # pooled runs send heartbeats, as served ones do
 
 HEADER = """\
-# Generated from deployments/deployments.yaml by `python -m deployments.prefect_yaml > prefect.yaml`: edit that file.
-# Deploy to a process work pool (see README, "Deploying"):
+# Generated from deployments/deployments.yaml by `python -m interlink.deployments.prefect_yaml > prefect.yaml`: edit that file.
+# Deploy to a process work pool (see docs/how-to/deploy.md):
 #   prefect work-pool create {pool} --type process
 #   prefect deploy --all
-#   python -m deployments.automations    # the crashed-run and alert automations
+#   python -m interlink.deployments.automations    # the crashed-run and alert automations
 #   prefect worker start --pool {pool}
 """
 

@@ -1,20 +1,20 @@
 """`interlink state prune --apply` as a flow, for the deployment that runs it on the declared `prune:` schedule.
 
-Its entrypoint is `deployments.prune:DECLARED`: the flow with the declared `retries` and `retry_delay_seconds`, read
-from the declaration when a run loads it, as `deployments.runner:DEPLOYED` does for the integrations.
+Its entrypoint is `interlink.deployments.prune:DECLARED`: the flow with the declared `retries` and `retry_delay_seconds`, read
+from the declaration when a run loads it, as `interlink.deployments.runner:DEPLOYED` does for the integrations.
 """
 
 from __future__ import annotations
 
+from interlink.deployments.declaration import Declarations, duration_text, read
 from prefect import Flow, flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
-from deployments.declaration import Declarations, duration_text, read
 from interlink.retention import STORES, prune
 from interlink.settings import Settings
 
 NAME = "interlink-prune"
-ENTRYPOINT = "deployments.prune:DECLARED"
+ENTRYPOINT = "interlink.deployments.prune:DECLARED"
 
 
 @flow(name=NAME)

@@ -5,7 +5,7 @@ Backfill or full refresh are parameters of the same deployment, e.g.
 
 A Prefect deployment cannot carry flow retries: they belong to the flow, and every run (served or
 run by a worker) loads the flow again from the deployment's entrypoint. So each deployment's
-entrypoint is `deployments.runner:DEPLOYED.<integration>.<flow>`, the pipeline's flow with the declared
+entrypoint is `interlink.deployments.runner:DEPLOYED.<integration>.<flow>`, the pipeline's flow with the declared
 `retries` and `retry_delay_seconds`, read from the declaration when the flow is loaded.
 `INTERLINK_DEPLOYMENTS_FILE` names another declaration (for the process that serves and the
 processes that run the flows alike).
@@ -15,18 +15,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from interlink.connectors.errors import ConfigError
+from interlink.deployments import prune
+from interlink.deployments.declaration import Declarations, read
+from interlink.flows import integration
 from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
 
-from connectors.errors import ConfigError
-from deployments import prune
-from deployments.declaration import Declarations, read
-from flows import integration
-
 
 def declarations(path: Path | None = None) -> Declarations:
-    """The declaration (`deployments.declaration.read`), each deployment's integration and flow checked to exist."""
+    """The declaration (`interlink.deployments.declaration.read`), each deployment's integration and flow checked to exist."""
     declared = read(path)
     for index, d in enumerate(declared.deployments):
         try:
@@ -64,7 +63,7 @@ DEPLOYED = Deployed()
 
 def runner_deployments() -> list[RunnerDeployment]:
     """The declared deployments, ready for `prefect.serve`, each with its declared concurrency limit, and its owner,
-    SLA and timezone in its description; and the retention prune (`deployments.prune`) if `prune:` is declared."""
+    SLA and timezone in its description; and the retention prune (`interlink.deployments.prune`) if `prune:` is declared."""
     declared = declarations()
     deployments = []
     for d in declared.deployments:
@@ -77,7 +76,7 @@ def runner_deployments() -> list[RunnerDeployment]:
             description=declared.description(d),
         )
         # Each run loads its flow again from the entrypoint, so it must be the flow with the options,
-        # not the factory inside `flows.pipeline` that `to_deployment` points at.
+        # not the factory inside `interlink.flows.pipeline` that `to_deployment` points at.
         deployment.entrypoint = d.entrypoint
         deployments.append(deployment)
     if declared.prune:  # `interlink state prune --apply` on the declared schedule

@@ -14,11 +14,10 @@ import asyncio
 import signal
 from typing import Any
 
+from interlink.deployments.automations import HEARTBEAT_S, apply
+from interlink.deployments.runner import runner_deployments
 from prefect.runner import Runner
 from prefect.settings import PREFECT_API_URL
-
-from deployments.automations import HEARTBEAT_S, apply
-from deployments.runner import runner_deployments
 
 
 class StoppingRunner(Runner):

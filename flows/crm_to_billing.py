@@ -10,21 +10,27 @@ from urllib.parse import quote
 
 import pandas as pd
 import sqlalchemy as sa
+from interlink.connectors.connections import RestConnection
+from interlink.connectors.errors import NotFound
+from interlink.connectors.rest import RestClient
+from interlink.connectors.sql import Timestamp
+from interlink.data_checks.customers import billing_customers
+from interlink.data_checks.policy import Gate, SchemaContract
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks import retriable
+from interlink.tasks.deliver import SqlTarget, tracked_table
+from interlink.tasks.enrich import Lookup
+from interlink.tasks.ingest import RestSource
+from interlink.tasks.transform import (
+    blank_to_na,
+    latest_per_key,
+    normalise_country,
+    normalise_email,
+    normalise_phone,
+    per_distinct,
+)
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from connectors.connections import RestConnection
-from connectors.errors import NotFound
-from connectors.rest import RestClient
-from connectors.sql import Timestamp
-from data_checks.customers import billing_customers
-from data_checks.policy import Gate, SchemaContract
-from flows.pipeline import Pipeline
-from tasks import retriable
-from tasks.deliver import SqlTarget, tracked_table
-from tasks.enrich import Lookup
-from tasks.ingest import RestSource
-from tasks.transform import blank_to_na, latest_per_key, normalise_country, normalise_email, normalise_phone, per_distinct
 
 
 @task(name="transform", cache_policy=NO_CACHE)

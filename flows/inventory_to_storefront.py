@@ -1,15 +1,14 @@
 """ERP → storefront: stock levels from the ERP's CSV exports, sent for the SKUs whose stock changed."""
 
 import pandas as pd
+from interlink.data_checks.policy import Gate, SchemaContract
+from interlink.data_checks.stock import stock_levels
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.ingest import FolderSource
+from interlink.tasks.send import RestTarget
+from interlink.tasks.transform import blank_to_na
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from data_checks.policy import Gate, SchemaContract
-from data_checks.stock import stock_levels
-from flows.pipeline import Pipeline
-from tasks.ingest import FolderSource
-from tasks.send import RestTarget
-from tasks.transform import blank_to_na
 
 
 @task(name="transform", cache_policy=NO_CACHE)

@@ -9,15 +9,14 @@ from datetime import timedelta
 
 import pandas as pd
 import sqlalchemy as sa
+from interlink.connectors.sql import Timestamp
+from interlink.data_checks.invoices import billing_invoices
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.deliver import SqlTarget, tracked_table
+from interlink.tasks.ingest import SqlSource
+from interlink.tasks.transform import blank_to_na
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from connectors.sql import Timestamp
-from data_checks.invoices import billing_invoices
-from flows.pipeline import Pipeline
-from tasks.deliver import SqlTarget, tracked_table
-from tasks.ingest import SqlSource
-from tasks.transform import blank_to_na
 
 
 @task(name="transform", cache_policy=NO_CACHE)

@@ -30,20 +30,20 @@ from typing import Annotated
 import pandas as pd
 import sqlalchemy as sa
 import typer
+from interlink.connectors.amqp import AmqpQueue, Message
+from interlink.connectors.connections import QueueConnection
+from interlink.connectors.errors import ConfigError, ConnectorError
+from interlink.flows.orders_to_erp import PIPELINE as ORDERS
+from interlink.flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report, shape
+from interlink.tasks.ingest import Chunk
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 from prefect.states import State
 
-from connectors.amqp import AmqpQueue, Message
-from connectors.connections import QueueConnection
-from connectors.errors import ConfigError, ConnectorError
-from flows.orders_to_erp import PIPELINE as ORDERS
-from flows.pipeline import final_state, guard_batch, ledgered, process_batch, run_report, shape
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Entry
 from interlink.run_facts import Dataset
 from interlink.settings import Settings
-from tasks.ingest import Chunk
 
 FIELDS = list(ORDERS.contract.fields)
 LINE_FIELDS = ("line_no", "sku", "quantity", "unit_price")

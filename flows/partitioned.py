@@ -3,7 +3,7 @@
 The range to read, from the committed watermark (or the source's earliest record) to its
 newest record, is cut into K windows of equal length. Each window is a `sync-partition`
 task that streams its records chunk by chunk through the sync's own steps
-(`flows.pipeline`) and delivers them without moving the watermark. Once every partition
+(`interlink.flows.pipeline`) and delivers them without moving the watermark. Once every partition
 has succeeded the flow commits the newest watermark any of them saw; if one fails, the
 watermark stays and the next run reads the whole range again (upserts are idempotent).
 
@@ -23,6 +23,13 @@ from dataclasses import dataclass, replace
 from functools import reduce
 
 import pandas as pd
+from interlink.connectors.sql import create_engine, select_in
+from interlink.flows import CHUNK_ROWS
+from interlink.flows.pipeline import Pipeline, Target, alert_hooks, final_state, guard_batch, ledgered, process_batch, run_report
+from interlink.tasks.deliver import Delivery, SqlTarget
+from interlink.tasks.gate import volume_guard
+from interlink.tasks.ingest import RestSource, fetch_chunk
+from interlink.tasks.watermark import later
 from prefect import Flow, flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import wait
@@ -30,16 +37,9 @@ from prefect.runtime import flow_run
 from prefect.states import State
 from prefect.task_runners import TaskRunner
 
-from connectors.sql import create_engine, select_in
-from flows import CHUNK_ROWS
-from flows.pipeline import Pipeline, Target, alert_hooks, final_state, guard_batch, ledgered, process_batch, run_report
 from interlink.deadletter import OPEN, RESOLVED, DeadLetters
 from interlink.ledger import Entry
 from interlink.settings import ConfigError, Settings
-from tasks.deliver import Delivery, SqlTarget
-from tasks.gate import volume_guard
-from tasks.ingest import RestSource, fetch_chunk
-from tasks.watermark import later
 
 BISECT_STEPS = 12  # probes that find the newest record, to 1/4096 of the range up to now
 TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"

@@ -17,17 +17,27 @@ from functools import cached_property, partial
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 import pandas as pd
+from interlink.connectors.breaker import breakers
+from interlink.data_checks.gate import GateRejected
+from interlink.data_checks.guards import staleness
+from interlink.data_checks.policy import Gate, Policy, SchemaContract
+from interlink.flows import CHUNK_ROWS
+from interlink.tasks.admit import NO_FAILURES, admit, records_frame
+from interlink.tasks.check import check
+from interlink.tasks.deliver import Delivery
+from interlink.tasks.enrich import enrich_batch
+from interlink.tasks.gate import decide, schema_guard, target_limits, volume_guard
+from interlink.tasks.ingest import Chunk
+from interlink.tasks.quarantine import quarantine, quarantine_records, settle
+from interlink.tasks.report import publish_report
+from interlink.tasks.transform import transform_batch
+from interlink.tasks.watermark import later, positions
 from prefect import Flow, flow, get_run_logger
 from prefect.client.schemas.objects import FlowRun
 from prefect.runtime import deployment, flow_run
 from prefect.states import Completed, State
 from pydantic import Field
 
-from connectors.breaker import breakers
-from data_checks.gate import GateRejected
-from data_checks.guards import staleness
-from data_checks.policy import Gate, Policy, SchemaContract
-from flows import CHUNK_ROWS
 from interlink import integration_facts
 from interlink.alerts import alert
 from interlink.deadletter import OPEN, REPLAYED, RESOLVED, DeadLetters
@@ -39,16 +49,6 @@ from interlink.progress import batch_done
 from interlink.run_facts import BATCH, Dataset
 from interlink.settings import Settings
 from interlink.tracing import span
-from tasks.admit import NO_FAILURES, admit, records_frame
-from tasks.check import check
-from tasks.deliver import Delivery
-from tasks.enrich import enrich_batch
-from tasks.gate import decide, schema_guard, target_limits, volume_guard
-from tasks.ingest import Chunk
-from tasks.quarantine import quarantine, quarantine_records, settle
-from tasks.report import publish_report
-from tasks.transform import transform_batch
-from tasks.watermark import later, positions
 
 if TYPE_CHECKING:
     import great_expectations as gx
@@ -132,14 +132,14 @@ class Pipeline:
     @cached_property
     def reconcile(self) -> Flow:
         """Every integration with a SQL target has one; others raise `ConfigError`."""
-        from flows.reconcile import reconcile_flow  # it builds on this module
+        from interlink.flows.reconcile import reconcile_flow  # it builds on this module
 
         return reconcile_flow(self)
 
     @cached_property
     def sync_partitioned(self) -> Flow:
         """The sync split into time windows on Dask; `ConfigError` where the source cannot be windowed."""
-        from flows.partitioned import partitioned_sync_flow  # it builds on this module
+        from interlink.flows.partitioned import partitioned_sync_flow  # it builds on this module
 
         return partitioned_sync_flow(self)
 

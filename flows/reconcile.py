@@ -15,21 +15,29 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
+from interlink.data_checks.gate import GateFailed
+from interlink.flows import CHUNK_ROWS
+from interlink.flows.pipeline import Pipeline, ledgered, run_name, shape
+from interlink.tasks.check import check
+from interlink.tasks.deliver import SqlTarget, row_hashes
+from interlink.tasks.gate import target_limits
+from interlink.tasks.quarantine import key_text, key_texts
+from interlink.tasks.reconcile import (
+    compare,
+    field_hashes,
+    forget_delivered,
+    forget_hashes,
+    publish_reconcile,
+    read_back,
+    read_target,
+)
+from interlink.tasks.send import RestTarget
+from interlink.tasks.transform import latest_per_key
 from prefect import Flow, flow
 
-from data_checks.gate import GateFailed
-from flows import CHUNK_ROWS
-from flows.pipeline import Pipeline, ledgered, run_name, shape
 from interlink.deadletter import OPEN, DeadLetters
 from interlink.ledger import Counts
 from interlink.settings import ConfigError, Settings
-from tasks.check import check
-from tasks.deliver import SqlTarget, row_hashes
-from tasks.gate import target_limits
-from tasks.quarantine import key_text, key_texts
-from tasks.reconcile import compare, field_hashes, forget_delivered, forget_hashes, publish_reconcile, read_back, read_target
-from tasks.send import RestTarget
-from tasks.transform import latest_per_key
 
 
 def reconcile_flow(pipeline: Pipeline) -> Flow:

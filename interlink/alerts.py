@@ -23,7 +23,7 @@ from prefect.client.orchestration import get_client
 from prefect.events import emit_event
 from prefect.settings import PREFECT_UI_URL
 
-from connectors.errors import ConfigError
+from interlink.connectors.errors import ConfigError
 from interlink.ledger import Ledger
 from interlink.settings import Settings
 
@@ -78,15 +78,15 @@ def ui_url() -> str:
 
 
 def runbook(state: str) -> str:
-    """The runbook's section for `state`: `INTERLINK_RUNBOOK_URL` (README.md by default) and `#runbook-<state>`,
-    e.g. `README.md#runbook-sla-breach`."""
+    """The runbook's section for `state`: `INTERLINK_RUNBOOK_URL` (docs/operations/runbook.md by default) and
+    `#runbook-<state>`, e.g. `docs/operations/runbook.md#runbook-sla-breach`."""
     return f"{Settings.load().runbook_url}#runbook-{state.lower().replace('_', '-')}"
 
 
 def _declared(integration: str) -> tuple[str | None, str | None]:
     """The owner (`Team (#contact)`) and timezone `deployments.yaml` declares for `integration`; None for one it does
     not declare, or when it cannot be read (the alert goes out all the same)."""
-    from deployments.declaration import read
+    from interlink.deployments.declaration import read
 
     try:
         declared = read()

@@ -1,4 +1,4 @@
-"""`interlink`: the operators' command line (typer, tables and progress by rich).
+"""`interlink`: run, watch, retry, approve and replay a project's integrations; make projects and integrations.
 
 Exit status: 0 done; 1 a run failed, sources and targets differ, or a connection is unhealthy;
 2 a usage or configuration mistake (one line on stderr naming the setting and the fix); 130 interrupted.
@@ -14,7 +14,7 @@ import os
 import sys
 from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
-from importlib.metadata import entry_points
+from importlib.metadata import entry_points, version
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -22,7 +22,7 @@ import typer
 from typer._click.exceptions import NoArgsIsHelpError  # typer carries its own click
 from typer.core import TyperGroup
 
-from flows import CHUNK_ROWS
+from interlink.flows import CHUNK_ROWS
 from interlink.json_logs import install as json_logs
 from interlink.settings import ConfigError, Settings
 
@@ -83,6 +83,19 @@ Wide = Annotated[bool, typer.Option("--wide", help="every column, on one line pe
 Integrations = Annotated[list[str] | None, typer.Argument(metavar="[INTEGRATION]...", help="default: every integration", show_default=False)]
 
 
+def _version(shown: bool) -> None:
+    if shown:
+        print(f"interlink {version('interlink')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    _: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="the installed version, and exit")] = False,
+) -> None:
+    """Interlink: integrations between business systems, declared once and run on Prefect."""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; every mistake is one line on stderr and exit status 2."""
     try:
@@ -122,6 +135,51 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+new_app = typer.Typer(help="add to this integrations project", no_args_is_help=True)
+app.add_typer(new_app, name="new")
+SourceKind = StrEnum("SourceKind", {kind: kind for kind in ("rest", "sql", "folder")})
+TargetKind = StrEnum("TargetKind", {kind: kind for kind in ("sql", "rest")})
+
+
+@app.command()
+def init(directory: Annotated[Path, typer.Argument(metavar="DIR", help="where the project goes: a new or empty folder")]) -> None:
+    """Make a team's integrations project: an example integration (SQL → SQL) with its checks, tests, schedule and
+    connections, a Makefile, a README and a CI workflow, ready to commit. DIR's name is the project's name."""
+    import shlex
+
+    from interlink.scaffold import init as make_project
+
+    made = make_project(directory)
+    print(f"made {directory}/:", *(f"  {path}" for path in made), sep="\n")
+    cd = "" if directory.resolve() == Path.cwd().resolve() else f"cd {shlex.quote(str(directory))} && "
+    print(f"next:\n  {cd}make run   # set-up, sample data, the example's first run\n  make test")
+
+
+@new_app.command("integration")
+def new_integration(
+    name: Annotated[str, typer.Argument(help="the integration's name, a Python identifier, e.g. orders_to_erp")],
+    source: Annotated[SourceKind, typer.Option(help="where its records come from")],
+    target: Annotated[TargetKind, typer.Option(help="where they go")],
+    source_connection: Annotated[str | None, typer.Option(
+        metavar="CONNECTION", help="the connection it reads: one in deployments/connections.yaml, or a new one [default: NAME_source, new]")] = None,
+    target_connection: Annotated[str | None, typer.Option(
+        metavar="CONNECTION", help="the connection it delivers to, e.g. your warehouse's [default: NAME_target, new]")] = None,
+) -> None:
+    """Add an integration to the project in the working directory: its module (a pipeline with TODOs for your systems'
+    names), its checks, its test, its owner (to fill in) in deployments/deployments.yaml, not scheduled, and new
+    connections NAME_source and NAME_target, unless --source-connection/--target-connection name others (a connection
+    declared already must be of the kind of --source/--target; one that is not is added)."""
+    from interlink.scaffold import new_integration as add
+
+    added = add(name, source.value, target.value, source_connection=source_connection, target_connection=target_connection)
+    print("wrote:", *(f"  {path}" for path in added.written), sep="\n")
+    if added.variables:
+        print("its new connections need, in the environment (`make run` runs every integration, so it fails until they are set):",
+              *(f"  {variable}" for variable in added.variables), sep="\n")
+    print(f"next: fill in the TODOs in flows/{name}.py, then `interlink connectors` and `interlink run {name}` "
+          f"(or `make run INTEGRATIONS={name}`)")
+
+
 @app.command()
 def run(
     integrations: Integrations = None,
@@ -141,7 +199,7 @@ def run_flows(settings: Settings, names: list[str], which: str, *, as_json: bool
     """Run flow `which` of each integration in `names` (all if empty), once every connection they use is set
     and answers (`check_connections`), showing their progress (`interlink.progress_view`); then a summary
     of each, or all of them as JSON. 1 if any run failed (the others still run)."""
-    from flows import integration, integrations
+    from interlink.flows import integration, integrations
     from interlink.progress_view import display
 
     pipelines = [integration(name) for name in names or integrations()]
@@ -180,7 +238,7 @@ def heartbeats() -> AbstractContextManager:
     and at Prefect's default (180 s) it would take a live run for dead. A temporary API has no automation."""
     from prefect.settings import PREFECT_API_URL, PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
-    from deployments.automations import HEARTBEAT_S
+    from interlink.deployments.automations import HEARTBEAT_S
 
     if not PREFECT_API_URL.value():
         return nullcontext()
@@ -250,7 +308,7 @@ def runs(
 def status_command(as_json: Json = False, wide: Wide = False) -> int:
     """Each declared integration: owner, last run, last success, freshness against its SLA, next run, open dead
     letters; 1 if any is in breach of its SLA."""
-    from deployments.declaration import read
+    from interlink.deployments.declaration import read
     from interlink.status import shown, status
 
     settings = Settings.load()
@@ -264,8 +322,8 @@ def status_command(as_json: Json = False, wide: Wide = False) -> int:
 @state_app.command("upgrade")
 def state_upgrade() -> None:
     """Bring the state database (ledger, dead letters, …) to the newest schema; every run also does it on start."""
-    from connectors.sql import create_engine
     from interlink import migrations
+    from interlink.connectors.sql import create_engine
     from interlink.settings import mask_url
 
     settings = Settings.load()
@@ -284,7 +342,7 @@ def state_prune(
 ) -> None:
     """Remove what is older than its declared retention (`retention:` in deployments.yaml): resolved and replayed dead
     letters, ended runs' ledger rows, GX results, per-run reports; open dead letters never. A dry run unless --apply."""
-    from deployments.declaration import read
+    from interlink.deployments.declaration import read
     from interlink.retention import prune
 
     settings = Settings.load()
@@ -339,7 +397,7 @@ def reconcile(
     repair: Annotated[bool, typer.Option("--repair", help="re-deliver missing and changed rows (extra ones are only reported)")] = False,
 ) -> int:
     """Compare an integration's source and target; 1 when they still differ (after any repair)."""
-    from flows import integration as pipeline_of
+    from interlink.flows import integration as pipeline_of
 
     settings = Settings.load()
     pipeline = pipeline_of(integration)
@@ -364,7 +422,7 @@ def reconcile(
 @app.command()
 def report(html: Annotated[Path | None, typer.Option(metavar="PATH", help="where to write it (default <home>/reports/quality.html)")] = None) -> None:
     """Data quality over time per integration, as one offline HTML page."""
-    from flows import sensitive_columns
+    from interlink.flows import sensitive_columns
     from interlink.quality_report import build_report
 
     settings = Settings.load()
@@ -384,10 +442,10 @@ def serve(
 def serve_deployments(settings: Settings, limit: int | None, wait_s: float) -> None:
     """Serve the declared deployments once every connection they use is set; one that does not answer now is
     told in one line, and served anyway: a scheduler outlives outages, and its runs fail until it answers."""
-    from deployments.runner import declarations
-    from deployments.serving import serve as serve_with_heartbeats
-    from flows import integration
     from interlink import metrics
+    from interlink.deployments.runner import declarations
+    from interlink.deployments.serving import serve as serve_with_heartbeats
+    from interlink.flows import integration
 
     used = [c for d in declarations().deployments for c in integration(d.integration).connections]
     settings.require(used)
@@ -450,7 +508,7 @@ def connectors(as_json: Json = False, wide: Wide = False) -> int:
     """The connections the declared integrations use: where each points, who uses it (and their owners), whether it
     answers now (1 if any does not). Which connections an integration uses is what its latest run recorded
     (`interlink.integration_facts`); one that has not run since is loaded to ask."""
-    from deployments.declaration import read
+    from interlink.deployments.declaration import read
     from interlink.integration_facts import facts
     from interlink.inventory import inventory
 

@@ -5,7 +5,7 @@ delivered: by a later sync (`resolved`) or by a replay (`replayed`).
 
 Entries are kept whole, to be replayed; listed, they show the values of each integration's sensitive
 fields masked (in `values`, in the source records, and wherever they turn up in `reason`), unless an
-operator asks to see them (`reveal=True`). A field is sensitive by name as `connectors.masking` matches it
+operator asks to see them (`reveal=True`). A field is sensitive by name as `interlink.connectors.masking` matches it
 (`Email` in a source record for a sensitive `email`), or as declared (`Gate.sensitive_source`).
 """
 
@@ -17,8 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from connectors.masking import mask_record, mask_values, sensitive_fields
-from connectors.sql import upsert, utcnow
+from interlink.connectors.masking import mask_record, mask_values, sensitive_fields
+from interlink.connectors.sql import upsert, utcnow
 from interlink.state import DEAD_LETTERS, state_engine
 
 OPEN, RESOLVED, REPLAYED = "open", "resolved", "replayed"

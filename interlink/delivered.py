@@ -2,7 +2,7 @@
 
 from collections.abc import Iterable
 
-from connectors.sql import select_in, upsert, utcnow
+from interlink.connectors.sql import select_in, upsert, utcnow
 from interlink.state import DELIVERED, state_engine
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from connectors.masking import cut
+from interlink.connectors.masking import cut
 
 RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 MAX_CAUSE = 300  # characters of an exception's first line in a log line

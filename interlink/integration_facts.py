@@ -1,6 +1,6 @@
 """What each integration's latest run said about itself: the connections it uses and the fields it masks.
 
-A run writes them as it starts (`flows.pipeline.ledgered`); the read-only commands read them, as importing the
+A run writes them as it starts (`interlink.flows.pipeline.ledgered`); the read-only commands read them, as importing the
 integrations (Prefect and GX, about 2 s) is most of what they would cost: `interlink connectors` checks the
 connections of the declared integrations, `interlink dlq list` masks each integration's sensitive fields.
 An integration with no row yet (not run since this table exists) is loaded instead (`flows`), slower; so is
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from connectors.sql import upsert, utcnow
+from interlink.connectors.sql import upsert, utcnow
 from interlink.state import INTEGRATION_FACTS, state_engine
 
 
@@ -49,7 +49,7 @@ def facts(url: str | None, integrations: Iterable[str]) -> dict[str, Facts]:
     found = {name: known[name] for name in wanted if name in known}
     missing = [name for name in wanted if name not in found]
     if missing:
-        from flows import integrations as loaded
+        from interlink.flows import integrations as loaded
 
         pipelines = loaded()
         for name in missing:

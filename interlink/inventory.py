@@ -25,12 +25,12 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from connectors.amqp import ping
-from connectors.connections import LOCATION
-from connectors.errors import AuthError, ConfigError, ConnectorError, NotFound, RetriableError
-from connectors.masking import mask_secrets
-from connectors.rest import RestClient, summary
-from connectors.sql import create_engine
+from interlink.connectors.amqp import ping
+from interlink.connectors.connections import LOCATION
+from interlink.connectors.errors import AuthError, ConfigError, ConnectorError, NotFound, RetriableError
+from interlink.connectors.masking import mask_secrets
+from interlink.connectors.rest import RestClient, summary
+from interlink.connectors.sql import create_engine
 from interlink.settings import PREFIX, Connection, FolderConnection, QueueConnection, RestConnection, Settings, SqlConnection
 from interlink.stand_ins import stood_in
 

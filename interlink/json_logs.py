@@ -2,7 +2,7 @@
 
 Each line: `time` (ISO-8601, UTC), `level`, `logger`, `message`, and whichever of `integration`, `flow_run_id`,
 `flow_name`, `task_run_id`, `batch`, `trace_id`, `exception` (`<type>: <first line>`) and `traceback` have a value.
-The message, the exception and the traceback pass through the one masking rule (`connectors.masking.mask_secrets`).
+The message, the exception and the traceback pass through the one masking rule (`interlink.connectors.masking.mask_secrets`).
 
 Prefect configures logging itself, from its `logging.yml`, at `import prefect` and again whenever it sets logging up.
 `install` uses the override Prefect documents for every key of that file (`PREFECT_LOGGING_[PATH]_[KEY]`, read from
@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 
 from opentelemetry import trace
 
-from connectors.errors import ConfigError
-from connectors.masking import cut, mask_secrets
+from interlink.connectors.errors import ConfigError
+from interlink.connectors.masking import cut, mask_secrets
 from interlink.failure_logs import MAX_CAUSE
 from interlink.run_facts import BATCH, INTEGRATION
 

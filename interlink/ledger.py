@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING, Any
 import psutil
 import sqlalchemy as sa
 
-from connectors.masking import cut
-from connectors.sql import utcnow
+from interlink.connectors.masking import cut
+from interlink.connectors.sql import utcnow
 from interlink.prefect_urls import api_at_hand
 from interlink.state import RUNS, state_engine
 

@@ -40,7 +40,7 @@ from openlineage.client.transport.http_common import DEFAULT_RETRY_CONFIG
 from openlineage.client.uuid import generate_new_uuid
 from requests import exceptions as http_errors
 
-from connectors.masking import plain_url
+from interlink.connectors.masking import plain_url
 from interlink.run_facts import Dataset, RunFacts
 
 log = logging.getLogger(__name__)

@@ -35,7 +35,7 @@ from prometheus_client.exposition import basic_auth_handler, default_handler
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
-from connectors.masking import plain_url
+from interlink.connectors.masking import plain_url
 from interlink.deadletter import OPEN
 from interlink.ledger import RUNNING, Ledger
 from interlink.settings import ConfigError
@@ -122,7 +122,7 @@ class LedgerCollector(Collector):
     def _freshness(self, families: dict[str, Metric]) -> None:
         """Last success and freshness as `interlink status` has them (its runs whose process died marked CRASHED
         first), and the declared `fresh_within`; none when the declaration cannot be read (told once)."""
-        from deployments.declaration import read
+        from interlink.deployments.declaration import read
         from interlink.status import status
 
         try:
@@ -187,7 +187,7 @@ def _epoch(moment: datetime) -> float:
 
 
 class _Connections(Collector):
-    """The default registry's Interlink figures that are not the ledger's: the connections' (`connectors.telemetry`);
+    """The default registry's Interlink figures that are not the ledger's: the connections' (`interlink.connectors.telemetry`);
     with `connections`, only theirs, and counts less what they were at `since` (a `snapshot`): one run's own."""
 
     def __init__(self, connections: Iterable[str] | None = None, since: dict[tuple, float] | None = None):

@@ -23,8 +23,8 @@ import plotly.graph_objects as go
 import sqlalchemy as sa
 from prefect.utilities.urls import url_for
 
-from connectors.masking import mask, mask_emails
-from connectors.sql import utcnow
+from interlink.connectors.masking import mask, mask_emails
+from interlink.connectors.sql import utcnow
 from interlink.ledger import Ledger
 from interlink.state import DEAD_LETTERS, RUNS, state_engine
 

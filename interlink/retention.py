@@ -30,12 +30,12 @@ from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 
-from connectors.sql import utcnow
+from interlink.connectors.sql import utcnow
 from interlink.deadletter import REPLAYED, RESOLVED
 from interlink.state import DEAD_LETTERS, RUNS, state_engine
 
 if TYPE_CHECKING:
-    from deployments.declaration import Declarations, Retention
+    from interlink.deployments.declaration import Declarations, Retention
     from interlink.settings import Settings
 
 STORES = {"dead_letters": "dead letters", "runs": "ledger rows", "quality_results": "GX results", "reports": "run reports"}
@@ -57,7 +57,7 @@ class Pruned:
 
     def line(self) -> str:
         """`dead letters crm_to_billing: would remove 3 (resolved or replayed, older than 180d); oldest kept …`."""
-        from deployments.declaration import duration_text
+        from interlink.deployments.declaration import duration_text
 
         who = self.integration or "runs without a ledger row"
         if self.keep is None:
@@ -68,7 +68,7 @@ class Pruned:
         return f"{STORES[self.store]:<12} {who}: {done}{oldest}"
 
     def as_dict(self) -> dict:
-        from deployments.declaration import duration_text
+        from interlink.deployments.declaration import duration_text
 
         return asdict(self) | {"keep": self.keep and duration_text(self.keep)}
 
@@ -88,7 +88,7 @@ def prune(settings: Settings, declared: Declarations, *, apply: bool = False) ->
     def retention_of(integration: str | None) -> Retention:
         return longest if integration is None else declared.retention_of(integration)
 
-    from data_checks.gate import RESULTS, exclusive
+    from interlink.data_checks.gate import RESULTS, exclusive
 
     now = utcnow()
     found = [

@@ -50,7 +50,7 @@ class RunFacts:
     nulls: dict[str, int] = field(default_factory=dict)  # null values per target column among the checked rows
 
     def add_checks(self, expectations: list[dict], rows: int, nulls: dict[str, int]) -> None:
-        """Fold one batch's expectation outcomes (`data_checks.gate.Validation.expectations`) into the run's."""
+        """Fold one batch's expectation outcomes (`interlink.data_checks.gate.Validation.expectations`) into the run's."""
         for outcome in expectations:
             key = (outcome["expectation"], outcome["column"])
             check = self.checks.setdefault(key, Check(outcome["expectation"], outcome["column"], True))

@@ -28,8 +28,8 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 from sqlalchemy.engine import make_url
 
-from connectors.auth import AuthConfig
-from connectors.connections import (
+from interlink.connectors.auth import AuthConfig
+from interlink.connectors.connections import (
     LOCATION,
     Connection,
     FolderConnection,
@@ -39,13 +39,13 @@ from connectors.connections import (
     check_sql_url,
     mask_url,
 )
-from connectors.errors import ConfigError
+from interlink.connectors.errors import ConfigError
 
 __all__ = ["ConfigError", "Connection", "FolderConnection", "QueueConnection", "RestConnection", "Settings", "SqlConnection", "mask_url"]
 
 PREFIX = "INTERLINK_"
 SECRET_BLOCK = "prefect-secret:"
-CONNECTIONS_FILE = Path(__file__).resolve().parents[1] / "deployments" / "connections.yaml"
+CONNECTIONS_FILE = Path("deployments/connections.yaml")  # in the project Interlink runs in (the working directory)
 SECRET_FIELDS = {"key", "token", "password", "client_secret", "secret"}
 _connection = TypeAdapter(Connection)
 AUTH_KINDS = [config.model_fields["kind"].default for config in get_args(get_args(AuthConfig)[0])]
@@ -60,9 +60,12 @@ class Settings(BaseSettings):
     home: Path = Path(".interlink")
     state_url: str | None = None
     connections_file: Path = CONNECTIONS_FILE
-    deployments_file: Path | None = None  # another deployments declaration; None: the one in the `deployments` package
+    deployments_file: Path = Path("deployments/deployments.yaml")  # the schedules, owners and SLAs (deployments.declaration)
+    integrations: str | None = None  # modules or packages to take the integrations from, comma-separated; unset: the
+    # installed projects' `interlink.integrations` entry points (`interlink.flows.integrations`)
     alert_url: str | None = Field(None, pattern=r"^https?://[^/\s]+")  # where alerts are POSTed as JSON (a chat webhook, …)
-    runbook_url: str = "README.md"  # the runbook each alert links to (`#runbook-<state>`), e.g. the README on your git host
+    runbook_url: str = "docs/operations/runbook.md"  # the runbook each alert links to (`#runbook-<state>`): set it to the
+    # page on your documentation site, e.g. https://docs.example.com/operations/runbook/
     webhook_secrets: dict[str, list[SecretStr]] = {}  # integration → its whsec_ secrets, e.g. '{"orders_to_erp": "whsec_…"}'
     webhook_tolerance_s: int = Field(300, gt=0)  # how far a webhook's timestamp may be from now
     webhook_max_body_bytes: int = Field(1_000_000, gt=0)  # a larger webhook body is refused (413)
@@ -112,6 +115,8 @@ class Settings(BaseSettings):
         named = os.environ.get(f"{PREFIX}CONNECTIONS_FILE")
         if named and not Path(named).is_file():
             raise ConfigError(f"{PREFIX}CONNECTIONS_FILE names {named}, which is not a file: fix the path, or unset it to use {CONNECTIONS_FILE}")
+        if not named and not CONNECTIONS_FILE.is_file():
+            raise ConfigError(not_a_project(CONNECTIONS_FILE, "CONNECTIONS_FILE"))
         path = Path(named or CONNECTIONS_FILE)
         unknown = [n for n in os.environ if n.startswith(PREFIX) and "__" not in n and n.removeprefix(PREFIX).lower() not in cls.model_fields]
         if unknown:
@@ -168,6 +173,12 @@ WHSEC_HINT = (
     "use whsec_ and the base64 of at least 24 random bytes, as the sender shows it, or make one with "
     "`python -c 'import base64, os; print(\"whsec_\" + base64.b64encode(os.urandom(32)).decode())'`"
 )
+
+
+def not_a_project(default: Path, setting: str) -> str:
+    """The one line for a command run outside an integrations project."""
+    return (f"no {default} in {Path.cwd()}: run interlink in your integrations project (`interlink init DIR` makes one), "
+            f"or set {PREFIX}{setting}")
 
 
 def _is_whsec(secret: str) -> bool:

@@ -9,8 +9,8 @@ from functools import cache
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from connectors.sql import Timestamp, create_engine
 from interlink import migrations
+from interlink.connectors.sql import Timestamp, create_engine
 
 METADATA = sa.MetaData()
 

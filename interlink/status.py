@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from cronsim import CronSim
 
-from deployments.declaration import Declarations, Integration, duration_text, sla_text
 from interlink.deadletter import OPEN
+from interlink.deployments.declaration import Declarations, Integration, duration_text, sla_text
 from interlink.ledger import SUCCEEDED, Ledger
 from interlink.state import DEAD_LETTERS, RUNS, state_engine
 

@@ -26,7 +26,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Status, StatusCode
 
-from connectors.masking import plain_url
+from interlink.connectors.masking import plain_url
 
 SCOPE = "interlink"
 EXPORT_TIMEOUT_S = 2.0  # an export's longest wait, its retries included, unless OTEL_EXPORTER_OTLP_(TRACES_)TIMEOUT says

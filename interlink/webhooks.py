@@ -55,7 +55,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.sql import utcnow
+from interlink.connectors.sql import utcnow
 from interlink.settings import ConfigError, Settings
 from interlink.state import WEBHOOK_EVENTS, state_engine
 

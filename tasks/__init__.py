@@ -1,10 +1,9 @@
 """Reusable Prefect tasks: ingest, transform, enrich, check, deliver — each batch-sized."""
 
+from interlink.connectors.errors import RetriableError
 from prefect import Task
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
-
-from connectors.errors import RetriableError
 
 
 def retriable(task: Task, task_run: TaskRun, state: State) -> bool:

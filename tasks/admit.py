@@ -1,10 +1,10 @@
 """Admit: which raw records of a batch go on to the transform, and why the others cannot.
 
 A record is refused (dead-lettered at stage `ingest`) when it is not an object, when it holds what
-JSON does not allow (NaN, 1e400, a key twice: `connectors.decoding`), when a field's text holds a
+JSON does not allow (NaN, 1e400, a key twice: `interlink.connectors.decoding`), when a field's text holds a
 lone surrogate (which Arrow-backed text columns cannot hold), when a field holds a
 list or an object where the source contract declares a scalar (or a scalar where it declares a
-list or an object), or when its cursor time (or epoch number, `cursor_unit`) lies further ahead than `tasks.watermark.FUTURE`.
+list or an object), or when its cursor time (or epoch number, `cursor_unit`) lies further ahead than `interlink.tasks.watermark.FUTURE`.
 A field the contract declares but the batch lacks becomes nulls.
 """
 
@@ -18,11 +18,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-
-from connectors.decoding import Undecodable
-from connectors.refusals import LONE_SURROGATE, SURROGATE
-from data_checks.policy import SchemaContract
-from tasks.watermark import FUTURE, horizon, times
+from interlink.connectors.decoding import Undecodable
+from interlink.connectors.refusals import LONE_SURROGATE, SURROGATE
+from interlink.data_checks.policy import SchemaContract
+from interlink.tasks.watermark import FUTURE, horizon, times
 
 CONTAINERS = {"list": list, "object": dict}
 NO_FAILURES = pd.DataFrame(columns=["reason", "values"])
@@ -127,7 +126,7 @@ class Pages:
 
 
 def _refusal(record: Any) -> tuple[Any, str]:
-    """A record that is no object, or holds what JSON does not allow (`connectors.decoding`), with why."""
+    """A record that is no object, or holds what JSON does not allow (`interlink.connectors.decoding`), with why."""
     if isinstance(record, Undecodable):
         return record.record, record.why
     return record, f"the record is {_json_kind(record)}, not an object"

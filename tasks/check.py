@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pandas as pd
+from interlink.data_checks.gate import Validation, context, exclusive, validate
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-
-from data_checks.gate import Validation, context, exclusive, validate
 
 if TYPE_CHECKING:
     import great_expectations as gx

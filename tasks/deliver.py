@@ -8,13 +8,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import sqlalchemy as sa
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
-
-from connectors.masking import mask_exception, mask_values, sensitive_values
-from connectors.refusals import refusals
-from connectors.sql import (
+from interlink.connectors.masking import mask_exception, mask_values, sensitive_values
+from interlink.connectors.refusals import refusals
+from interlink.connectors.sql import (
     WATERMARKS,
     WRITE_BATCH,
     Timestamp,
@@ -28,11 +24,15 @@ from connectors.sql import (
     write,
     write_watermark,
 )
+from interlink.tasks.admit import missing
+from interlink.tasks.isolate import bisected, failures_frame, reason
+from interlink.tasks.watermark import commit_watermark, committed_watermark
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
 from interlink.ledger import Counts
 from interlink.settings import Settings
-from tasks.admit import missing
-from tasks.isolate import bisected, failures_frame, reason
-from tasks.watermark import commit_watermark, committed_watermark
 
 
 @dataclass(frozen=True)

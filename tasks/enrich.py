@@ -3,11 +3,11 @@
 from dataclasses import dataclass
 
 import pandas as pd
+from interlink.tasks.isolate import isolated
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
 
 from interlink.settings import Settings
-from tasks.isolate import isolated
 
 
 @dataclass(frozen=True)

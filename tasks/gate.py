@@ -8,6 +8,11 @@ from itertools import zip_longest
 from typing import Literal, Protocol
 
 import pandas as pd
+from interlink.connectors.masking import mask_emails, mask_frame
+from interlink.connectors.sql import utcnow
+from interlink.data_checks.gate import GateFailed, GateRejected, Validation
+from interlink.data_checks.guards import schema_diff, volume_problem
+from interlink.data_checks.policy import Gate, SchemaContract
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -19,11 +24,6 @@ from prefect.input import RunInput
 from prefect.states import Running
 from pydantic import Field, ValidationError, field_validator
 
-from connectors.masking import mask_emails, mask_frame
-from connectors.sql import utcnow
-from data_checks.gate import GateFailed, GateRejected, Validation
-from data_checks.guards import schema_diff, volume_problem
-from data_checks.policy import Gate, SchemaContract
 from interlink.ledger import Ledger
 
 SAMPLE_PER_CHECK = 3  # failing rows shown per failing expectation in the approval form

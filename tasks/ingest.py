@@ -13,26 +13,26 @@ from typing import Any, ClassVar
 
 import pandas as pd
 import sqlalchemy as sa
-from prefect import get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from sqlalchemy.engine import Engine
-
-from connectors import pagination
-from connectors.errors import RetriableError
-from connectors.files import DropFolder
-from connectors.gauge import ROWS_HELD
-from connectors.rest import RestClient
-from connectors.sql import (
+from interlink.connectors import pagination
+from interlink.connectors.errors import RetriableError
+from interlink.connectors.files import DropFolder
+from interlink.connectors.gauge import ROWS_HELD
+from interlink.connectors.rest import RestClient
+from interlink.connectors.sql import (
     create_engine,
     identifier,
     read_page,
     read_untracked,
     reflect,
 )
+from interlink.tasks import retriable
+from interlink.tasks.admit import Pages, frame_records, records_frame
+from interlink.tasks.watermark import check_unit, cursor_times, newest, order_break, positions
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from sqlalchemy.engine import Engine
+
 from interlink.settings import ConfigError, RestConnection, Settings, SqlConnection
-from tasks import retriable
-from tasks.admit import Pages, frame_records, records_frame
-from tasks.watermark import check_unit, cursor_times, newest, order_break, positions
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class Chunk:
     last: bool = True
     refused: tuple[tuple[Any, str], ...] = ()
     disorder: str | None = None  # where a source declared sorted went backwards in this chunk
-    moments: pd.Series | None = None  # the cursor column parsed to times once (`tasks.watermark.cursor_times`)
+    moments: pd.Series | None = None  # the cursor column parsed to times once (`interlink.tasks.watermark.cursor_times`)
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,11 @@ class RestSource:
     `since_param` asks for records whose `cursor_field` is at or after the watermark
     (inclusive, so records sharing the watermark's time are never skipped; delivery
     recognises the ones it already has). `paginator` configures the strategy by name
-    (see `connectors.pagination.PAGINATORS`); undeclared, it is `auto`: found from the first
+    (see `interlink.connectors.pagination.PAGINATORS`); undeclared, it is `auto`: found from the first
     answer's link to the next page, or the run stops before reading, naming the one to declare.
     Whatever the paginator, an answer that links a next page it does not follow fails the run,
     as does a read of fewer records than the total the API states at the dotted `total_path`
-    in the body or in the header `total_header` (`connectors.pagination.Checked`).
+    in the body or in the header `total_header` (`interlink.connectors.pagination.Checked`).
     Records sit at the dotted `records_path`; without one, an answer that is a top-level array is the records, and an object's only
     list-valued key holds them. With page-number or offset pagination, or `Link` headers that
     link the last page, `concurrent_pages` pages are fetched at once (within the connection's
@@ -147,7 +147,7 @@ def fetch_chunk(
     """Read pages from `position` (None: the first) until `max_rows` records or the end.
 
     Returns the chunk and the position of the next page (None when the source is exhausted). A read that would
-    lose records (`connectors.pagination.Checked`) fails here, before its last chunk is handed on.
+    lose records (`interlink.connectors.pagination.Checked`) fails here, before its last chunk is handed on.
     """
     try:
         paginator = pagination.Checked(source.paginator, source.total_path, source.total_header)

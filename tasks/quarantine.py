@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from interlink.tasks.admit import as_json, frame_records, missing
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from interlink.deadletter import DeadLetters, Reject
-from tasks.admit import as_json, frame_records, missing
 
 MAX_KEY = 200  # characters of a record key the store keeps; a longer one keeps a digest of the rest
 

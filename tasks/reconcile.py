@@ -14,20 +14,20 @@ from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
+from interlink.connectors.errors import FatalError
+from interlink.connectors.rest import RestClient
+from interlink.connectors.sql import create_engine, read_chunks, rows_frame, select_in
+from interlink.connectors.threads import mapped
+from interlink.tasks.admit import frame_records
+from interlink.tasks.deliver import ChildTable, SqlTarget, row_hashes
+from interlink.tasks.quarantine import key_text
+from interlink.tasks.send import RestTarget
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from connectors.errors import FatalError
-from connectors.rest import RestClient
-from connectors.sql import create_engine, read_chunks, rows_frame, select_in
-from connectors.threads import mapped
 from interlink.delivered import Delivered
 from interlink.settings import RestConnection
-from tasks.admit import frame_records
-from tasks.deliver import ChildTable, SqlTarget, row_hashes
-from tasks.quarantine import key_text
-from tasks.send import RestTarget
 
 HASHES = ["row_hash", "held_hash"]
 SHOWN_KEYS = 50  # keys listed per kind of difference in the artifact

@@ -3,11 +3,11 @@
 from dataclasses import asdict
 from pathlib import Path
 
+from interlink.data_checks.gate import build_docs, context, docs_index, validated
 from prefect import task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from data_checks.gate import build_docs, context, docs_index, validated
 from interlink.ledger import Counts
 
 

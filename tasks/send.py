@@ -10,19 +10,19 @@ from urllib.parse import quote
 
 import httpx
 import pandas as pd
+from interlink.connectors.errors import FatalError
+from interlink.connectors.rest import RestClient
+from interlink.connectors.threads import mapped
+from interlink.tasks.admit import NO_FAILURES
+from interlink.tasks.deliver import Delivery
+from interlink.tasks.watermark import commit_watermark, committed_watermark
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from connectors.errors import FatalError
-from connectors.rest import RestClient
-from connectors.threads import mapped
 from interlink.delivered import Delivered
 from interlink.ledger import Counts
 from interlink.settings import RestConnection, Settings
-from tasks.admit import NO_FAILURES
-from tasks.deliver import Delivery
-from tasks.watermark import commit_watermark, committed_watermark
 
 
 @dataclass(frozen=True)

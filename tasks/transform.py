@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from interlink.tasks.isolate import isolated
 from pandas.api.extensions import ExtensionArray
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from tasks.isolate import isolated
 
 
 @task(name="transform", cache_policy=NO_CACHE)

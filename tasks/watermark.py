@@ -3,7 +3,7 @@
 A watermark is a cursor value as the source wrote it (it goes back to the source as the next
 `since`), never one ahead of now, and for text, only one written like the watermark before it
 (or like most of the batch): a source may compare the text, so one odd value would hide every
-later change. A cursor time further ahead than `FUTURE` is dead-lettered (`tasks.admit`), and so
+later change. A cursor time further ahead than `FUTURE` is dead-lettered (`interlink.tasks.admit`), and so
 is a numeric cursor declared to hold epoch seconds or milliseconds (`cursor_unit`) read as a time. A
 source that says its records come in cursor order is held to it (`order_break`); one that does
 not moves its watermark only when a whole run has been delivered.
@@ -18,12 +18,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from interlink.connectors.errors import ConfigError
+from interlink.connectors.sql import WATERMARKS, create_engine, cursor_text, ensure_tables, read_watermark, write_watermark
+from interlink.tasks.transform import decimal_digits
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-
-from connectors.errors import ConfigError
-from connectors.sql import WATERMARKS, create_engine, cursor_text, ensure_tables, read_watermark, write_watermark
-from tasks.transform import decimal_digits
 
 FUTURE = timedelta(days=1)  # how far ahead of now a cursor time may be
 EPOCH_UNITS = {"epoch_s": 1, "epoch_ms": 1000}  # a numeric cursor's `cursor_unit`: how many of it make a second

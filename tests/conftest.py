@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from interlink.demo_systems import storefront_data
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.cli import DEMO_PROJECT
+from interlink.demo_systems.crm_data import seed
+from interlink.demo_systems.server import serve
+from interlink.demo_systems.storefront import create_app as create_storefront
 from prefect.testing.utilities import prefect_test_harness
 from sqlalchemy.engine import make_url
-
-from demo_systems import storefront_data
-from demo_systems.app import create_app
-from demo_systems.crm_data import seed
-from demo_systems.server import serve
-from demo_systems.storefront import create_app as create_storefront
 
 API_KEY = "sk-test-3b9f27c1d54e4a8f"  # distinctive, so a leak anywhere is found
 STOREFRONT_SECRET = "cs-test-51d0c3aa9e77b2f4"
@@ -26,6 +26,8 @@ SERVICES = {
     "postgresql": os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
     "mariadb": os.environ.get("TEST_MARIADB_URL", "mysql+pymysql://root@127.0.0.1:3306/test"),
 }
+
+os.environ.update(DEMO_PROJECT)  # this repository's tests work on the demo's project: its integrations, declaration, connections
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -40,6 +42,8 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     for name in list(os.environ):
         if name.startswith("INTERLINK_"):
             monkeypatch.delenv(name)
+    for name, value in DEMO_PROJECT.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("INTERLINK_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
 

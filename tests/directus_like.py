@@ -1,5 +1,5 @@
 """A stand-in for Directus 12's items API, answering as Directus 12.4 was seen to (its install takes about 20 min,
-too slow for CI), served over real HTTP by `demo_systems.server.serve`:
+too slow for CI), served over real HTTP by `interlink.demo_systems.server.serve`:
 
 - `GET /items/{collection}`: `{"data": [...]}`;
 - `GET /items/{collection}/{id}`: `{"data": item}`, or 403 FORBIDDEN when there is no such item;

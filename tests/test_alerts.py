@@ -7,15 +7,15 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from interlink.data_checks.policy import Gate
+from interlink.demo_systems.server import serve
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.flows.pipeline import sync_flow
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from data_checks.policy import Gate
-from demo_systems.server import serve
-from flows.crm_to_billing import PIPELINE as crm_to_billing
-from flows.pipeline import sync_flow
 from interlink.alerts import AUTOMATIONS
 from tests.conftest import API_KEY
 
@@ -53,7 +53,7 @@ def test_alerts_say_what_happened_with_counts_and_a_link_and_no_secret(systems, 
     [fail] = by_run[str(failed.state_details.flow_run_id)]
     assert fail["integration"] == "crm_to_billing" and fail["state"] == "FAILED" and "credentials were rejected" in fail["message"]
     assert fail["link"].endswith(f"/runs/flow-run/{failed.state_details.flow_run_id}") and "rows_read" in fail["counts"]
-    assert (fail["owner"], fail["timezone"], fail["runbook"]) == ("Billing (#billing-oncall)", "Europe/Berlin", "README.md#runbook-failed")
+    assert (fail["owner"], fail["timezone"], fail["runbook"]) == ("Billing (#billing-oncall)", "Europe/Berlin", "docs/operations/runbook.md#runbook-failed")
     [quarantine] = by_run[str(quarantined.state_details.flow_run_id)]
     assert quarantine["state"] == "QUARANTINED" and quarantine["counts"]["rows_quarantined"] == 505
     assert str(relaxed.state_details.flow_run_id) not in by_run
@@ -69,7 +69,7 @@ WAITING = sync_flow(replace(crm_to_billing, gate=Gate(policy="approve", approval
 def served() -> list:
     """Three deployments of crm_to_billing: as shipped, with a strict alert share, and waiting for approval."""
     deployments = []
-    for name, flow, entrypoint in [("plain", crm_to_billing.sync, "flows.crm_to_billing:PIPELINE.sync"),
+    for name, flow, entrypoint in [("plain", crm_to_billing.sync, "interlink.flows.crm_to_billing:PIPELINE.sync"),
                                    ("strict", STRICT, f"{__name__}:STRICT"), ("waiting", WAITING, f"{__name__}:WAITING")]:
         deployment = flow.to_deployment(name=name, parameters={"full_refresh": True})
         deployment.entrypoint = entrypoint
@@ -78,11 +78,11 @@ def served() -> list:
 
 
 def test_deployed_runs_are_alerted_by_the_servers_automations(crm_db, home, tmp_path, monkeypatch):
+    from interlink.demo_systems.app import create_app
+    from interlink.deployments import automations
     from prefect.client.orchestration import SyncPrefectClient
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from demo_systems.app import create_app
-    from deployments import automations
     from tests.test_deployments import _deployment, prefect_server, wait_until
 
     app, received = sink()
@@ -124,7 +124,7 @@ def test_deployed_runs_are_alerted_by_the_servers_automations(crm_db, home, tmp_
     assert quarantine["integration"] == "crm_to_billing" and quarantine["deployment"] == "strict"
     assert quarantine["link"].endswith(f"/runs/flow-run/{runs['strict']}") and "505 of 5100 rows" in quarantine["message"]
     assert (quarantine["owner"], quarantine["timezone"]) == ("Billing (#billing-oncall)", "Europe/Berlin")  # deployments.yaml's
-    assert quarantine["runbook"] == "README.md#runbook-quarantined"
+    assert quarantine["runbook"] == "docs/operations/runbook.md#runbook-quarantined"
     assert sorted(alerts_of(runs["waiting"])) == ["FAILED", "PAUSED"]
     assert finals["waiting"].state.is_failed()  # the pause expired: failed by the server, then by the flow; alerted once
     assert by_state[(str(runs["waiting"]), "FAILED")]["message"] in failures

@@ -9,9 +9,7 @@ from urllib.parse import parse_qs
 import httpx
 import pydantic
 import pytest
-from pydantic import SecretStr
-
-from connectors.auth import (
+from interlink.connectors.auth import (
     ApiKeyConfig,
     ApiKeyHeader,
     ApiKeyQuery,
@@ -23,7 +21,8 @@ from connectors.auth import (
     OAuth2ClientCredentialsConfig,
     parse_auth_config,
 )
-from connectors.errors import AuthError, RetriableError
+from interlink.connectors.errors import AuthError, RetriableError
+from pydantic import SecretStr
 
 SECRET = "s3cr3t-9d41c7e2b8"  # distinctive, so a leak anywhere is found
 TOKEN_URL = "https://idp.test/oauth/token"

@@ -12,9 +12,9 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine, read_watermark
+from interlink.flows.crm_to_billing import PIPELINE
 
-from connectors.sql import create_engine, read_watermark
-from flows.crm_to_billing import PIPELINE
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings

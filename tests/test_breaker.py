@@ -7,9 +7,8 @@ import logging
 import threading
 
 import pytest
-
-from connectors.breaker import BreakerState, CircuitBreaker
-from connectors.errors import CircuitOpen, ConnectorError, FatalError, RetriableError
+from interlink.connectors.breaker import BreakerState, CircuitBreaker
+from interlink.connectors.errors import CircuitOpen, ConnectorError, FatalError, RetriableError
 
 
 class FakeClock:
@@ -222,7 +221,7 @@ def test_a_call_that_is_not_the_probe_ending_with_an_error_that_does_not_count_l
 
 
 def test_every_state_change_is_logged(caplog: pytest.LogCaptureFixture):
-    caplog.set_level(logging.INFO, logger="connectors.breaker")
+    caplog.set_level(logging.INFO, logger="interlink.connectors.breaker")
     clock = FakeClock()
     cb = CircuitBreaker("crm", failure_threshold=5, cooldown_s=30.0, clock=clock)
     for _ in range(5):
@@ -233,11 +232,11 @@ def test_every_state_change_is_logged(caplog: pytest.LogCaptureFixture):
     succeed(cb)
 
     assert [(r.name, r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("connectors.breaker", "WARNING", "crm: circuit open after 5 consecutive failures; failing fast for 30s"),
-        ("connectors.breaker", "INFO", "crm: circuit half-open after 30s; letting one probe call through"),
-        ("connectors.breaker", "WARNING", "crm: probe call failed; circuit open again, failing fast for 30s"),
-        ("connectors.breaker", "INFO", "crm: circuit half-open after 30s; letting one probe call through"),
-        ("connectors.breaker", "INFO", "crm: probe call succeeded; circuit closed"),
+        ("interlink.connectors.breaker", "WARNING", "crm: circuit open after 5 consecutive failures; failing fast for 30s"),
+        ("interlink.connectors.breaker", "INFO", "crm: circuit half-open after 30s; letting one probe call through"),
+        ("interlink.connectors.breaker", "WARNING", "crm: probe call failed; circuit open again, failing fast for 30s"),
+        ("interlink.connectors.breaker", "INFO", "crm: circuit half-open after 30s; letting one probe call through"),
+        ("interlink.connectors.breaker", "INFO", "crm: probe call succeeded; circuit closed"),
     ]
 
 

@@ -27,6 +27,9 @@ from contextlib import closing
 from pathlib import Path
 
 import sqlalchemy as sa
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.cli import DEMO_PROJECT
+from interlink.demo_systems.server import serve
 from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -34,8 +37,6 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
-from demo_systems.app import create_app
-from demo_systems.server import serve
 from tests.conftest import reset_tables, service_url
 from tests.observers import get, lineage_events, lineage_receiver, otlp_receiver, pushgateway
 
@@ -143,7 +144,7 @@ def test_no_secret_and_no_person_in_any_output(tmp_path: Path, crm_db: Path, hom
     reset_tables(billing, "customers", "invoices", "interlink_watermarks")
     prefect_home = tmp_path / "prefect"
     prefect_home.mkdir()
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | DEMO_PROJECT
     outputs: dict[str, str] = {}
 
     def interlink(*args: str, expect: int = 0, **env: str) -> str:

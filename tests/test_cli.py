@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from interlink.demo_systems.cli import DEMO_PROJECT
 from prefect.settings import get_current_settings
 
 from interlink.cli import main
@@ -135,7 +136,7 @@ def test_an_unset_or_misspelt_system_url_stops_before_anything_moves(home: Path,
     """The demo never stands in: a blank or misspelt CRM URL with a real PostgreSQL target is one line, exit 2, 0 rows."""
     target = service_url("postgresql")
     reset_tables(target, "customers", "interlink_watermarks")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")} | DEMO_PROJECT
     env |= {"INTERLINK_HOME": str(home), "INTERLINK_BILLING__URL": target, "INTERLINK_FINANCE__BASE_URL": "http://127.0.0.1:9",
             "INTERLINK_CRM__AUTH__KIND": "api_key", "INTERLINK_CRM__AUTH__KEY": "sk-configured", variable: ""}
     if variable != "INTERLINK_CRM__BASE_URL":

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from interlink.demo_systems.cli import DEMO_PROJECT
 from sqlalchemy.engine import make_url
 
 from tests.conftest import service_url
@@ -113,7 +114,7 @@ MISTAKES = {
 
 
 def run(tmp_path: Path, mistake: Mistake) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")} | DEMO_PROJECT
     env |= {"INTERLINK_HOME": str(tmp_path / "home"), **mistake.env}
     for variable, text, name in (("INTERLINK_CONNECTIONS_FILE", mistake.connections, "connections.yaml"),
                                  ("INTERLINK_DEPLOYMENTS_FILE", mistake.deployments, "d.yaml")):

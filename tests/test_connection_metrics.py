@@ -1,4 +1,4 @@
-"""Per-connection metrics (`connectors.telemetry`): each HTTP attempt timed and classed, each retry counted, a
+"""Per-connection metrics (`interlink.connectors.telemetry`): each HTTP attempt timed and classed, each retry counted, a
 circuit's openings, and a queue's backlog against a real RabbitMQ. The registry is process-wide, so each test uses
 a connection name of its own and asserts the change of each sample."""
 
@@ -13,13 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pika
 import pytest
+from interlink.connectors.amqp import AmqpQueue
+from interlink.connectors.breaker import CircuitBreaker
+from interlink.connectors.errors import CircuitOpen, NotFound, RetriableError
+from interlink.connectors.rest import RestClient
+from interlink.connectors.telemetry import status_class
 from prometheus_client import REGISTRY
-
-from connectors.amqp import AmqpQueue
-from connectors.breaker import CircuitBreaker
-from connectors.errors import CircuitOpen, NotFound, RetriableError
-from connectors.rest import RestClient
-from connectors.telemetry import status_class
 
 AMQP_URL = os.environ.get("TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F")
 

@@ -21,10 +21,11 @@ from uuid import UUID
 
 import pandas as pd
 import sqlalchemy as sa
+from interlink.demo_systems.cli import DEMO_PROJECT
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL
 
-from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from tests.conftest import API_KEY
@@ -42,7 +43,7 @@ class Drill:
     def __init__(self, home: Path, billing: str, crm: str, logs: Path):
         self.home, self.billing, self.logs = home, billing, logs
         self.state = f"sqlite:///{home / 'interlink.db'}"
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERLINK_", "PREFECT_"))} | {
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("INTERLINK_", "PREFECT_"))} | DEMO_PROJECT | {
             "INTERLINK_HOME": str(home),
             "INTERLINK_CRM__BASE_URL": crm,
             "INTERLINK_CRM__AUTH__KIND": "api_key",

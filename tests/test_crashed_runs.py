@@ -18,15 +18,15 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.server import serve
+from interlink.deployments.automations import crash_zombies
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Pending
 
-from demo_systems.app import create_app
-from demo_systems.server import serve
-from deployments.automations import crash_zombies
 from interlink.alerts import AUTOMATIONS
 from interlink.ledger import Counts, Ledger, success_state
 from tests.test_alerts import sink
@@ -222,7 +222,7 @@ def test_interlink_run_killed_before_its_ledger_row_or_after_its_end_ends_crashe
     Killed after its ledger row ended and before Prefect was told: the next look at the ledger crashes it, in both."""
     with serve(create_app(crm_db, api_key="k-crash")) as crm_url, SyncPrefectClient(api=prefect_api) as client:
         env = environment(prefect_api, crm_url, home, tmp_path)
-        subprocess.run([sys.executable, "-m", "deployments.automations"], env=env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run([sys.executable, "-m", "interlink.deployments.automations"], env=env, cwd=ROOT, check=True, capture_output=True)
         early = killed_when_held(env, "before-row", tmp_path, ready=lambda flow_run_id: heartbeats(client, flow_run_id))
         assert ledger_rows(home, early) == []  # (it asks the session's Prefect server: nothing to change)
 

@@ -10,17 +10,17 @@ from contextlib import closing, contextmanager
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.errors import AuthError
+from interlink.connectors.sql import create_engine, read_watermark
+from interlink.demo_systems.crm_data import add_country, mutate
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.tasks.ingest import fetch_chunk
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from connectors.errors import AuthError
-from connectors.sql import create_engine, read_watermark
-from demo_systems.crm_data import add_country, mutate
-from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
-from tasks.ingest import fetch_chunk
 
 
 def crm_rows(crm_db) -> pd.DataFrame:
@@ -98,7 +98,7 @@ def test_rerun_delivers_nothing_and_a_crm_change_delivers_exactly_the_changed_ro
 def test_a_rerun_checks_no_row_the_target_holds_unchanged_but_checks_a_changed_one_at_the_watermark(systems, crm_db, home, billing_url):
     """The record re-read at the inclusive watermark is not validated again while billing holds it exactly
     (no validation result, no GX); changed at the same update time, it is checked, and quarantined when bad."""
-    from data_checks.gate import docs_index, validated
+    from interlink.data_checks.gate import docs_index, validated
 
     with systems():
         crm_to_billing.sync()

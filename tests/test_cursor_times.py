@@ -11,18 +11,18 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine, read_watermark
+from interlink.data_checks.policy import SchemaContract
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.admit import admit
+from interlink.tasks.deliver import SqlTarget, tracked_table
+from interlink.tasks.ingest import RestSource, SqlSource
+from interlink.tasks.watermark import _shape, _usual, cursor_times, epoch_times, horizon, newest, order_break, positions
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import create_engine, read_watermark
-from data_checks.policy import SchemaContract
-from flows.pipeline import Pipeline
 from interlink.deadletter import DeadLetters
 from interlink.settings import ConfigError, Settings
-from tasks.admit import admit
-from tasks.deliver import SqlTarget, tracked_table
-from tasks.ingest import RestSource, SqlSource
-from tasks.watermark import _shape, _usual, cursor_times, epoch_times, horizon, newest, order_break, positions
 from tests.json_server import json_server
 
 SOON = datetime.now(UTC) + timedelta(hours=2)

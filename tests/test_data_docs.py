@@ -9,17 +9,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from interlink.data_checks.gate import validated
+from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
+from interlink.flows.pipeline import sync_flow
 from prefect.flow_runs import resume_flow_run
 
-from data_checks.gate import validated
-from flows.orders_to_erp import PIPELINE as orders_to_erp
-from flows.pipeline import sync_flow
 from tests.test_gate import APPROVE, CRM, artifacts, paused_run, start_in_thread
 
 EARLIER_RUN = """
 import sys
 from pathlib import Path
-from data_checks.gate import build_docs, context
+from interlink.data_checks.gate import build_docs, context
 build_docs(context(Path(sys.argv[1])), "an-earlier-run")  # the project and the docs site, as a first run leaves them
 """
 

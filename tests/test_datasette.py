@@ -21,16 +21,16 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.errors import FatalError
+from interlink.connectors.sql import create_engine
+from interlink.data_checks.policy import Gate
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.deliver import SqlTarget, tracked_table
+from interlink.tasks.ingest import RestSource, fetch_chunk
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.errors import FatalError
-from connectors.sql import create_engine
-from data_checks.policy import Gate
-from flows.pipeline import Pipeline
 from interlink.settings import RestConnection, Settings
-from tasks.deliver import SqlTarget, tracked_table
-from tasks.ingest import RestSource, fetch_chunk
 from tests.json_server import free_port
 
 DATASETTE = Path(sys.executable).parent / "datasette"

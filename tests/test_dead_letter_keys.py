@@ -16,18 +16,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine
+from interlink.data_checks.policy import Gate, SchemaContract
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.admit import records_frame
+from interlink.tasks.deliver import SqlTarget, tracked_table
+from interlink.tasks.ingest import Chunk, RestSource
+from interlink.tasks.quarantine import key_text
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import create_engine
-from data_checks.policy import Gate, SchemaContract
-from flows.pipeline import Pipeline
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
-from tasks.admit import records_frame
-from tasks.deliver import SqlTarget, tracked_table
-from tasks.ingest import Chunk, RestSource
-from tasks.quarantine import key_text
 from tests.json_server import json_server
 
 NAME = "keyed_items"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from connectors.errors import ConfigError
-from deployments.declaration import DECLARATIONS, duration, duration_text, read
+from interlink.connectors.errors import ConfigError
+from interlink.demo_systems.cli import DEMO_PROJECT
+from interlink.deployments.declaration import duration, duration_text, read
 
 ROOT = Path(__file__).parents[1]
 BASE = {
@@ -80,13 +80,13 @@ def test_durations_read_and_written_as_declared(text, seconds):
 
 def test_reading_the_declaration_imports_neither_prefect_nor_an_integration():
     """What keeps `interlink status` fast: the declaration alone is read."""
-    code = ("import sys; from deployments.declaration import read; read(); "
+    code = ("import sys; from interlink.deployments.declaration import read; read(); "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'flows', 'great_expectations')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]", out
 
 
 def test_the_shipped_declaration_gives_every_deployed_integration_an_owner():
-    found = read(DECLARATIONS)
+    found = read(Path(DEMO_PROJECT["INTERLINK_DEPLOYMENTS_FILE"]))
     assert {d.integration for d in found.deployments} <= set(found.integrations)
     assert found.prune is not None

@@ -5,15 +5,15 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import COPY_THRESHOLD, WRITE_BATCH, create_engine, read_watermark, upsert
+from interlink.flows.crm_to_billing import PIPELINE
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from connectors.sql import COPY_THRESHOLD, WRITE_BATCH, create_engine, read_watermark, upsert
-from flows.crm_to_billing import PIPELINE
-
 BILLING_CUSTOMERS = PIPELINE.target
+from interlink.tasks.deliver import deliver, tracked_table
+
 from interlink.ledger import Counts
-from tasks.deliver import deliver, tracked_table
 
 INTEGRATION = "crm_to_billing"
 COLUMNS = [c.name for c in BILLING_CUSTOMERS.table.columns if c.name != "synced_at"]
@@ -171,7 +171,7 @@ def test_more_rows_than_one_write_batch(billing_url, n):
     assert run(billing_url, customers(n)) == Counts(rows_unchanged=n)
 
 
-# connectors.sql.upsert on its own
+# interlink.connectors.sql.upsert on its own
 
 SCRATCH = sa.Table(
     "interlink_upsert_test",

@@ -15,12 +15,12 @@ from urllib.parse import quote_plus
 
 import httpx
 import pytest
+from interlink.demo_systems.erp_files import stock_changes, write_stock_export
+from interlink.demo_systems.server import serve
+from interlink.demo_systems.storefront import create_app
+from interlink.demo_systems.storefront_data import mutate_orders, product_stock, seed
 from starlette.applications import Starlette
 
-from demo_systems.erp_files import stock_changes, write_stock_export
-from demo_systems.server import serve
-from demo_systems.storefront import create_app
-from demo_systems.storefront_data import mutate_orders, product_stock, seed
 from tests.demo_helpers import db_rows, query
 
 CLIENT_ID = "storefront-test-client"

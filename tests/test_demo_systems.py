@@ -10,10 +10,10 @@ from typing import Any
 
 import httpx
 import pytest
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.crm_data import add_country, mutate, seed
+from interlink.demo_systems.server import serve
 
-from demo_systems.app import create_app
-from demo_systems.crm_data import add_country, mutate, seed
-from demo_systems.server import serve
 from tests.demo_helpers import db_rows, query
 
 API_KEY = "demo-key-9f3b2c"

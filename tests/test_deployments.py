@@ -23,6 +23,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import yaml
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.server import serve
+from interlink.deployments.runner import declarations, runner_deployments
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -37,9 +40,6 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from sqlalchemy.engine import make_url
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from demo_systems.app import create_app
-from demo_systems.server import serve
-from deployments.runner import declarations, runner_deployments
 from interlink.ledger import Ledger
 from tests.conftest import SERVICES, service_url
 
@@ -207,7 +207,7 @@ def test_a_declared_schedule_fires_and_its_run_completes(crm_db, home, tmp_path)
             "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
             "INTERLINK_DEPLOYMENTS_FILE": str(path),
         }
-        served = "from prefect import serve; from deployments.runner import runner_deployments; serve(*runner_deployments())"
+        served = "from prefect import serve; from interlink.deployments.runner import runner_deployments; serve(*runner_deployments())"
         with (tmp_path / "serve.log").open("w") as out:
             runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
         launched = time.monotonic()

@@ -8,11 +8,10 @@ import great_expectations as gx
 import great_expectations.expectations as gxe
 import pandas as pd
 import pytest
-
-from data_checks.customers import EMAIL, WHITESPACE, billing_customers
-from data_checks.gate import build_docs, context, validate
-from flows.crm_to_billing import add_billing_terms
-from tasks.check import check
+from interlink.data_checks.customers import EMAIL, WHITESPACE, billing_customers
+from interlink.data_checks.gate import build_docs, context, validate
+from interlink.flows.crm_to_billing import add_billing_terms
+from interlink.tasks.check import check
 
 TERMS = {"DE": {"currency": "EUR", "tax_rate": 0.19}, "GB": {"currency": "GBP", "tax_rate": 0.2}, "ZZ": None}
 TEXT = ["crm_id", "name", "email", "phone", "country", "currency"]
@@ -280,18 +279,17 @@ def test_an_aggregate_over_a_sensitive_column_is_stored_masked(ctx):
 
 def test_a_project_made_before_masking_keeps_its_results_in_the_masking_store(tmp_path):
     import great_expectations as gx
-
-    from data_checks.masked_results import MaskingResultsStore
+    from interlink.data_checks.masked_results import MaskingResultsStore
 
     gx.get_context(mode="file", project_root_dir=str(tmp_path / "gx"))
     assert isinstance(context(tmp_path).validation_results_store, MaskingResultsStore)
-    assert "data_checks.masked_results" in (tmp_path / "gx" / "gx" / "great_expectations.yml").read_text()  # as GX keeps it
+    assert "interlink.data_checks.masked_results" in (tmp_path / "gx" / "gx" / "great_expectations.yml").read_text()  # as GX keeps it
 
 
 def test_a_suite_another_process_stored_again_is_stored_again_and_validated(ctx):
     """Each store of a suite gives its expectations new ids, so a definition this process holds goes stale when another
     process (a partition of the same run) stores the suite; GX's run finds it and the batch is still validated."""
-    from data_checks.gate import _definition, _store_definition
+    from interlink.data_checks.gate import _definition, _store_definition
 
     first = validate(ctx, batch(row("C1"), row("C2", email="bad")), billing_customers(), "restored")
     held = _definition(ctx, billing_customers())

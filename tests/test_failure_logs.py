@@ -12,13 +12,14 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.cli import DEMO_PROJECT
+from interlink.demo_systems.server import serve
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 from prefect.client.schemas.sorting import LogSort
 
-from demo_systems.app import create_app
-from demo_systems.server import serve
-from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.failure_logs import OneLineCause
 from tests.test_deployments import _deployment, prefect_api, wait_until  # noqa: F401 (prefect_api is a fixture)
 from tests.test_flow_retries import DECLARATION, ROOT
@@ -78,7 +79,7 @@ def test_the_traceback_stays_with_a_debug_setting():
 
 
 def test_the_stderr_of_a_failed_interlink_run_shows_the_cause_in_one_line(crm_db: Path, home: Path, tmp_path: Path):
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | DEMO_PROJECT
     with serve(create_app(crm_db, api_key=API_KEY)) as crm:
         env = base | {
             "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -98,7 +99,7 @@ def test_the_stderr_of_a_failed_interlink_run_shows_the_cause_in_one_line(crm_db
 def test_a_run_on_a_temporary_api_sends_its_last_logs_before_the_api_stops(home: Path, tmp_path: Path):
     """Its logs are drained while the temporary API still answers: no `--- Error logging to API ---` after it stopped
     (plain lines that broke JSON log output, and said nothing true: the run was fine)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | DEMO_PROJECT | {
         "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "INTERLINK_HOME": str(home),
     }
     for _ in range(2):  # the second one quick, with nothing new: its last logs are still queued as the run ends

@@ -2,8 +2,8 @@
 
 import pandas as pd
 import pytest
+from interlink.connectors.files import DropFolder, write_csv, write_jsonl
 
-from connectors.files import DropFolder, write_csv, write_jsonl
 from interlink.settings import ConfigError
 
 

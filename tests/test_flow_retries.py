@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from interlink.deployments.runner import declarations, runner_deployments
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.flows import load_flow_from_entrypoint
 
-from deployments.runner import declarations, runner_deployments
 from interlink.ledger import Ledger
 from interlink.settings import ConfigError
 from tests.test_deployments import _deployment, prefect_api, wait_until  # noqa: F401 (prefect_api is a fixture)

@@ -15,6 +15,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import yaml
+from interlink.connectors.sql import create_engine, read_watermark
+from interlink.data_checks.policy import Gate, SchemaContract
+from interlink.deployments.runner import declarations
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
+from interlink.flows.pipeline import sync_flow
+from interlink.tasks.gate import SAMPLE_PER_CHECK, SAMPLE_ROWS
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
@@ -33,16 +40,9 @@ from prefect.flow_runs import resume_flow_run
 from prefect.input.actions import read_flow_run_input
 from prefect.settings import PREFECT_API_URL
 
-from connectors.sql import create_engine, read_watermark
-from data_checks.policy import Gate, SchemaContract
-from deployments.runner import declarations
-from flows.crm_to_billing import PIPELINE as crm_to_billing
-from flows.orders_to_erp import PIPELINE as orders_to_erp
-from flows.pipeline import sync_flow
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
-from tasks.gate import SAMPLE_PER_CHECK, SAMPLE_ROWS
 
 CRM = crm_to_billing
 CRM_COLUMNS = ["crm_id", "name", "email", "phone", "country", "crm_updated_at", "currency", "tax_rate"]  # a row as billing gets it
@@ -207,7 +207,8 @@ def test_an_unanswered_approval_rejects_the_batch_when_it_times_out(systems, sql
 def test_a_rejection_ends_the_run_at_once_despite_declared_flow_retries(systems, sqlite_billing, home, monkeypatch, how):
     """A rejected batch is a decision: the run fails once, with the decision as its message, and its declared flow
     retries do not run it again (Prefect's server would turn its Failed into AwaitingRetry and pause it again)."""
-    from demo_systems.server import serve
+    from interlink.demo_systems.server import serve
+
     from tests.test_alerts import sink
 
     gate = APPROVE if how == "a person" else replace(APPROVE, approval_timeout_s=1)
@@ -284,7 +285,7 @@ def test_a_deployments_policy_parameter_changes_the_gate(systems, sqlite_billing
             "PREFECT_RUNNER_POLL_FREQUENCY": "1",
             "INTERLINK_DEPLOYMENTS_FILE": str(path),
         }
-        served = "from prefect import serve; from deployments.runner import runner_deployments; serve(*runner_deployments())"
+        served = "from prefect import serve; from interlink.deployments.runner import runner_deployments; serve(*runner_deployments())"
         with (tmp_path / "serve.log").open("w") as out:
             runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT,
                                       cwd=Path(__file__).parents[1])

@@ -3,10 +3,9 @@
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
-
-from connectors.masking import mask, mask_frame
-from data_checks.guards import observed_types, schema_diff, staleness, volume_problem
-from data_checks.policy import Gate, SchemaContract
+from interlink.connectors.masking import mask, mask_frame
+from interlink.data_checks.guards import observed_types, schema_diff, staleness, volume_problem
+from interlink.data_checks.policy import Gate, SchemaContract
 
 
 def test_observed_types_are_json_types():

@@ -11,16 +11,16 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine
+from interlink.data_checks.policy import Gate
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.deliver import SqlTarget, tracked_table
+from interlink.tasks.ingest import RestSource
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import create_engine
-from data_checks.policy import Gate
-from flows.pipeline import Pipeline
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
-from tasks.deliver import SqlTarget, tracked_table
-from tasks.ingest import RestSource
 from tests.test_rest import HOSTILE, served
 
 NAME = "hostile_customers"

@@ -4,9 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
+from interlink.flows import users
 from sqlalchemy.engine import make_url
 
-from flows import users
 from interlink.inventory import inventory
 from interlink.settings import ConfigError, Settings
 from tests.conftest import service_url
@@ -143,7 +143,7 @@ def test_connections_the_demo_stands_in_for_are_shown_from_another_shell(home):
     import subprocess
     import sys
 
-    from demo_systems.wiring import demo_systems
+    from interlink.demo_systems.wiring import demo_systems
 
     shell = dict(os.environ)  # before the demo sets its stand-ins in this process: the other shell has none of them
     interlink = [str(Path(sys.executable).with_name("interlink")), "connectors", "--json"]

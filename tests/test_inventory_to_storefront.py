@@ -3,10 +3,10 @@
 from pathlib import Path
 
 import pytest
+from interlink.demo_systems.erp_files import stock_changes, write_stock_export
+from interlink.demo_systems.storefront_data import product_stock
+from interlink.flows.inventory_to_storefront import PIPELINE as inventory_to_storefront
 
-from demo_systems.erp_files import stock_changes, write_stock_export
-from demo_systems.storefront_data import product_stock
-from flows.inventory_to_storefront import PIPELINE as inventory_to_storefront
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
 

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import Timestamp, create_engine, read_watermark, reflect
+from interlink.demo_systems import erp_invoices
+from interlink.flows.invoices_to_billing import PIPELINE
+from interlink.tasks.deliver import tracked_table
 
-from connectors.sql import Timestamp, create_engine, read_watermark, reflect
-from demo_systems import erp_invoices
-from flows.invoices_to_billing import PIPELINE
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
-from tasks.deliver import tracked_table
 from tests.conftest import target_database
 
 NAME = PIPELINE.name

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from interlink.data_checks.policy import SchemaContract
+from interlink.tasks.admit import Pages, admit, missing, records_frame
+from interlink.tasks.isolate import isolated
+from interlink.tasks.quarantine import quarantine, settle
 
-from data_checks.policy import SchemaContract
 from interlink.deadletter import DeadLetters
-from tasks.admit import Pages, admit, missing, records_frame
-from tasks.isolate import isolated
-from tasks.quarantine import quarantine, settle
 
 CONTRACT = SchemaContract(version="1", fields={"id": "string", "name": "string", "phone": "string", "tags": "list", "updated_at": "string"})
 

@@ -11,11 +11,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from interlink.connectors.errors import ConfigError
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.cli import DEMO_PROJECT
+from interlink.demo_systems.server import serve
 from prefect.settings import PREFECT_API_URL
 
-from connectors.errors import ConfigError
-from demo_systems.app import create_app
-from demo_systems.server import serve
 from interlink.json_logs import install
 from tests.test_failure_logs import CAUSE, wrong_billing
 
@@ -35,7 +36,7 @@ from prefect import flow, get_run_logger, task
 from interlink.json_logs import install
 from interlink.run_facts import BATCH, INTEGRATION
 
-print("installed", install())  # as at the import of flows.pipeline: after Prefect set logging up
+print("installed", install())  # as at the import of interlink.flows.pipeline: after Prefect set logging up
 print("again", install())
 print("root", *(type(h).__name__ for h in logging.getLogger().handlers))  # the console's, once
 print("ui", *(type(h).__name__ for h in logging.getLogger("prefect.flow_runs").handlers))  # the Prefect UI's, as it was
@@ -45,7 +46,7 @@ trace.set_tracer_provider(TracerProvider())
 @task
 def deliver():
     get_run_logger().warning("target postgresql://billing:{SECRETS[0]}@db.internal/billing?api_key={SECRETS[1]}")
-    logging.getLogger("connectors.rest").warning("a connector's own logger, header X-API-Key: {SECRETS[2]}")
+    logging.getLogger("interlink.connectors.rest").warning("a connector's own logger, header X-API-Key: {SECRETS[2]}")
 
 
 @flow(name="json_logs_demo")
@@ -67,13 +68,13 @@ def demo():
 
 
 demo()
-logging.getLogger("connectors").warning("outside any run")
+logging.getLogger("interlink.connectors").warning("outside any run")
 """
 
 
 def run_flow(tmp_path: Path, log_format: str | None) -> subprocess.CompletedProcess:
     """The flow above in its own process, against the tests' Prefect API (a temporary one if there is none)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | DEMO_PROJECT
     env |= {"PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "PYTHONPATH": str(ROOT)}
     if PREFECT_API_URL.value():
         env["PREFECT_API_URL"] = PREFECT_API_URL.value()
@@ -163,7 +164,7 @@ def test_an_interlink_command_with_a_bad_value_exits_2_with_one_line(tmp_path):
 def test_interlink_run_writes_json_log_lines(crm_db: Path, home: Path, tmp_path: Path):
     """A failing `interlink run`, as a scheduler runs it: on stderr, JSON lines but for the command's outcome line;
     the cause among them, with the integration and the batch it failed in."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))}
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "INTERLINK_"))} | DEMO_PROJECT
     with serve(create_app(crm_db, api_key=API_KEY)) as crm:
         env = base | {
             "PREFECT_HOME": str(tmp_path / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "INTERLINK_LOG_FORMAT": "json",

@@ -9,12 +9,12 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from interlink.connectors.errors import FatalError
+from interlink.connectors.pagination import from_config
+from interlink.connectors.rest import RestClient
+from interlink.tasks.ingest import RestSource, fetch_chunk
 
-from connectors.errors import FatalError
-from connectors.pagination import from_config
-from connectors.rest import RestClient
 from interlink.settings import RestConnection
-from tasks.ingest import RestSource, fetch_chunk
 from tests.json_server import json_server as start_json_server
 
 TOTAL = 2503  # 26 pages of 100, the last one short

@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 import psutil
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import utcnow
+from interlink.demo_systems.server import serve
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -23,8 +25,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.sql import utcnow
-from demo_systems.server import serve
 from interlink.cli import main
 from interlink.ledger import Counts, Entry, Ledger
 from interlink.state import RUNS, state_engine

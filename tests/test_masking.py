@@ -8,15 +8,15 @@ import pickle
 import httpx
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.connections import RestConnection, SqlConnection
+from interlink.connectors.errors import AuthError
+from interlink.connectors.masking import cut, mask_exception, mask_secrets, mask_values
+from interlink.connectors.rest import RestClient
+from interlink.connectors.sql import create_engine
+from interlink.tasks.deliver import deliver
 
-from connectors.connections import RestConnection, SqlConnection
-from connectors.errors import AuthError
-from connectors.masking import cut, mask_exception, mask_secrets, mask_values
-from connectors.rest import RestClient
-from connectors.sql import create_engine
 from interlink.deadletter import DeadLetters, Reject
 from interlink.inventory import _target
-from tasks.deliver import deliver
 from tests.test_deliver import BILLING_CUSTOMERS, INTEGRATION, customers
 
 SECRET = "Zq9-canary-s3cret"
@@ -160,7 +160,7 @@ def test_dead_letters_are_listed_masked_unless_revealed(home):
 def test_a_source_field_is_masked_by_what_it_means_not_how_it_is_spelt(home):
     """`Email` and `e-mail` in a source record match a sensitive `email`; `contact_mail`, mapped to `email` by the
     transform, is masked because the gate declares it (`sensitive_source`); other fields stay readable."""
-    from data_checks.policy import Gate
+    from interlink.data_checks.policy import Gate
 
     gate = Gate(sensitive=("email",), sensitive_source=("contact_mail",))
     url = f"sqlite:///{home / 'interlink.db'}"

@@ -9,10 +9,10 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 import pytest
+from interlink.deployments.declaration import read
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from deployments.declaration import read
 from interlink import metrics
 from interlink.deadletter import REPLAYED, DeadLetters, Reject
 from interlink.ledger import RUNNING, Counts, Ledger

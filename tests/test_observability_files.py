@@ -8,10 +8,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import interlink.connectors.telemetry as telemetry
 import pytest
 import yaml
 
-import connectors.telemetry as telemetry
 from interlink.metrics import LedgerCollector
 
 FOLDER = Path(__file__).resolve().parents[1] / "deployments" / "observability"
@@ -86,7 +86,7 @@ def test_every_alert_says_what_how_bad_and_where_to_look():
         for rule in group["rules"]:
             assert "for" in rule and rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
             assert {"summary", "description", "runbook_url"} <= set(rule["annotations"]), rule["alert"]
-            assert re.search(r"README\.md#runbook-([a-z-]+|\{\{ \$labels\.state \}\})$", rule["annotations"]["runbook_url"])
+            assert re.search(r"/operations/runbook/#runbook-([a-z-]+|\{\{ \$labels\.state \}\})$", rule["annotations"]["runbook_url"])
             assert ("$labels.integration" in rule["annotations"]["summary"]) != ("$labels.connection" in rule["annotations"]["summary"])
 
 

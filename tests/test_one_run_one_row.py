@@ -9,16 +9,16 @@ import re
 from datetime import datetime
 
 import sqlalchemy as sa
+from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
+from interlink.flows.pipeline import sync_flow
+from interlink.tasks.deliver import SqlTarget
 from prefect.client.orchestration import get_client
 
-from flows.orders_to_erp import PIPELINE as orders_to_erp
-from flows.pipeline import sync_flow
 from interlink import migrations
 from interlink.cli import main
 from interlink.ledger import Ledger
 from interlink.quality_report import build_report
 from interlink.settings import Settings
-from tasks.deliver import SqlTarget
 from tests.test_state_migrations import schema_diff, state_url  # noqa: F401 (state_url is a fixture)
 
 

@@ -11,18 +11,18 @@ import uuid
 from contextlib import closing
 from dataclasses import replace
 
+import interlink.flows.order_events as consumer
 import pika
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.amqp import DELIVERIES, AmqpQueue
+from interlink.connectors.errors import RetriableError
+from interlink.connectors.sql import create_engine, ensure_tables
+from interlink.demo_systems.storefront_data import STATUSES
+from interlink.flows.order_events import consume_order_events
+from interlink.flows.orders_to_erp import PIPELINE as ORDERS
+from interlink.flows.orders_to_erp import to_erp_orders
 
-import flows.order_events as consumer
-from connectors.amqp import DELIVERIES, AmqpQueue
-from connectors.errors import RetriableError
-from connectors.sql import create_engine, ensure_tables
-from demo_systems.storefront_data import STATUSES
-from flows.order_events import consume_order_events
-from flows.orders_to_erp import PIPELINE as ORDERS
-from flows.orders_to_erp import to_erp_orders
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
 

@@ -5,10 +5,10 @@ from contextlib import closing
 
 import pandas as pd
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine
+from interlink.demo_systems.storefront_data import mutate_orders
+from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
 
-from connectors.sql import create_engine
-from demo_systems.storefront_data import mutate_orders
-from flows.orders_to_erp import PIPELINE as orders_to_erp
 from interlink.deadletter import DeadLetters
 from interlink.settings import Settings
 

@@ -7,9 +7,8 @@ from collections.abc import Callable
 
 import httpx
 import pytest
-
-from connectors.errors import ConfigError, FatalError, PaginationLoop
-from connectors.pagination import (
+from interlink.connectors.errors import ConfigError, FatalError, PaginationLoop
+from interlink.connectors.pagination import (
     PAGINATORS,
     Checked,
     CursorPaginator,
@@ -392,7 +391,7 @@ def test_link_pages_up_to_the_last_are_handed_out_ahead_in_order(api, params, ba
 
 
 def test_without_a_last_link_the_pages_are_read_one_at_a_time_and_it_is_said_once(caplog):
-    caplog.set_level(logging.DEBUG, logger="connectors.pagination")
+    caplog.set_level(logging.DEBUG, logger="interlink.connectors.pagination")
     records, batches = read_ahead(LinkHeaderPaginator("per_page", 2), link_api(9, last=False), 4, {"page": 1})
     assert records == list(range(9)) and batches == [1, 1, 1, 1, 1]
     said = [r.getMessage() for r in caplog.records if "one at a time" in r.getMessage()]

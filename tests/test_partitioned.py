@@ -13,13 +13,13 @@ from pathlib import Path
 import distributed
 import pytest
 import sqlalchemy as sa
+from interlink.data_checks.policy import Gate
+from interlink.demo_systems.crm_data import mutate
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.flows.partitioned import partitioned_sync_flow, windows
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, TaskRunFilter, TaskRunFilterName
 
-from data_checks.policy import Gate
-from demo_systems.crm_data import mutate
-from flows.crm_to_billing import PIPELINE as crm_to_billing
-from flows.partitioned import partitioned_sync_flow, windows
 from interlink.deadletter import DeadLetters
 from interlink.settings import ConfigError, Settings
 from tests.conftest import reset_tables

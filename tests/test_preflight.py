@@ -23,9 +23,9 @@ import pika
 import psutil
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.errors import AuthError, FatalError
+from interlink.connectors.rest import RestClient
 
-from connectors.errors import AuthError, FatalError
-from connectors.rest import RestClient
 from interlink.cli import main
 from interlink.inventory import CHECKS, _Timer
 from interlink.settings import RestConnection
@@ -247,8 +247,8 @@ def test_the_temporary_prefect_api_ends_with_the_command(home: Path, systems, bi
 def test_serve_names_a_connection_down_at_start_and_serves_anyway(home: Path, systems, billing: Path, refusing_port: int, tmp_path: Path):
     """A scheduler outlives outages: the line says what does not answer, and serving goes on (here to stop at the
     Prefect API, which is not there either)."""
-    from deployments.runner import declarations
-    from flows import integration
+    from interlink.deployments.runner import declarations
+    from interlink.flows import integration
 
     used = {c for d in declarations().deployments for c in integration(d.integration).connections}
     down = f"http://127.0.0.1:{refusing_port}"

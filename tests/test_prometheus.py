@@ -17,6 +17,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
+from interlink.demo_systems.cli import DEMO_PROJECT
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -83,7 +84,7 @@ def test_pushed_figures_are_the_ledgers(home: Path, pushgateway: str) -> None:
 def test_interlink_run_pushes_its_figures(home: Path, systems, pushgateway: str, tmp_path: Path) -> None:
     """A real `interlink run` with INTERLINK_PUSHGATEWAY_URL set pushes, once its ledger row is final
     (`interlink.observe`), what its ledger then holds."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")} | {
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")} | DEMO_PROJECT | {
         "INTERLINK_HOME": str(home), "INTERLINK_BILLING__URL": f"sqlite:///{home / 'billing.db'}",
         "INTERLINK_PUSHGATEWAY_URL": pushgateway, "PREFECT_API_URL": PREFECT_API_URL.value(),
     }
@@ -106,7 +107,7 @@ def test_interlink_run_pushes_its_figures(home: Path, systems, pushgateway: str,
 @contextmanager
 def serving_metrics(state_url: str, log: Path) -> Iterator[int]:
     """A process serving `state_url`'s figures on /metrics (`metrics.serve` on port 0); its port."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")} | {"INTERLINK_METRICS_PORT": "0"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INTERLINK_")} | DEMO_PROJECT | {"INTERLINK_METRICS_PORT": "0"}
     code = f"import sys; from interlink import metrics; metrics.serve({state_url!r}, 0, '127.0.0.1'); sys.stdin.read()"
     with log.open("w") as out:
         process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=out, env=env,
@@ -219,7 +220,7 @@ def test_prometheus_scrapes_interlink_serve(home: Path, systems, prefect_api: st
 def test_a_push_carries_only_its_runs_own_connection_figures(home: Path, pushgateway: str) -> None:
     """A process that runs several integrations (`interlink run`, `demo run`) pushes each one's group with the requests
     of its own connections made since its run began (`metrics.snapshot`), not the whole process's."""
-    from connectors.telemetry import HttpMetrics
+    from interlink.connectors.telemetry import HttpMetrics
 
     state_url = f"sqlite:///{home / 'interlink.db'}"
     ledgered(state_url)

@@ -9,13 +9,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from interlink.connectors.masking import mask_emails as mask
+from interlink.data_checks.customers import billing_customers
+from interlink.data_checks.gate import build_docs, context, validate
+from interlink.data_checks.offline_docs import make_offline
 from plotly.offline import get_plotlyjs
 from prefect.settings import PREFECT_UI_URL, temporary_settings
 
-from connectors.masking import mask_emails as mask
-from data_checks.customers import billing_customers
-from data_checks.gate import build_docs, context, validate
-from data_checks.offline_docs import make_offline
 from interlink.deadletter import RESOLVED, DeadLetters, Reject
 from interlink.ledger import Counts, Ledger
 from interlink.quality_report import build_report, render

@@ -7,11 +7,10 @@ import uuid
 from collections.abc import Callable, Iterator
 
 import pytest
+from interlink.connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import ConcurrencySlotAcquisitionError
-
-from connectors.ratelimit import Limiter, RateLimiter, SharedRateLimit
 
 
 class FakeClock:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine, read_watermark, utcnow
+from interlink.demo_systems.crm_data import mutate
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-from connectors.sql import create_engine, read_watermark, utcnow
-from demo_systems.crm_data import mutate
-from flows.crm_to_billing import PIPELINE as crm_to_billing
-from flows.orders_to_erp import PIPELINE as orders_to_erp
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings

@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import Timestamp, create_engine, ensure_tables, utcnow
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.deliver import SqlTarget, deliver, row_hashes, tracked_table
+from interlink.tasks.ingest import FolderSource
+from interlink.tasks.reconcile import compare
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from connectors.sql import Timestamp, create_engine, ensure_tables, utcnow
-from flows.pipeline import Pipeline
 from interlink.deadletter import DeadLetters, Reject
 from interlink.settings import Settings
-from tasks.deliver import SqlTarget, deliver, row_hashes, tracked_table
-from tasks.ingest import FolderSource
-from tasks.reconcile import compare
 from tests.conftest import target_database
 
 NAME = "items_to_db"

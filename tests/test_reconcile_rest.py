@@ -11,15 +11,15 @@ import great_expectations.expectations as gxe
 import httpx
 import pandas as pd
 import pytest
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.ingest import FolderSource
+from interlink.tasks.send import RestTarget
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.pipeline import Pipeline
 from interlink.deadletter import DeadLetters, Reject
 from interlink.ledger import Ledger
 from interlink.settings import Settings
-from tasks.ingest import FolderSource
-from tasks.send import RestTarget
 from tests.json_server import json_server
 
 NAME = "products_to_shop"

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import create_engine, read_watermark
+from interlink.tasks.deliver import deliver, tracked_table
 
-from connectors.sql import create_engine, read_watermark
-from tasks.deliver import deliver, tracked_table
 from tests.test_deliver import BILLING_CUSTOMERS, INTEGRATION, customers
 
 HOSTILE_NAMES = [

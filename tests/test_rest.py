@@ -4,15 +4,15 @@ import threading
 
 import httpx
 import pytest
+from interlink.connectors.auth import ApiKeyHeader
+from interlink.connectors.errors import AuthError, ConfigError, FatalError, NotFound, PaginationLoop, RetriableError
+from interlink.connectors.pagination import CursorPaginator, OffsetPaginator, from_config
+from interlink.connectors.ratelimit import RateLimiter
+from interlink.connectors.rest import RestClient
+from interlink.tasks.ingest import RestSource, fetch_chunk
 from pydantic import SecretStr
 
-from connectors.auth import ApiKeyHeader
-from connectors.errors import AuthError, ConfigError, FatalError, NotFound, PaginationLoop, RetriableError
-from connectors.pagination import CursorPaginator, OffsetPaginator, from_config
-from connectors.ratelimit import RateLimiter
-from connectors.rest import RestClient
 from interlink.settings import RestConnection
-from tasks.ingest import RestSource, fetch_chunk
 
 KEY = "sk-unit-5e1d"
 
@@ -150,10 +150,10 @@ def test_connection_repr_never_shows_the_key():
 import functools  # noqa: E402
 import uuid  # noqa: E402
 
-import connectors.rest as rest_module  # noqa: E402
-from connectors.breaker import breaker_for, breakers  # noqa: E402
-from connectors.errors import CircuitOpen  # noqa: E402
-from connectors.rest import limiter_for  # noqa: E402
+import interlink.connectors.rest as rest_module  # noqa: E402
+from interlink.connectors.breaker import breaker_for, breakers  # noqa: E402
+from interlink.connectors.errors import CircuitOpen  # noqa: E402
+from interlink.connectors.rest import limiter_for  # noqa: E402
 
 
 def unique(prefix: str) -> str:
@@ -411,7 +411,7 @@ def test_source_settings_name_the_connection_and_the_fix():
 
 # Errors that name the real cause; one failed request is one failure to the breaker ------------------------------
 
-from connectors.breaker import CircuitBreaker  # noqa: E402
+from interlink.connectors.breaker import CircuitBreaker  # noqa: E402
 
 
 def refused(calls: list[str]):

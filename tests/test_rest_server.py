@@ -14,20 +14,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from interlink.connectors.auth import OAuth2ClientCredentialsConfig
+from interlink.connectors.breaker import BreakerState, CircuitBreaker, breaker_for
+from interlink.connectors.errors import AuthError, CircuitOpen, NotFound, PaginationLoop, RetriableError
+from interlink.connectors.pagination import CursorPaginator, from_config
+from interlink.connectors.ratelimit import RateLimiter
+from interlink.connectors.rest import RestClient
+from interlink.demo_systems import storefront
+from interlink.demo_systems.server import serve
+from interlink.demo_systems.storefront_data import seed as seed_storefront
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from connectors.auth import OAuth2ClientCredentialsConfig
-from connectors.breaker import BreakerState, CircuitBreaker, breaker_for
-from connectors.errors import AuthError, CircuitOpen, NotFound, PaginationLoop, RetriableError
-from connectors.pagination import CursorPaginator, from_config
-from connectors.ratelimit import RateLimiter
-from connectors.rest import RestClient
-from demo_systems import storefront
-from demo_systems.server import serve
-from demo_systems.storefront_data import seed as seed_storefront
 from interlink.settings import RestConnection
 
 RECORDS = 1000

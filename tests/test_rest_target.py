@@ -13,6 +13,11 @@ from collections.abc import Iterator
 import httpx
 import pandas as pd
 import pytest
+from interlink.connectors.errors import RetriableError
+from interlink.demo_systems.server import serve
+from interlink.flows.pipeline import Pipeline
+from interlink.tasks.ingest import RestSource
+from interlink.tasks.send import RestTarget, send_changed
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from starlette.applications import Starlette
@@ -20,13 +25,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from connectors.errors import RetriableError
-from demo_systems.server import serve
-from flows.pipeline import Pipeline
 from interlink.delivered import Delivered
 from interlink.settings import RestConnection, Settings
-from tasks.ingest import RestSource
-from tasks.send import RestTarget, send_changed
 from tests.directus_like import directus_like
 from tests.json_server import free_port, json_server
 

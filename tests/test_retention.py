@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.sql import utcnow
+from interlink.deployments.declaration import read
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
 from prefect.client.schemas.sorting import ArtifactSort
@@ -23,8 +25,6 @@ from prefect.exceptions import ObjectNotFound
 from prefect.flows import load_flow_from_entrypoint
 from prefect.settings import PREFECT_API_URL
 
-from connectors.sql import utcnow
-from deployments.declaration import read
 from interlink.cli import main
 from interlink.retention import RUN_TIME, prune
 from interlink.settings import Settings
@@ -192,7 +192,7 @@ def test_the_scheduled_prune_is_a_flow_with_the_declared_retries(home, tmp_path,
     (tmp_path / "deployments.yaml").write_text(DECLARATION.replace("timezone: Europe/Berlin", "timezone: UTC\nretries: 1"))
     monkeypatch.setenv("INTERLINK_DEPLOYMENTS_FILE", str(tmp_path / "deployments.yaml"))
     seed(url, home)
-    prune_flow = load_flow_from_entrypoint("deployments.prune:DECLARED")
+    prune_flow = load_flow_from_entrypoint("interlink.deployments.prune:DECLARED")
     assert (prune_flow.name, prune_flow.retries) == ("interlink-prune", 1)
     done = prune_flow()
     assert {(p["store"], p["integration"]): p["removed"] for p in done} == EXPECTED
@@ -216,7 +216,7 @@ def test_the_served_prune_deployment_runs(home, tmp_path):
         "PREFECT_RUNNER_POLL_FREQUENCY": "1",
         "INTERLINK_DEPLOYMENTS_FILE": str(tmp_path / "deployments.yaml"),
     }
-    served = "from prefect import serve; from deployments.runner import runner_deployments; serve(*runner_deployments())"
+    served = "from prefect import serve; from interlink.deployments.runner import runner_deployments; serve(*runner_deployments())"
     with (tmp_path / "serve.log").open("w") as out:
         runner = subprocess.Popen([sys.executable, "-c", served], env=env, stdout=out, stderr=subprocess.STDOUT, cwd=Path(__file__).parents[1])
     try:
@@ -225,7 +225,7 @@ def test_the_served_prune_deployment_runs(home, tmp_path):
                                     tmp_path / "serve.log")
             [schedule] = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == ("30 4 * * *", "Europe/Berlin")
-            assert deployment.entrypoint == "deployments.prune:DECLARED" and "Open dead letters are never removed" in deployment.description
+            assert deployment.entrypoint == "interlink.deployments.prune:DECLARED" and "Open dead letters are never removed" in deployment.description
             flow_run = client.create_flow_run_from_deployment(deployment.id)
             final = wait_until(lambda: (r := client.read_flow_run(flow_run.id)).state.is_final() and r, 120, "the prune run finishing",
                                tmp_path / "serve.log")

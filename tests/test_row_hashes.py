@@ -7,8 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-
-from tasks.deliver import _naive_utc, row_hashes
+from interlink.tasks.deliver import _naive_utc, row_hashes
 
 
 def row_hashes_before(rows: pd.DataFrame, target) -> pd.Series:

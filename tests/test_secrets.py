@@ -3,12 +3,12 @@
 import json
 from pathlib import Path
 
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, LogFilter, LogFilterFlowRunId
 from prefect.logging.handlers import APILogWorker
 from sqlalchemy.engine import make_url
 
-from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.deadletter import DeadLetters
 from interlink.ledger import Ledger
 from interlink.settings import Settings
@@ -72,7 +72,8 @@ def test_a_database_password_is_masked_in_the_ledger_and_artifact(systems, home:
 
 
 def test_the_oauth2_client_secret_never_leaks(storefront, home: Path, capfd, monkeypatch):
-    from flows.orders_to_erp import PIPELINE as orders_to_erp
+    from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
+
     from tests.conftest import STOREFRONT_SECRET
 
     monkeypatch.setenv("INTERLINK_ERP__URL", f"sqlite:///{home / 'erp.db'}")

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-
-from connectors.masking import sensitive_fields
-from flows.crm_to_billing import PIPELINE as crm_to_billing
-from flows.orders_to_erp import PIPELINE as orders_to_erp
+from interlink.connectors.masking import sensitive_fields
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.flows.orders_to_erp import PIPELINE as orders_to_erp
 
 LINES = [{"sku": "SKU-1", "quantity": 2, "unit_price": 9.5}]
 PROBES = {  # a valid source record, and another value for each field

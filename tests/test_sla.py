@@ -12,16 +12,16 @@ from datetime import time as clock
 from uuid import uuid4
 
 import pytest
+from interlink.connectors.errors import ConfigError
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.server import serve
+from interlink.deployments import automations
+from interlink.deployments.declaration import read
 from prefect.automations import CallWebhook, DoNothing, Posture
 from prefect.client.orchestration import SyncPrefectClient
 from prefect.server.events.schemas.events import ReceivedEvent
 from prefect.server.utilities.user_templates import render_user_template
 
-from connectors.errors import ConfigError
-from demo_systems.app import create_app
-from demo_systems.server import serve
-from deployments import automations
-from deployments.declaration import read
 from tests.conftest import API_KEY
 from tests.test_alerts import sink
 from tests.test_crashed_runs import interlink_serve
@@ -67,7 +67,7 @@ def test_declared_builds_one_watch_per_promise(tmp_path, home, monkeypatch):
     assert {"prefect.resource.role": "tag", "prefect.resource.id": "prefect.tag.auto-scheduled"} in related
     assert isinstance(fresh.actions[0], DoNothing) and "Fulfilment (#erp-integrations)" in fresh.description
 
-    monkeypatch.setenv("INTERLINK_RUNBOOK_URL", "https://git.example.com/interlink/README.md")
+    monkeypatch.setenv("INTERLINK_RUNBOOK_URL", "https://docs.example.com/operations/runbook/")
     [*_, watch] = automations.sla_breaches(read(declaration), block_id=uuid4())
     assert isinstance(watch.actions[0], CallWebhook)
     event = ReceivedEvent(event="prefect.flow-run.Pending", occurred=datetime(2026, 12, 7, 1, tzinfo=UTC), resource={"prefect.resource.id": "prefect.flow-run.abc"},
@@ -80,7 +80,7 @@ def test_declared_builds_one_watch_per_promise(tmp_path, home, monkeypatch):
                    "its last event: Pending at 2026-12-07T01:00:00+00:00",
         "owner": "Fulfilment (#erp-integrations)",
         "sla": "each scheduled sync done by 02:00 Europe/Berlin", "timezone": "Europe/Berlin",
-        "runbook": "https://git.example.com/interlink/README.md#runbook-sla-breach",
+        "runbook": "https://docs.example.com/operations/runbook/#runbook-sla-breach",
     }
 
 
@@ -132,7 +132,7 @@ def test_a_breached_sla_is_alerted_once_by_the_server_and_a_run_in_time_sends_no
     for alert in by_sla.values():
         assert (alert["integration"], alert["owner"], alert["deployment"]) == ("orders_to_erp", "Fulfilment (#erp-integrations)", "orders_to_erp")
         assert alert["flow_run_id"] == str(runs["orders_to_erp"]) and alert["timezone"] == "Europe/Berlin"
-        assert "/deployments/deployment/" in alert["link"] and alert["runbook"] == "README.md#runbook-sla-breach"
+        assert "/deployments/deployment/" in alert["link"] and alert["runbook"] == "docs/operations/runbook.md#runbook-sla-breach"
     [failed] = [p for p in received if p["state"] == "FAILED"]  # the run's own alert names its owner too
-    assert (failed["integration"], failed["owner"], failed["runbook"]) == ("orders_to_erp", "Fulfilment (#erp-integrations)", "README.md#runbook-failed")
+    assert (failed["integration"], failed["owner"], failed["runbook"]) == ("orders_to_erp", "Fulfilment (#erp-integrations)", "docs/operations/runbook.md#runbook-failed")
     assert [p for p in received if p["integration"] == "crm_to_billing"] == []

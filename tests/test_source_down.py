@@ -10,20 +10,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import interlink.connectors.breaker as breaker_module
+import interlink.connectors.rest as rest_module
 import pytest
+from interlink.connectors.errors import AuthError, CircuitOpen, RetriableError
+from interlink.connectors.rest import RestClient
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.server import serve
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.tasks import retriable
+from interlink.tasks.ingest import fetch_chunk
 from prefect.states import Failed
 
-import connectors.breaker as breaker_module
-import connectors.rest as rest_module
-from connectors.errors import AuthError, CircuitOpen, RetriableError
-from connectors.rest import RestClient
-from demo_systems.app import create_app
-from demo_systems.server import serve
-from flows.crm_to_billing import PIPELINE as crm_to_billing
 from interlink.ledger import Ledger
 from interlink.settings import Settings
-from tasks import retriable
-from tasks.ingest import fetch_chunk
 
 from .conftest import API_KEY
 

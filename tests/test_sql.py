@@ -7,9 +7,9 @@ from decimal import Decimal
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors import pgcsv, sql
+from interlink.connectors.sql import WriteMode
 
-from connectors import pgcsv, sql
-from connectors.sql import WriteMode
 from interlink.settings import ConfigError
 from tests.conftest import service_url
 
@@ -122,7 +122,7 @@ def test_nulls_empty_text_odd_text_and_whole_floats_arrive_exactly(engine, count
 
 
 def test_copy_stores_exactly_what_inserts_store_whatever_the_values(monkeypatch):
-    """PostgreSQL's COPY path (`connectors.pgcsv`) against its INSERT path, on values CSV makes hard."""
+    """PostgreSQL's COPY path (`interlink.connectors.pgcsv`) against its INSERT path, on values CSV makes hard."""
     engine = sql.create_engine(service_url("postgresql"))
     text = ["plain", "", None, " padded ", 'quote " and, comma', "cr\rlf\n", "back\\slash", "\\N", "\\.", "NULL", "ünïcode 😀"]
     n = len(text) * 3

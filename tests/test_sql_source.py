@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from interlink.connectors import sql
+from interlink.connectors.errors import ConfigError
+from interlink.tasks.ingest import Chunk, SqlSource
 
-from connectors import sql
-from connectors.errors import ConfigError
 from interlink.settings import Settings
-from tasks.ingest import Chunk, SqlSource
 from tests.conftest import service_url
 
 

@@ -267,7 +267,7 @@ def test_a_runs_table_that_is_not_the_ledger_is_refused_by_name(state_url):
 
 UPGRADE = """
 import sys
-from connectors.sql import create_engine
+from interlink.connectors.sql import create_engine
 from interlink import migrations
 engine = create_engine(sys.argv[1])
 print(migrations.upgrade(engine)[1])

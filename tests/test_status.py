@@ -9,9 +9,9 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from interlink.connectors.sql import utcnow
+from interlink.deployments.declaration import read
 
-from connectors.sql import utcnow
-from deployments.declaration import read
 from interlink import integration_facts
 from interlink.cli import main
 from interlink.deadletter import DeadLetters, Reject
@@ -133,7 +133,7 @@ def test_dlq_list_limit_shows_the_newest_oldest_first(home, capsys):
 
 
 READ_ONLY = [["runs"], ["dlq", "list"], ["connectors"], ["status"]]
-HEAVY = ("prefect", "great_expectations", "pandas", "flows.pipeline", "flows.crm_to_billing", "flows.orders_to_erp")
+HEAVY = ("prefect", "great_expectations", "pandas", "interlink.flows.pipeline", "interlink.flows.crm_to_billing", "interlink.flows.orders_to_erp")
 
 
 @pytest.mark.parametrize("argv", READ_ONLY, ids=" ".join)

@@ -7,17 +7,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.gauge import ROWS_HELD
+from interlink.connectors.sql import create_engine
+from interlink.demo_systems.server import serve
+from interlink.flows.crm_to_billing import PIPELINE as crm_to_billing
+from interlink.flows.pipeline import sync_flow
+from interlink.tasks.ingest import RestSource
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-
-from connectors.gauge import ROWS_HELD
-from connectors.sql import create_engine
-from demo_systems.server import serve
-from flows.crm_to_billing import PIPELINE as crm_to_billing
-from flows.pipeline import sync_flow
-from tasks.ingest import RestSource
 
 TOTAL = 200_000
 CHUNK = 20_000

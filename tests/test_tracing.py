@@ -19,6 +19,8 @@ import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
+from interlink.connectors.masking import plain_url
+from interlink.connectors.sql import COPY_THRESHOLD, WriteMode, create_engine, write
 from opentelemetry.instrumentation.httpx import SyncOpenTelemetryTransport
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -26,8 +28,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.engine import make_url
 
-from connectors.masking import plain_url
-from connectors.sql import COPY_THRESHOLD, WriteMode, create_engine, write
 from interlink import tracing
 from tests.conftest import service_url
 from tests.observers import otlp_receiver

@@ -8,9 +8,8 @@ import unicodedata
 import numpy as np
 import pandas as pd
 import pytest
-
-from flows.crm_to_billing import to_billing_customers
-from tasks.transform import (
+from interlink.flows.crm_to_billing import to_billing_customers
+from interlink.tasks.transform import (
     CALLING_CODES,
     COUNTRY_ALIASES,
     blank_to_na,

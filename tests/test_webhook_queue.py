@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from interlink.demo_systems.server import serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -25,7 +26,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from demo_systems.server import serve
 from tests.test_deployments import prefect_server
 from tests.test_webhooks import BIN, SECRET, events, library_signature, production_receiver, settled, wait_for
 

@@ -23,13 +23,13 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from interlink.demo_systems.server import serve
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.settings import PREFECT_API_URL
 from pydantic import SecretStr
 from standardwebhooks import Webhook
 
-from demo_systems.server import serve
 from interlink.cli import main
 from interlink.state import WEBHOOK_EVENTS, state_engine
 from interlink.webhooks import create_app, deployment_trigger, rerun

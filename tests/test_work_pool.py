@@ -13,13 +13,13 @@ from pathlib import Path
 import anyio
 import psutil
 import yaml
+from interlink.demo_systems.app import create_app
+from interlink.demo_systems.server import serve
+from interlink.deployments.prefect_yaml import prefect_yaml
+from interlink.deployments.runner import declarations
 from prefect.client.orchestration import SyncPrefectClient
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from demo_systems.app import create_app
-from demo_systems.server import serve
-from deployments.prefect_yaml import prefect_yaml
-from deployments.runner import declarations
 from interlink.ledger import Ledger
 from tests.test_deployments import BIN, FailFirst, prefect_server, wait_until
 
@@ -41,7 +41,7 @@ ROOT = Path(__file__).parents[1]
 def test_prefect_yaml_is_generated_from_the_declaration():
     """One source of truth: the committed prefect.yaml is what deployments.yaml generates."""
     assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(declarations()), (
-        "prefect.yaml is stale: run `python -m deployments.prefect_yaml > prefect.yaml`"
+        "prefect.yaml is stale: run `python -m interlink.deployments.prefect_yaml > prefect.yaml`"
     )
 
 
@@ -89,7 +89,7 @@ def test_a_pooled_deployment_is_retried_as_declared_and_completes(crm_db, home, 
             [schedule] = deployment.schedules
             assert (schedule.schedule.cron, schedule.schedule.timezone) == (sync.cron, declared.timezone)
             assert deployment.parameters == sync.parameters and set(sync.tags) <= set(deployment.tags)
-            assert deployment.entrypoint == "deployments.runner:DEPLOYED.crm_to_billing.sync"
+            assert deployment.entrypoint == "interlink.deployments.runner:DEPLOYED.crm_to_billing.sync"
             assert deployment.work_pool_name == "interlink-test"
             assert deployment.global_concurrency_limit.limit == declared.limit(sync)  # Prefect enforces it, not us
             assert deployment.job_variables["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"  # for the crashed-run automation

@@ -39,11 +39,11 @@ def run(config: dict) -> dict:
             ),
         }
     )
-    from connectors.gauge import ROWS_HELD
-    from data_checks.policy import SchemaContract
-    from flows.crm_to_billing import PIPELINE
-    from flows.pipeline import sync_flow
-    from tasks.ingest import RestSource
+    from interlink.connectors.gauge import ROWS_HELD
+    from interlink.data_checks.policy import SchemaContract
+    from interlink.flows.crm_to_billing import PIPELINE
+    from interlink.flows.pipeline import sync_flow
+    from interlink.tasks.ingest import RestSource
 
     source = RestSource(
         connection="crm",

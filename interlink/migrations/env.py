@@ -24,7 +24,7 @@ connection = context.config.attributes.get("connection")
 if connection is not None:
     run(connection)
 else:
-    from connectors.sql import create_engine
+    from interlink.connectors.sql import create_engine
     from interlink.settings import Settings
 
     engine = create_engine(context.config.get_main_option("sqlalchemy.url") or Settings.load().state_db)

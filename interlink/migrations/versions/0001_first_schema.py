@@ -15,7 +15,7 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-# connectors.sql.Timestamp as it was: naive UTC, microseconds kept on MariaDB
+# interlink.connectors.sql.Timestamp as it was: naive UTC, microseconds kept on MariaDB
 Timestamp = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 
 
