@@ -1,8 +1,9 @@
 """Transform: map source records to the target's shape and normalise them, a batch at a time.
 
-Transforms never drop or reject a record: what cannot be normalised is left as it is
-(or null) for the data checks to name. A record a transform raises on is isolated and
-dead-lettered (`transform_batch`).
+Transforms never drop a record: what cannot be normalised is left as it is (or null) for the
+data checks to name, and a number where text belongs becomes its text. A value that has no
+text of its own (an object, a list, bytes: `NotText`) raises, naming its column; a record a
+transform raises on is isolated and dead-lettered (`transform_batch`).
 """
 
 import operator
@@ -11,7 +12,7 @@ import unicodedata
 from collections.abc import Callable
 from functools import cache
 from itertools import repeat
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import pandas as pd
@@ -77,7 +78,7 @@ def normalise_phone(values: pd.Series, countries: pd.Series) -> pd.Series:
     digits = _digits(text)
     head = text.astype("U2")
     plus, zeros = np.strings.startswith(head, "+"), head == "00"
-    calling = np.asarray(per_distinct(countries.astype("string"), CALLING_CODES.get))  # no country: None
+    calling = np.asarray(per_distinct(_text(countries), CALLING_CODES.get))  # no country (""): None
     national = ~(plus | zeros) & (calling != None) & (text != "")  # noqa: E711 (element-wise)
     result = text  # left as it was where no country code is known
     result[plus] = "+" + digits[plus]
@@ -113,14 +114,34 @@ def _ascii_digits() -> dict[int, str]:
     return digits | {ord("＋"): "+"}
 
 
+class NotText(TypeError):
+    """A value with no text of its own (an object, a list, bytes …) in a column a text normaliser reads."""
+
+
 def _text(values: pd.Series) -> np.ndarray:
-    """Each value as text (a number or a nested list too), in a new array; "" for missing."""
+    """Each value as text (a number too), in a new array; "" for missing. An object, a list or another value whose
+    text would only be Python's spelling of it raises `NotText`, naming the column (only values that are not text
+    are looked at, so text columns cost nothing more)."""
     if isinstance(values.dtype, pd.StringDtype):
         return values.to_numpy(dtype=object, na_value="", copy=True)
+    scalar, missing, column = pd.api.types.is_scalar, pd.isna, values.name
     return np.array(
-        [v if isinstance(v, str) else "" if pd.api.types.is_scalar(v) and pd.isna(v) else str(v) for v in values.to_numpy(dtype=object)],
+        [
+            v if isinstance(v, str) else ("" if missing(v) else str(v)) if scalar(v) and not isinstance(v, bytes) else _not_text(v, column)
+            for v in values.to_numpy(dtype=object)
+        ],
         dtype=object,
     )
+
+
+def _not_text(value: Any, column: Any) -> NoReturn:
+    """Raise `NotText`: what `value` is (an object, a list …), where text belongs in `column`."""
+    kind = _KINDS.get(type(value)) or next((k for t, k in _KINDS.items() if isinstance(value, t)), f"a {type(value).__name__}")
+    raise NotText(f"{column}: {kind} where text belongs" if column is not None else f"{kind} where text belongs")
+
+
+_KINDS = {dict: "an object", list: "a list", tuple: "a list", set: "a set", frozenset: "a set", np.ndarray: "a list",
+          bytes: "bytes", bytearray: "bytes", memoryview: "bytes"}
 
 
 def _collapsed(texts: np.ndarray) -> np.ndarray:
