@@ -47,6 +47,7 @@ tools: $(INSTALLED)
 
 test: $(INSTALLED) tools
 	$(BIN)/ruff check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir .interlink/site  # without the banner on Material's end of life (May 2027)
 	$(BIN)/pytest --numprocesses auto --maxprocesses 4
 
 clean:

@@ -110,7 +110,7 @@ py '
 import sys, time
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
-from deployments.runner import runner_deployments
+from interlink.deployments.runner import runner_deployments
 declared = len(runner_deployments())  # with the retention prune, if declared
 scheduled = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=["SCHEDULED"])))
 deadline = time.monotonic() + 120
@@ -195,7 +195,7 @@ wait_run "$retried_id" AwaitingRetry 300
 setsid .venv/bin/python -c '
 import os, sys, uvicorn
 from pathlib import Path
-from demo_systems.storefront import create_app
+from interlink.demo_systems.storefront import create_app
 db = Path(os.environ["INTERLINK_HOME"], "demo", "storefront.db")  # seeded by `interlink demo serve`
 auth = os.environ["INTERLINK_STOREFRONT__AUTH__CLIENT_ID"], os.environ["INTERLINK_STOREFRONT__AUTH__CLIENT_SECRET"]
 uvicorn.run(create_app(db, *auth), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
@@ -229,7 +229,7 @@ with get_client(sync_client=True) as client:
 ' "$crashed_id" || fail "the run to crash did not get going"
 kill -KILL -- "-$serve_pid"
 wait "$serve_pid" 2>/dev/null || true  # reaped quietly: no "Killed" line from bash
-crash_after_s=$(py 'from deployments.runner import declarations; print(declarations().crash_after_s)')
+crash_after_s=$(py 'from interlink.deployments.runner import declarations; print(declarations().crash_after_s)')
 wait_run "$crashed_id" CRASHED $((crash_after_s + 120))
 shot docs/prefect-crashed.png "$ui/runs/flow-run/$crashed_id?tab=Details" 1440,1300
 
