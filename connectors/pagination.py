@@ -41,6 +41,10 @@ class PageRequest:
 
 
 class Paginator(Protocol):
+    """How an API splits a collection into pages: one small class per style, a fresh copy per read (state never
+    crosses runs), each with a stop condition. `RestSource` asks `init_request` for the first page, then, after each
+    page, `update_state`, and sends the next request while `has_next_page`."""
+
     has_next_page: bool
 
     def init_request(self, request: PageRequest) -> None:

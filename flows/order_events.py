@@ -216,9 +216,9 @@ def add_commands(app: typer.Typer) -> None:
 
 
 def consume(
-    queue: str = "orders",
-    batch_size: Annotated[int, typer.Option(min=1)] = 200,
-    idle_s: Annotated[float, typer.Option(min=0)] = 5.0,
+    queue: Annotated[str, typer.Option(help="the RabbitMQ queue to read")] = "orders",
+    batch_size: Annotated[int, typer.Option(min=1, help="orders per micro-batch")] = 200,
+    idle_s: Annotated[float, typer.Option(min=0, help="stop after the queue has been empty this long")] = 5.0,
     max_deliveries: Annotated[int, typer.Option(min=1, help="failed deliveries of an order before it is dead-lettered")] = MAX_DELIVERIES,
 ) -> None:
     """Feed order events to orders_to_erp in micro-batches until the queue is idle."""

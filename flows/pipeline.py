@@ -58,23 +58,33 @@ json_logs()  # a run a Prefect worker or runner started: JSON log lines, if INTE
 
 
 class Source(Protocol):
+    """What a pipeline reads from (`RestSource`, `SqlSource`, `FolderSource`): chunks of raw records since a watermark."""
+
     connection: str
     cursor: str | None  # the field whose times or numbers the watermark follows
     sorted: bool  # records come in cursor order, so each chunk's watermark may commit with it
     setting: str  # where the source is declared, for messages
 
-    def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]: ...
+    def chunks(self, settings: Settings, since: str | None, chunk_rows: int) -> Iterator[Chunk]:
+        """The records at or after `since` (the committed watermark; None: everything), about `chunk_rows` at a time."""
 
-    def done(self, settings: Settings, chunk: Chunk) -> None: ...
+    def done(self, settings: Settings, chunk: Chunk) -> None:
+        """`chunk` is delivered and its watermark committed (a folder source archives its files)."""
 
 
 class Enricher(Protocol):
+    """A lookup in another system (`Lookup`) that adds columns to transformed rows."""
+
     connection: str
 
-    def enrich(self, settings: Settings, rows: pd.DataFrame, cache: dict) -> pd.DataFrame: ...
+    def enrich(self, settings: Settings, rows: pd.DataFrame, cache: dict) -> pd.DataFrame:
+        """`rows` with the looked-up columns; `cache` lives for the run, so each distinct value is fetched once."""
 
 
 class Target(Protocol):
+    """What a pipeline delivers to (`SqlTarget`, `RestTarget`): it keeps the watermark, refuses before writing what it
+    could not hold, and counts only what it confirmed."""
+
     connection: str
 
     def watermark(self, settings: Settings, integration: str) -> str | None: ...

@@ -473,7 +473,10 @@ def _wait_for_prefect_api(timeout_s: float) -> None:
 
 
 @webhooks_app.command("serve")
-def webhooks_serve(host: str = "127.0.0.1", port: Annotated[int, typer.Option(min=1, max=65535)] = 8000) -> None:
+def webhooks_serve(
+    host: Annotated[str, typer.Option(help="the address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="the port to listen on")] = 8000,
+) -> None:
     """Receive signed events and trigger their integration's deployment (on a Prefect server)."""
     import uvicorn
     from prefect.settings import get_current_settings
