@@ -31,6 +31,14 @@ HEADER = """\
 """
 
 
+
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's own way with text, whatever else is loaded: importing Prefect's CLI (`prefect deploy`) changes it for
+    the whole process."""
+
+
+_Dumper.add_representer(str, yaml.representer.SafeRepresenter.represent_str)
+
 def prefect_yaml(declared: Declarations) -> str:
     """The text of `prefect.yaml` for `declared`."""
     deployments = [
@@ -56,7 +64,7 @@ def prefect_yaml(declared: Declarations) -> str:
             "work_pool": {"name": declared.work_pool, "job_variables": {"env": HEARTBEAT}},
         })
     body = {"name": "interlink", "prefect-version": _prefect_version(), "deployments": deployments}
-    return HEADER.format(pool=declared.work_pool) + yaml.safe_dump(body, sort_keys=False, width=120)
+    return HEADER.format(pool=declared.work_pool) + yaml.dump(body, Dumper=_Dumper, sort_keys=False, width=120)
 
 
 def _prefect_version() -> str:

@@ -25,7 +25,7 @@ from interlink.cli import main
 BIN = Path(sys.executable).parent
 PAIRS = [(source, target) for source in scaffold.SOURCES for target in scaffold.TARGETS]
 TREE = {
-    ".github/workflows/ci.yml", ".gitignore", "Makefile", "README.md", "pyproject.toml",
+    ".github/workflows/ci.yml", ".gitignore", "Makefile", "README.md", "prefect.toml", "pyproject.toml",
     "data_checks/__init__.py", "data_checks/customers.py", "deployments/connections.yaml", "deployments/deployments.yaml",
     "flows/__init__.py", "flows/customers_to_warehouse.py", "flows/sample_data.py",
     "tests/conftest.py", "tests/test_customers_to_warehouse.py",

@@ -39,7 +39,9 @@ ROOT = Path(__file__).parents[1]
 
 
 def test_prefect_yaml_is_generated_from_the_declaration():
-    """One source of truth: the committed prefect.yaml is what deployments.yaml generates."""
+    """One source of truth: the committed prefect.yaml is what deployments.yaml generates, also in a process that has
+    imported Prefect's CLI (which changes PyYAML's text style process-wide, as `prefect deploy` in another test did)."""
+    import prefect.cli.deployment  # noqa: F401
     assert (ROOT / "prefect.yaml").read_text() == prefect_yaml(declarations()), (
         "prefect.yaml is stale: run `python -m interlink.deployments.prefect_yaml > prefect.yaml`"
     )
